@@ -1,0 +1,51 @@
+"""The exception family of gravixd.
+
+Each error that reaches a client or a log carries a message in msgspec's tone: what was
+expected, what came, and where. `reason` is a short, bounded label for metrics (never the
+message itself, which would explode label cardinality).
+"""
+
+from __future__ import annotations
+
+
+class GravixdError(Exception):
+    """Base of every error gravixd raises on purpose."""
+
+
+class ConfigError(GravixdError):
+    """A configuration key is unknown or its value is invalid; the message names the key."""
+
+
+class DecodeError(GravixdError):
+    """A payload could not be decoded into events.
+
+    Attributes:
+        reason: bounded metric label, e.g. ``invalid_json``, ``invalid_protobuf``,
+            ``validation``, ``invalid_utf8``.
+    """
+
+    def __init__(self, message: str, reason: str = "validation") -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+
+class StoreError(GravixdError):
+    """An object store operation failed in a way that may succeed on retry."""
+
+
+class PermanentStoreError(StoreError):
+    """An object store operation failed in a way that retrying will not fix
+    (access denied, bucket missing, invalid key)."""
+
+
+class ObjectNotFound(StoreError):
+    """`get` or `delete` named a key that does not exist."""
+
+
+class SpoolFullError(GravixdError):
+    """The spool is above `max_spool_bytes`; the caller should shed load (503)."""
+
+
+class DurabilityError(GravixdError):
+    """Events could not be made durable (write or fsync failed, e.g. ENOSPC)."""

@@ -1,0 +1,62 @@
+"""The Arrow schemas of the two streams, in one place (DESIGN.md section 1).
+
+Every decoder (msgspec JSON, pure protobuf, the native C path) must produce record batches
+with exactly these schemas; segments, rollups and queries rely on them. Columns are named
+after the proto fields; types are ones Trino's Hive connector, DuckDB and pandas all read.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pyarrow as pa
+
+TIMESTAMP_TYPE: Final = pa.timestamp("ns", tz="UTC")
+ATTRIBUTES_TYPE: Final = pa.map_(pa.string(), pa.string())
+
+FACTS_SCHEMA: Final = pa.schema(
+    [
+        pa.field("timestamp", TIMESTAMP_TYPE),
+        pa.field("service", pa.string()),
+        pa.field("route", pa.string()),
+        pa.field("method", pa.string()),
+        pa.field("status_code", pa.int32()),
+        pa.field("duration_ms", pa.float64()),
+        pa.field("bytes_in", pa.int64()),
+        pa.field("bytes_out", pa.int64()),
+        pa.field("trace_id", pa.string()),
+        pa.field("attributes", ATTRIBUTES_TYPE),
+    ]
+)
+
+EVENTS_SCHEMA: Final = pa.schema(
+    [
+        pa.field("timestamp", TIMESTAMP_TYPE),
+        pa.field("service", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("severity", pa.string()),
+        pa.field("message", pa.string()),
+        pa.field("trace_id", pa.string()),
+        pa.field("attributes", ATTRIBUTES_TYPE),
+    ]
+)
+
+STREAMS: Final[dict[str, pa.Schema]] = {"facts": FACTS_SCHEMA, "events": EVENTS_SCHEMA}
+
+# Severity is stored by name, the proto enum name without its SEVERITY_ prefix, so that
+# `WHERE severity = 'ERROR'` reads naturally in SQL. Index = proto enum number.
+SEVERITY_NAMES: Final = ("UNSPECIFIED", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+
+# status_code is a proto uint32 but the contract bounds it to 0..999.
+MAX_STATUS_CODE: Final = 999
+# bytes_in/bytes_out are proto uint64 stored as signed int64 (what every engine reads):
+# values above this are rejected rather than wrapped.
+MAX_INT64: Final = 2**63 - 1
+
+
+def severity_name(number: int) -> str:
+    """The stored name of a severity number; unknown numbers (a newer emitter's enum
+    values, which proto3 keeps as open enums) are stored as their decimal number."""
+    if 0 <= number < len(SEVERITY_NAMES):
+        return SEVERITY_NAMES[number]
+    return str(number)

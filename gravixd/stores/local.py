@@ -1,0 +1,99 @@
+"""A directory as an object store (`file:///var/lib/gravixd/store`, the default).
+
+Writes are atomic: a temporary file in the target directory is written, fsynced, renamed over
+the key, and the directory is fsynced, so a crash leaves the old object or the new one, and a
+reader never sees a partial object. Blocking file calls run in worker threads.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import trio
+
+from ..errors import ObjectNotFound, PermanentStoreError, StoreError
+from .base import Body, ObjectStore, validate_key
+
+_TMP_SUFFIX = ".gravixd-tmp"
+
+
+class LocalStore(ObjectStore):
+    def __init__(self, root: str | Path, url: str | None = None) -> None:
+        self.root = Path(root).absolute()
+        self.url = url or f"file://{self.root}"
+        # Bounded so a burst of uploads cannot take every worker thread.
+        self._limiter = trio.CapacityLimiter(4)
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    async def put(self, key: str, body: Body) -> None:
+        await trio.to_thread.run_sync(self._put_sync, self._path(key), body, limiter=self._limiter)
+
+    def _put_sync(self, path: Path, body: Body) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
+            try:
+                with open(tmp, "wb") as out:
+                    if isinstance(body, Path):
+                        with open(body, "rb") as src:
+                            shutil.copyfileobj(src, out, 1 << 20)
+                    else:
+                        out.write(body)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            _fsync_dir(path.parent)
+        except PermissionError as exc:
+            raise PermanentStoreError(f"Permission denied writing {path}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"Could not write {path}: {exc}") from exc
+
+    async def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return await trio.to_thread.run_sync(path.read_bytes, limiter=self._limiter)
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(f"No object at key {key!r} in {self.url}") from exc
+        except OSError as exc:
+            raise StoreError(f"Could not read {path}: {exc}") from exc
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            await trio.to_thread.run_sync(path.unlink, True, limiter=self._limiter)
+        except OSError as exc:
+            raise StoreError(f"Could not delete {path}: {exc}") from exc
+
+    async def list(self, prefix: str = "") -> list[str]:
+        return await trio.to_thread.run_sync(self._list_sync, prefix, limiter=self._limiter)
+
+    def _list_sync(self, prefix: str) -> list[str]:
+        # Walk only the deepest directory that the prefix names fully.
+        base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base_dir if base_dir else self.root
+        keys = []
+        for dirpath, _dirnames, filenames in os.walk(start):
+            for name in filenames:
+                if name.endswith(_TMP_SUFFIX):
+                    continue
+                key = Path(dirpath, name).relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        keys.sort()
+        return keys
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
