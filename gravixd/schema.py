@@ -60,3 +60,7 @@ def severity_name(number: int) -> str:
     if 0 <= number < len(SEVERITY_NAMES):
         return SEVERITY_NAMES[number]
     return str(number)
+
+# The attributes map is stored with its entries sorted by key, keys unique (the last of
+# duplicate keys wins, as in protobuf and JSON): one canonical form whatever the wire order,
+# so that every decoder yields identical tables.
