@@ -1,0 +1,47 @@
+"""Shared pytest fixtures (fixtures only: helpers live in their own modules under tests/)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+# Nothing in the test suite may probe the cloud instance-metadata address (169.254.169.254).
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One SeaweedFS S3 server for the session (tests use unique key prefixes)."""
+    from seaweed import SeaweedServer
+
+    with SeaweedServer(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
+
+
+@pytest.fixture
+def seaweed_private(tmp_path: Path) -> Iterator[object]:
+    """A SeaweedFS server of this test alone, for tests that stop and restart it."""
+    from seaweed import SeaweedServer
+
+    with SeaweedServer(tmp_path / "seaweed") as server:
+        yield server
+
+
+@pytest.fixture
+async def s3_store(seaweed: object) -> AsyncIterator[object]:
+    """An S3Store on the session's SeaweedFS, under a prefix of this test alone."""
+    from gravixd.stores import open_store
+
+    server = seaweed
+    store = open_store(
+        f"s3://{server.bucket}/t-{uuid.uuid4().hex[:12]}",  # type: ignore[attr-defined]
+        **server.store_options(),  # type: ignore[attr-defined]
+    )
+    try:
+        yield store
+    finally:
+        await store.aclose()
