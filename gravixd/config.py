@@ -245,7 +245,7 @@ def parse_listen(addr: str) -> tuple[str, int]:
 
 
 # KB = 1000 and KiB = 1024, as IEC 80000-13 says; case-insensitive ("8mib").
-_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?)?b\s*", re.IGNORECASE)
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(?:([kmgt]i?)?b)?\s*", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 _SIZE_UNITS |= {"ki": KiB, "mi": MiB, "gi": GiB, "ti": 1024 * GiB}
 
@@ -322,9 +322,8 @@ def _bounds(tp: Any) -> str | None:
         return None
     name = "int" if isinstance(info, msgspec.inspect.IntType) else "float"
     limits = ((">=", info.ge), (">", info.gt), ("<=", info.le), ("<", info.lt))
-    return " ".join(
-        [f"`{name}`", *(f"{op} {limit!r}" for op, limit in limits if limit is not None)]
-    )
+    cast = int if name == "int" else float
+    return " ".join([f"`{name}`", *(f"{op} {cast(n)!r}" for op, n in limits if n is not None)])
 
 
 def _invalid(spec: _FieldSpec, source: str, value: Any, typed: bool, exc: Exception) -> ConfigError:
@@ -348,8 +347,10 @@ def _invalid(spec: _FieldSpec, source: str, value: Any, typed: bool, exc: Except
 
 
 def _unknown(what: str, name: str, choices: list[str], where: str = "") -> ConfigError:
-    close = difflib.get_close_matches(name, choices, n=1)
-    hint = f" (did you mean `{close[0]}`?)" if close else ""
+    # Compare without the common GRAVIXD_ prefix, which would make every name look close.
+    bare = {choice.removeprefix(ENV_PREFIX): choice for choice in choices}
+    close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), list(bare), n=1)
+    hint = f" (did you mean `{bare[close[0]]}`?)" if close else ""
     return ConfigError(f"Unknown {what} `{name}`{where}{hint}")
 
 
@@ -620,6 +621,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _metavar(spec: _FieldSpec) -> str:
     if spec.choices:
         return "{" + ",".join(spec.choices) + "}"
+    if isinstance(spec.default, int) and not spec.is_bool and not spec.name.endswith("_bytes"):
+        return "N"
     for suffix, metavar in (
         ("_bytes", "BYTES"),
         ("_seconds", "SECONDS"),
