@@ -1,0 +1,83 @@
+"""Shared helpers for the deployment artifact tests (compose, chart, dashboard, systemd).
+
+Imported as a plain module: pytest puts this folder on sys.path (tests have no packages)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "chart" / "dashboards" / "gravix-internals.json"
+
+# Gauges the runtime registers with Metrics.register_gauges (read at scrape time), and
+# Prometheus' own per-target series.
+SCRAPE_TIME_GAUGES = frozenset({"spool_bytes", "spool_segments", "upload_queue_depth"})
+PROMETHEUS_SERIES = frozenset({"up"})
+
+
+def require_tool(name: str) -> str:
+    """The tool's path; a missing one fails (CI installs it via scripts/install-tools or
+    the `test` extra), it is never a silent skip."""
+    path = shutil.which(name)
+    assert path, f"{name} not found: run scripts/install-tools and pip install -e '.[test]'"
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return loaded
+
+
+def dashboard_targets() -> list[tuple[str, str]]:
+    """(panel title, PromQL expression) for every query of every panel."""
+    found = []
+    for panel in dashboard()["panels"]:
+        for target in panel.get("targets", []):
+            found.append((panel["title"], target["expr"]))
+    return found
+
+
+def concrete_promql(expr: str, rate_window: str = "1m") -> str:
+    """Grafana's variables replaced as Grafana would, so Prometheus can run it."""
+    return (
+        expr.replace("$__rate_interval", rate_window)
+        .replace("$__interval", rate_window)
+        .replace("$instance", ".+")
+    )
+
+
+_METRIC_IN_SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
+
+
+def metric_names_in(expr: str) -> set[str]:
+    """Metric names of a dashboard expression: every one is written with a `{...}` selector
+    (the $instance filter), which the dashboard test enforces."""
+    return set(_METRIC_IN_SELECTOR.findall(expr))
+
+
+def exported_sample_names() -> set[str]:
+    """Every sample name gravixd's Metrics can export, labelled or not, as Prometheus sees
+    them (prometheus_client adds _total, _bucket/_sum/_count, _info)."""
+    from gravixd.metrics import Metrics
+
+    names: set[str] = set()
+    for family in Metrics().registry.collect():
+        suffixes = {
+            "counter": ("_total", "_created"),
+            "histogram": ("_bucket", "_sum", "_count", "_created"),
+            "info": ("_info",),
+        }.get(family.type, ("",))
+        names.update(family.name + suffix for suffix in suffixes)
+    return names | SCRAPE_TIME_GAUGES
