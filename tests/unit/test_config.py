@@ -664,6 +664,18 @@ def test_docs_list_every_key_with_its_spellings() -> None:
         assert f"`{key}`" in text, key
 
 
+def test_docs_toml_examples_load(tmp_path: Path) -> None:
+    blocks = re.findall(r"```toml\n(.*?)```", DOCS.read_text(), re.DOTALL)
+    examples = [block for block in blocks if "segment_max_bytes" not in block]  # not the 3-way one
+    assert len(examples) == 2
+    tokens = tmp_path / "tokens"
+    tokens.write_text("tok\n")
+    for number, block in enumerate(examples):
+        path = tmp_path / f"example{number}.toml"
+        path.write_text(block.replace("/etc/gravixd/tokens", str(tokens)))
+        load({"config": str(path)}, {})
+
+
 def test_help_names_every_flag_and_env() -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
