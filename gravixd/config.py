@@ -417,7 +417,8 @@ def _env_values(environ: Mapping[str, str]) -> list[_Raw]:
         if spec.toml_only:
             raise ConfigError(f"`{spec.name}` can only be set in the config file, got {source}")
         if spec.name in raws:
-            raise ConfigError(f"Both {raws[spec.name].source[4:]} and {name} are set; use one")
+            first = raws[spec.name].source.removeprefix("env ")
+            raise ConfigError(f"Both {first} and {name} set `{spec.name}`; use one")
         raws[spec.name] = _Raw(spec.name, value, source, typed=False)
     return list(raws.values())
 
