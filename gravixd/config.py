@@ -178,6 +178,7 @@ class _FieldSpec(NamedTuple):
     description: str
     secret: bool
     toml_only: bool
+    listen: bool  # a host:port address, checked by parse_listen
     is_list: bool
     is_bool: bool
     choices: tuple[str, ...]  # of a Literal key, else ()
@@ -209,6 +210,7 @@ def _field_specs() -> dict[str, _FieldSpec]:
             description=description,
             secret=bool(extra.get("secret")),
             toml_only=bool(extra.get("toml_only")),
+            listen=bool(extra.get("listen")),
             is_list=typing.get_origin(base) is list,
             is_bool=base is bool,
             choices=typing.get_args(base) if typing.get_origin(base) is Literal else (),
@@ -442,7 +444,7 @@ def _convert(raw: _Raw) -> Any:
     except msgspec.ValidationError as exc:
         raise _invalid(spec, raw.source, value, raw.typed, exc) from None
     # Listen addresses: the one check msgspec cannot express.
-    listens = [(spec.name, typed)] if spec.name.endswith("_listen") else []
+    listens = [(spec.name, typed)] if spec.listen else []
     if spec.name == "tcp_listeners":
         listens = [(f"tcp_listeners[{i}].listen", item.listen) for i, item in enumerate(typed)]
     for name, addr in listens:
