@@ -30,26 +30,25 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links=/wheels /wheels/gravixd-*.whl \
  && rm -rf /wheels
 
-# Read-only root: no .pyc writes; HOME and the spool on the volume. In containers the
-# listeners must accept connections from outside the container, hence 0.0.0.0.
+# Container defaults (0.0.0.0 listeners, spool on the volume) as a config file, so env
+# vars and a mounted /etc/gravixd (the Helm chart's ConfigMap) still override them.
+COPY deploy/container/gravixd.toml /etc/gravixd/gravixd.toml
+
+# Read-only root: no .pyc writes; HOME on the volume.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/var/lib/gravixd \
-    GRAVIXD_HTTP_LISTEN=0.0.0.0:8088 \
-    GRAVIXD_TCP_LISTEN=0.0.0.0:5170 \
-    GRAVIXD_METRICS_LISTEN=0.0.0.0:9108 \
-    GRAVIXD_SPOOL_DIR=/var/lib/gravixd/spool \
-    GRAVIXD_STORE_URL=file:///var/lib/gravixd/store
+    GRAVIXD_CONFIG=/etc/gravixd/gravixd.toml
 
 VOLUME ["/var/lib/gravixd"]
 WORKDIR /var/lib/gravixd
 USER 10001:10001
 EXPOSE 8088 5170 9108
 
-# slim has no curl: ask /livez with the interpreter already in the image, on whatever port
-# GRAVIXD_METRICS_LISTEN names.
+# slim has no curl: a stdlib script asks /livez on the port gravixd is configured with.
+COPY deploy/container/healthcheck.py /usr/local/lib/gravixd/healthcheck.py
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request as u; h, _, p = os.environ.get('GRAVIXD_METRICS_LISTEN', '127.0.0.1:9108').rpartition(':'); h = '127.0.0.1' if h in ('', '0.0.0.0', '[::]') else h; u.urlopen(f'http://{h}:{p}/livez', timeout=3)"]
+  CMD ["python", "/usr/local/lib/gravixd/healthcheck.py"]
 
 # SIGTERM drains (finishes requests, seals, uploads) before exiting; give it
 # drain_timeout_seconds plus a margin (docker stop -t 30, compose stop_grace_period).

@@ -4,7 +4,7 @@ tool that consumes it (no Docker engine on these machines: the image itself is n
 from __future__ import annotations
 
 import http.server
-import os
+import json
 import re
 import subprocess
 import sys
@@ -146,15 +146,6 @@ def test_image_entrypoint_is_gravixd_serve() -> None:
     assert instructions["CMD"] == '["serve"]'
 
 
-def _healthcheck_argv() -> list[str]:
-    import json
-
-    rest = dict(_instructions())["HEALTHCHECK"]
-    argv: list[str] = json.loads(rest[rest.index("CMD") + 3 :].strip())
-    assert argv[:2] == ["python", "-c"]
-    return argv
-
-
 class _Livez(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
         self.send_response(200 if self.path == "/livez" else 404)
@@ -164,21 +155,54 @@ class _Livez(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_healthcheck_command_asks_livez_on_the_configured_port() -> None:
+def _healthcheck(env: dict[str, str]) -> int:
+    """Run the image's HEALTHCHECK script as Docker would, with only `env`."""
+    instruction = dict(_instructions())["HEALTHCHECK"]
+    argv = json.loads(instruction[instruction.index("CMD") + 3 :].strip())
+    assert argv == ["python", "/usr/local/lib/gravixd/healthcheck.py"]
+    script = ROOT / "deploy/container/healthcheck.py"
+    assert f"COPY deploy/container/healthcheck.py {argv[1]}" in DOCKERFILE.read_text()
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, timeout=30, check=False
+    )
+    return done.returncode
+
+
+def test_healthcheck_asks_livez_on_the_configured_port(tmp_path: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Livez)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    port = server.server_address[1]
+    config = tmp_path / "gravixd.toml"
+    config.write_text(f'metrics_listen = "0.0.0.0:{port}"\n')
     try:
-        argv = [sys.executable, *_healthcheck_argv()[1:]]
-        port = server.server_address[1]
-        for listen in (f"0.0.0.0:{port}", f"127.0.0.1:{port}"):
-            env = {**os.environ, "GRAVIXD_METRICS_LISTEN": listen}
-            assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode == 0
+        assert _healthcheck({"GRAVIXD_CONFIG": str(config)}) == 0  # as in the image
+        assert _healthcheck({"GRAVIXD_METRICS_LISTEN": f"127.0.0.1:{port}"}) == 0  # env wins
     finally:
         server.shutdown()
         server.server_close()
-    env = {**os.environ, "GRAVIXD_METRICS_LISTEN": f"0.0.0.0:{free_port()}"}
-    assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode != 0
+    assert _healthcheck({"GRAVIXD_METRICS_LISTEN": f"0.0.0.0:{free_port()}"}) == 1
+
+
+def test_image_default_config_is_valid_for_gravixd() -> None:
+    from gravixd.config import load
+
+    path = ROOT / "deploy/container/gravixd.toml"
+    assert "COPY deploy/container/gravixd.toml /etc/gravixd/gravixd.toml" in DOCKERFILE.read_text()
+    assert "GRAVIXD_CONFIG=/etc/gravixd/gravixd.toml" in DOCKERFILE.read_text()
+    loaded = load({}, {"GRAVIXD_CONFIG": str(path)}).config
+    assert loaded.http_listen == "0.0.0.0:8088"
+    assert loaded.metrics_listen == "0.0.0.0:9108"
+    assert loaded.spool_dir.startswith("/var/lib/gravixd/")  # the image's VOLUME
+
+
+def test_compose_environment_is_valid_for_gravixd() -> None:
+    from gravixd.config import load
+
+    env = {k: str(v) for k, v in _compose()["services"]["gravixd"]["environment"].items()}
+    loaded = load({}, {**env, "GRAVIXD_CONFIG": str(ROOT / "deploy/container/gravixd.toml")})
+    assert loaded.config.store_url == "s3://gravix/events"
+    assert loaded.sources["store_url"] == "env GRAVIXD_STORE_URL"  # env beats the image file
 
 
 def test_dockerignore_keeps_what_the_wheel_build_needs() -> None:

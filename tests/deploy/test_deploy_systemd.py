@@ -81,3 +81,23 @@ def test_unit_promises_what_the_daemon_keeps() -> None:
     for key in ("ProtectSystem", "NoNewPrivileges", "PrivateTmp", "RestrictAddressFamilies"):
         assert key in service
     assert "@system-service" in _service_section()["SystemCallFilter"]
+
+
+def test_environment_settings_are_valid_for_gravixd(tmp_path: Path) -> None:
+    """The unit's Environment= lines and every example in gravixd.env, uncommented, are
+    keys gravixd's config accepts (it rejects unknown GRAVIXD_* names)."""
+    from gravixd.config import load
+
+    env = {}
+    for value in _service_section()["Environment"]:
+        key, _, setting = value.partition("=")
+        env[key] = setting.replace("%S", "/var/lib")
+    for raw in (ROOT / "systemd" / "gravixd.env").read_text().splitlines():
+        line = raw.lstrip("#")
+        if line.startswith("GRAVIXD_") and "=" in line and " " not in line:
+            key, _, setting = line.partition("=")
+            env[key] = setting
+    env.pop("GRAVIXD_CONFIG")  # an example path, not a file here
+    loaded = load({}, env)
+    assert loaded.config.spool_dir == "/var/lib/gravixd/spool"
+    assert loaded.sources["drain_timeout_seconds"] == "env GRAVIXD_DRAIN_TIMEOUT_SECONDS"
