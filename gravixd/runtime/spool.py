@@ -1,0 +1,330 @@
+"""The write-ahead spool: append, group commit, rotate, seal, recover.
+
+Each stream has one open segment and one committer task, its only writer. Appenders put
+record batches on a pending list and wait for the round that carries them: the committer
+takes everything pending, writes it with one writev and makes it durable with one
+fdatasync in a worker thread, then wakes the whole round. Concurrency thus widens each
+fsync instead of queueing behind it (group commit). Rotation (bytes, events, age, UTC hour)
+closes the segment and hands it to the sealer task, so compression never delays a commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+import pyarrow as pa
+import trio
+
+from ..core.segment import OPEN_EXTENSION, hour_of_unix_ms, new_segment_id
+from ..errors import DurabilityError
+from ..metrics import Metrics
+from ..schema import STREAMS
+from . import segment_files as files
+from .segment_files import OpenSegment, SealedSegment
+
+log = logging.getLogger("gravixd.spool")
+
+# In ack=received mode appends don't wait for the fsync; past this many pending bytes they do,
+# so a fast client can't grow memory without bound.
+_RECEIVED_MODE_MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
+# Many tiny batches (single-event requests) are merged before writing: one IPC message costs
+# ~300 bytes of metadata, which would otherwise dwarf a 200-byte event.
+_MERGE_BELOW_ROWS_PER_BATCH: Final = 64
+# Sealed segments waiting for the sealer per stream; beyond it the committer waits.
+_SEAL_QUEUE_DEPTH: Final = 16
+
+
+class SpoolSettings:
+    """The spool's share of the configuration (some of it reloadable)."""
+
+    def __init__(
+        self,
+        *,
+        segment_max_bytes: int,
+        segment_max_events: int,
+        segment_max_age_seconds: float,
+        segment_format: str,
+        segment_compression: str,
+        max_spool_bytes: int,
+    ) -> None:
+        self.segment_max_bytes = segment_max_bytes
+        self.segment_max_events = segment_max_events
+        self.segment_max_age_seconds = segment_max_age_seconds
+        self.segment_format = segment_format
+        self.segment_compression = segment_compression
+        self.max_spool_bytes = max_spool_bytes
+
+
+class _Round:
+    """The batches one fsync makes durable; their appenders wait on `done`."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: DurabilityError | None = None
+
+
+class Spool:
+    """All streams' segments under one directory, and the byte count that bounds them."""
+
+    def __init__(
+        self,
+        spool_dir: Path,
+        settings: SpoolSettings,
+        metrics: Metrics,
+        on_sealed: Callable[[SealedSegment], None],
+        clock_unix_ms: Callable[[], int],
+    ) -> None:
+        self.dir = Path(spool_dir)
+        self.settings = settings
+        self.metrics = metrics
+        self.on_sealed = on_sealed
+        self.clock_unix_ms = clock_unix_ms
+        self.bytes_used = 0
+        self.streams = {name: StreamSpool(self, name) for name in STREAMS}
+        self.space_freed = trio.Event()
+        metrics.register_gauges("spool_bytes", "Bytes held in the local spool.", lambda: self.bytes_used)
+
+    @property
+    def full(self) -> bool:
+        return self.bytes_used >= self.settings.max_spool_bytes
+
+    def release(self, size_bytes: int) -> None:
+        """Bytes left the spool (uploaded or quarantined)."""
+        self.bytes_used -= size_bytes
+        if not self.full:
+            self.space_freed.set()
+            self.space_freed = trio.Event()
+
+    async def wait_not_full(self) -> None:
+        while self.full:
+            await self.space_freed.wait()
+
+    def recover_sync(self) -> list[SealedSegment]:
+        """At start: seal what a previous run left open, and return every sealed segment.
+
+        A torn tail is cut to the last whole batch; a segment that can't be read at all is
+        quarantined (counted, logged) so that it can never make the daemon crash-loop.
+        """
+        files.make_dirs(self.dir, list(STREAMS))
+        ready: list[SealedSegment] = []
+        for stream in STREAMS:
+            sealed_dir = self.dir / "sealed" / stream
+            sealed_ids = set()
+            for path in sorted(sealed_dir.iterdir()):
+                segment = files.sealed_segment_from_path(stream, path)
+                if segment is not None:
+                    ready.append(segment)
+                    sealed_ids.add(segment.segment_id)
+            for path in sorted((self.dir / "open" / stream).glob(f"*{OPEN_EXTENSION}")):
+                segment_id = path.name.removesuffix(OPEN_EXTENSION)
+                if segment_id in sealed_ids:
+                    path.unlink()  # sealed before the crash, not yet removed
+                    continue
+                recovered = self._recover_open_sync(stream, segment_id, path)
+                if recovered is not None:
+                    ready.append(recovered)
+        self.bytes_used = sum(s.size_bytes for s in ready)
+        return ready
+
+    def _recover_open_sync(self, stream: str, segment_id: str, path: Path) -> SealedSegment | None:
+        try:
+            scan = files.read_segment(stream, path)
+        except OSError as exc:
+            scan = None
+            error = str(exc)
+        if scan is None or not scan.readable:
+            target = files.quarantine(self.dir, stream, path)
+            reason = scan.error if scan is not None else error
+            log.error("segment quarantined", extra={"event": "spool_segment_quarantined",
+                      "segment": segment_id, "stream": stream, "path": str(target), "error": reason})
+            self.metrics.segments_recovered.labels("quarantined").inc()
+            self.metrics.segments_quarantined.labels("unreadable").inc()
+            return None
+        if scan.torn:
+            log.warning("torn segment tail cut", extra={"event": "spool_torn_tail_truncated",
+                        "segment": segment_id, "stream": stream, "kept_bytes": scan.good_bytes,
+                        "dropped_bytes": scan.total_bytes - scan.good_bytes, "error": scan.error})
+            os.truncate(path, scan.good_bytes)
+            self.metrics.segments_recovered.labels("truncated").inc()
+        else:
+            self.metrics.segments_recovered.labels("sealed").inc()
+        s = self.settings
+        return files.seal_sync(self.dir, stream, segment_id, path, s.segment_format,
+                               s.segment_compression, scan)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for stream_spool in self.streams.values():
+                await nursery.start(stream_spool.run)
+            task_status.started()
+
+    async def seal_all(self) -> None:
+        """Seal every open segment now (shutdown); returns when all are sealed."""
+        for stream_spool in self.streams.values():
+            await stream_spool.seal_now()
+
+
+class StreamSpool:
+    def __init__(self, spool: Spool, stream: str) -> None:
+        self.spool = spool
+        self.stream = stream
+        self._segment: OpenSegment | None = None
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_bytes = 0
+        self._round = _Round()
+        self._wakeup = trio.Event()
+        self._seal_send, self._seal_receive = trio.open_memory_channel[OpenSegment](_SEAL_QUEUE_DEPTH)
+        self._idle = trio.Event()  # set when nothing is pending or being sealed
+        self._sealing = 0
+
+    async def append(self, batch: pa.RecordBatch, wait_durable: bool) -> None:
+        """Add a batch to the next group commit.
+
+        Raises:
+            DurabilityError: the commit carrying this batch failed (nothing of it is durable).
+        """
+        self._pending.append(batch)
+        self._pending_bytes += batch.nbytes
+        round_ = self._round
+        self._wakeup.set()
+        if wait_durable or self._pending_bytes > _RECEIVED_MODE_MAX_PENDING_BYTES:
+            await round_.done.wait()
+            if round_.error is not None and wait_durable:
+                raise round_.error
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sealer)
+            task_status.started()
+            await self._committer()
+
+    async def _committer(self) -> None:
+        while True:
+            with trio.move_on_at(self._age_deadline()):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            if self._pending:
+                await self._commit_round()
+            if self._segment is not None and self._rotation_due():
+                await self._rotate()
+
+    def _age_deadline(self) -> float:
+        if self._segment is None:
+            return math.inf
+        age_ms = self.spool.clock_unix_ms() - self._segment.created_unix_ms
+        hour_end_ms = (hour_of_unix_ms(self._segment.created_unix_ms) + 1) * 3_600_000
+        left_ms = min(
+            self.spool.settings.segment_max_age_seconds * 1000 - age_ms,
+            hour_end_ms - self.spool.clock_unix_ms(),
+        )
+        return trio.current_time() + max(left_ms, 0) / 1000
+
+    def _rotation_due(self) -> bool:
+        segment, s = self._segment, self.spool.settings
+        assert segment is not None
+        now_ms = self.spool.clock_unix_ms()
+        return (
+            segment.size_bytes >= s.segment_max_bytes
+            or segment.rows >= s.segment_max_events
+            or now_ms - segment.created_unix_ms >= s.segment_max_age_seconds * 1000
+            or hour_of_unix_ms(now_ms) != hour_of_unix_ms(segment.created_unix_ms)
+        )
+
+    async def _commit_round(self) -> None:
+        batches, round_ = self._pending, self._round
+        self._pending, self._pending_bytes, self._round = [], 0, _Round()
+        metrics = self.spool.metrics
+        now_ms = self.spool.clock_unix_ms()
+        try:
+            if self._segment is not None and hour_of_unix_ms(now_ms) != hour_of_unix_ms(
+                self._segment.created_unix_ms
+            ):
+                await self._rotate()  # never let a segment straddle two hour partitions
+            if self._segment is None:
+                segment_id = new_segment_id(now_ms, secrets.randbits(80))
+                self._segment = await trio.to_thread.run_sync(
+                    OpenSegment.create, self.spool.dir, self.stream, segment_id, now_ms
+                )
+                self.spool.bytes_used += self._segment.size_bytes
+            segment = self._segment
+            started = trio.current_time()
+            written = await trio.to_thread.run_sync(segment.append_sync, _merge_small(batches))
+            metrics.fsync_latency.labels(self.stream).observe(trio.current_time() - started)
+            metrics.group_commit_batches.observe(len(batches))
+            self.spool.bytes_used += written
+        except DurabilityError as exc:
+            metrics.spool_write_errors.labels(self.stream).inc()
+            log.error("spool write failed", extra={"event": "spool_write_failed",
+                      "stream": self.stream, "batches": len(batches), "error": str(exc)})
+            round_.error = exc
+            # A segment that failed a write is closed now: the next round starts a fresh one.
+            if self._segment is not None:
+                await self._rotate()
+        finally:
+            round_.done.set()
+
+    async def _rotate(self) -> None:
+        segment, self._segment = self._segment, None
+        if segment is None:
+            return
+        size_before = segment.size_bytes
+        try:
+            await trio.to_thread.run_sync(segment.close_sync)
+            self.spool.bytes_used += segment.size_bytes - size_before
+        except OSError as exc:
+            # The EOS marker is optional: a stream that ends on a batch boundary reads whole.
+            log.warning("segment close failed", extra={"event": "spool_close_failed",
+                        "segment": segment.segment_id, "error": str(exc)})
+        self._sealing += 1
+        await self._seal_send.send(segment)
+
+    async def seal_now(self) -> None:
+        """Commit what is pending, rotate the open segment and wait until sealing is done."""
+        if self._pending:
+            await self._commit_round()
+        await self._rotate()
+        while self._sealing:
+            await self._idle.wait()
+
+    async def _sealer(self) -> None:
+        s = self.spool.settings
+        async for segment in self._seal_receive:
+            try:
+                sealed = await trio.to_thread.run_sync(
+                    files.seal_sync, self.spool.dir, self.stream, segment.segment_id,
+                    segment.path, s.segment_format, s.segment_compression,
+                )
+            except Exception as exc:  # noqa: BLE001 - any failure is a rotation error
+                self.spool.metrics.rotation_errors.labels(self.stream).inc()
+                log.error("segment seal failed; it stays in the spool for the next start",
+                          extra={"event": "spool_seal_failed", "segment": segment.segment_id,
+                                 "stream": self.stream, "error": repr(exc)})
+                sealed = None
+            else:
+                self.spool.metrics.segments_sealed.labels(self.stream).inc()
+                self.spool.bytes_used += (sealed.size_bytes if sealed else 0) - segment.size_bytes
+                if sealed is not None:
+                    self.spool.on_sealed(sealed)
+                else:
+                    self.spool.release(0)  # an empty segment freed its header's bytes
+            self._sealing -= 1
+            if not self._sealing:
+                self._idle.set()
+                self._idle = trio.Event()
+
+
+def _merge_small(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+    if len(batches) < 2:
+        return batches
+    rows = sum(b.num_rows for b in batches)
+    if rows / len(batches) >= _MERGE_BELOW_ROWS_PER_BATCH:
+        return batches
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()

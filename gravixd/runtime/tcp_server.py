@@ -1,0 +1,391 @@
+"""Raw TCP ingest listeners (DESIGN.md section 2): bytes -> framer -> decoder -> pipeline.
+
+Each connection is a reader task (receive, frame, decode) and a writer task (hand record
+batches to the pipeline, which spools them and waits per ack mode), joined by a small
+channel so that decoding the next read overlaps the fsync of the previous one. There is no
+reply channel: backpressure is TCP's own. Before every read the reader waits for the spool to
+be writable, and the channel holds at most `_QUEUED_BATCHES`, so a full spool stops reads and
+the sender's socket buffer fills. Nothing here drops events for load.
+
+What goes wrong is counted and logged with the connection and byte offset, and never touches
+another connection: a malformed ndjson line is skipped; a malformed protobuf frame loses the
+framing, so its connection is closed after accepting the good frames before it; a half frame
+at disconnect is dropped. A handler catches its own exceptions: one escaping would take the
+listener (and the daemon) down.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Final, Literal, Protocol
+
+import pyarrow as pa
+import trio
+
+from ..core.decode import LineError, ProtobufDecoder, decode_ndjson, decode_ndjson_lenient
+from ..core.framing import (
+    FrameBatch,
+    Lines,
+    NdjsonFramer,
+    OversizeLine,
+    ProtobufFeed,
+    ProtobufFramer,
+    TrailingLine,
+)
+from ..errors import DecodeError, DurabilityError, SpoolFullError
+from ..metrics import Metrics
+
+__all__ = ["serve_tcp_listener"]
+
+log = logging.getLogger("gravixd.tcp")
+
+SOURCE: Final = "tcp"
+# One read: large enough that a decoder call amortises over ~1000 events, small enough to
+# keep a connection's memory (read + framer buffer + queued batches) in the low MiB.
+RECEIVE_BYTES: Final = 256 * 1024
+# Decoded batches waiting for the pipeline per connection: enough to overlap decoding with
+# one fsync, few enough that a full spool stops reads at once.
+_QUEUED_BATCHES: Final = 2
+# A sender that streams garbage must not flood the log: details of the first N bad units
+# of a connection are logged, the rest only counted (one summary line at close).
+_LOGGED_ERRORS_PER_CONNECTION: Final = 20
+
+Framing = Literal["ndjson", "protobuf"]
+
+
+class Pipeline(Protocol):
+    """What the TCP server needs of `gravixd.runtime.pipeline.Pipeline`."""
+
+    protobuf_decoder: ProtobufDecoder
+    metrics: Metrics
+
+    async def ingest(self, stream: str, batch: pa.RecordBatch, source: str) -> None: ...
+
+    async def wait_writable(self) -> None: ...
+
+    def now_unix_nano(self) -> int: ...
+
+
+async def serve_tcp_listener(
+    pipeline: Pipeline,
+    listen: tuple[str, int],
+    stream: str,
+    framing: str,
+    max_frame_bytes: int,
+    max_connections: int,
+    *,
+    connection_limiter: trio.CapacityLimiter | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept raw TCP connections on `listen` and ingest what they send into `stream`.
+
+    Args:
+        listen: (host, port); port 0 picks a free one.
+        framing: "ndjson" (one JSON object a line; `max_frame_bytes` is the longest line)
+            or "protobuf" (varint-delimited messages; `max_frame_bytes` the largest frame).
+        max_connections: open connections on this listener; further ones are closed at
+            accept and counted. Pass `connection_limiter` instead to share one cap between
+            listeners (the `max_connections` key counts all of them).
+        task_status: started with the bound port once listening (`await nursery.start`).
+    """
+    if framing not in ("ndjson", "protobuf"):
+        raise ValueError(f"Expected framing `ndjson` or `protobuf`, got `{framing}`")
+    if stream not in ("facts", "events"):
+        raise ValueError(f"Expected stream `facts` or `events`, got `{stream}`")
+    limiter = connection_limiter or trio.CapacityLimiter(max_connections)
+    host, port = listen
+    handler = partial(
+        _handle_connection, pipeline, limiter, stream, framing, max_frame_bytes, f"{host}:{port}"
+    )
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, handler, port, host=host))
+        bound_port = listeners[0].socket.getsockname()[1]
+        log.info(
+            "raw TCP listener ready",
+            extra={
+                "event": "tcp_listening",
+                "listen": f"{host}:{bound_port}",
+                "stream": stream,
+                "framing": framing,
+            },
+        )
+        task_status.started(bound_port)
+
+
+async def _handle_connection(
+    pipeline: Pipeline,
+    limiter: trio.CapacityLimiter,
+    stream: str,
+    framing: Framing,
+    max_frame_bytes: int,
+    listen: str,
+    sock: trio.SocketStream,
+) -> None:
+    metrics = pipeline.metrics
+    peer = _peer_name(sock)
+    borrower = object()
+    try:
+        limiter.acquire_on_behalf_of_nowait(borrower)
+    except trio.WouldBlock:
+        metrics.connections_rejected.labels(SOURCE).inc()
+        log.warning(
+            "raw TCP connection refused: connection limit reached",
+            extra={"event": "tcp_connection_rejected", "peer": peer, "listen": listen},
+        )
+        await trio.aclose_forcefully(sock)
+        return
+    metrics.connections_open.labels(SOURCE).inc()
+    connection = _Connection(pipeline, sock, stream, framing, max_frame_bytes, peer)
+    try:
+        await connection.run()
+    except Exception:  # a bug must close this connection, never the listener
+        connection.close_reason = "error"
+        log.exception(
+            "raw TCP connection failed",
+            extra={"event": "tcp_connection_error", "peer": peer, "stream": stream},
+        )
+    finally:
+        metrics.connections_open.labels(SOURCE).dec()
+        metrics.tcp_disconnects.labels(connection.close_reason).inc()
+        limiter.release_on_behalf_of(borrower)
+        if connection.unlogged_errors:
+            log.warning(
+                "raw TCP connection sent more bad lines or frames than were logged",
+                extra={
+                    "event": "tcp_errors_not_logged",
+                    "peer": peer,
+                    "stream": stream,
+                    "count": connection.unlogged_errors,
+                },
+            )
+        await trio.aclose_forcefully(sock)
+
+
+class _CloseConnection(Exception):
+    """Raised inside a connection's tasks to close it for `reason` (a metric label)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+@dataclass
+class _Connection:
+    pipeline: Pipeline
+    sock: trio.SocketStream
+    stream: str
+    framing: Framing
+    max_frame_bytes: int
+    peer: str
+    close_reason: str = "eof"
+    framing_lost: bool = False  # a malformed protobuf frame: stop reading, then close
+    logged_errors: int = 0
+    unlogged_errors: int = 0
+    _accepted: Any = field(init=False)
+    _bytes: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        metrics = self.pipeline.metrics
+        # Cached label children: the hot path increments without a dict lookup.
+        self._accepted = metrics.events_accepted.labels(self.stream, SOURCE)
+        self._bytes = metrics.bytes_received.labels(SOURCE)
+
+    async def run(self) -> None:
+        send, receive = trio.open_memory_channel[pa.RecordBatch](_QUEUED_BATCHES)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write, receive)
+                async with send:
+                    await self._read(send)
+        except* _CloseConnection as group:
+            self.close_reason = group.exceptions[0].reason  # type: ignore[attr-defined]
+
+    async def _read(self, send: trio.MemorySendChannel[pa.RecordBatch]) -> None:
+        if self.framing == "ndjson":
+            ndjson = NdjsonFramer(self.max_frame_bytes)
+            feed, finish = ndjson.feed, ndjson.eof
+            handle = self._ndjson_events
+        else:
+            protobuf = ProtobufFramer(self.max_frame_bytes)
+            handle = self._protobuf_feed
+            feed, finish = protobuf.feed, protobuf.eof  # type: ignore[assignment]
+        pipeline = self.pipeline
+        while True:
+            await pipeline.wait_writable()  # TCP backpressure: no reads while the spool is full
+            try:
+                data = await self.sock.receive_some(RECEIVE_BYTES)
+            except trio.BrokenResourceError:
+                # Reset by the peer: what was whole is ingested, a half frame is lost.
+                data = b""
+                self.close_reason = "error"
+            if not data:
+                break
+            self._bytes.inc(len(data))
+            for batch in handle(feed(data)):  # type: ignore[arg-type]
+                await send.send(batch)
+            if self.framing_lost:
+                return  # the good frames before the bad one are queued; nothing after
+        for batch in self._at_eof(finish()):
+            await send.send(batch)
+
+    async def _write(self, receive: trio.MemoryReceiveChannel[pa.RecordBatch]) -> None:
+        pipeline = self.pipeline
+        async with receive:
+            async for batch in receive:
+                while True:
+                    try:
+                        await pipeline.ingest(self.stream, batch, SOURCE)
+                        break
+                    except SpoolFullError:
+                        # Raced past wait_writable: wait again rather than drop.
+                        await pipeline.wait_writable()
+                    except DurabilityError as exc:
+                        log.error(
+                            "raw TCP events could not be made durable; closing the connection",
+                            extra={
+                                "event": "tcp_durability_error",
+                                "peer": self.peer,
+                                "stream": self.stream,
+                                "events": batch.num_rows,
+                                "error": str(exc),
+                            },
+                        )
+                        raise _CloseConnection("durability") from None
+                self._accepted.inc(batch.num_rows)
+
+    # --- ndjson ---------------------------------------------------------------------------
+
+    def _ndjson_events(self, events: list[Lines | TrailingLine | OversizeLine]) -> list[Any]:
+        batches = []
+        for event in events:
+            if isinstance(event, Lines):
+                batch = self._decode_lines(event.body, event.first_line, event.first_offset)
+            elif isinstance(event, TrailingLine):
+                batch = self._decode_lines(event.body, event.line, event.byte_offset, last=True)
+            else:
+                self._reject(
+                    "oversize", "tcp_oversize_line", event.message, event.line, event.byte_offset
+                )
+                continue
+            if batch is not None and batch.num_rows:
+                batches.append(batch)
+        return batches
+
+    def _decode_lines(
+        self, body: bytes, first_line: int, first_offset: int, *, last: bool = False
+    ) -> pa.RecordBatch | None:
+        now = self.pipeline.now_unix_nano()
+        try:
+            return decode_ndjson(self.stream, body, now)  # all lines good: the fast path
+        except DecodeError:
+            pass
+        batch, errors = decode_ndjson_lenient(self.stream, body, now, first_line, first_offset)
+        for error in errors:
+            self._reject_line(error, truncated=last)
+        return batch
+
+    def _reject_line(self, error: LineError, *, truncated: bool) -> None:
+        if truncated and error.reason == "invalid_json":
+            # The stream ended inside this line: a half-written last line, not bad JSON.
+            self.close_reason = "truncated"
+            self._reject(
+                "truncated", "tcp_truncated_line", error.message, error.line, error.byte_offset
+            )
+        else:
+            self._reject(
+                error.reason, "tcp_malformed_line", error.message, error.line, error.byte_offset
+            )
+
+    # --- protobuf -------------------------------------------------------------------------
+
+    def _protobuf_feed(self, feed: ProtobufFeed) -> list[pa.RecordBatch]:
+        batches = []
+        if len(feed.frames):
+            batch = self._decode_frames(feed.frames)
+            if batch is not None and batch.num_rows:
+                batches.append(batch)
+        if feed.error is not None and not self.framing_lost:
+            self._lose_framing(feed.error.reason, feed.error.message, feed.error.byte_offset)
+        return batches
+
+    def _decode_frames(self, frames: FrameBatch) -> pa.RecordBatch | None:
+        """One decoder call for all frames; on error, find the bad ones frame by frame.
+
+        Frames before the first unparseable one are accepted; a well-formed but invalid
+        frame (say an empty `service`) is skipped like a bad ndjson line, since its length
+        prefix was right and the framing holds.
+        """
+        decoder = self.pipeline.protobuf_decoder
+        now = self.pipeline.now_unix_nano()
+        try:
+            return decoder(self.stream, frames.batch_body(), now)
+        except DecodeError:
+            pass
+        good: list[int] = []
+        for index in range(len(frames)):
+            try:
+                decoder(self.stream, frames.entry_body(index), now)
+            except DecodeError as exc:
+                offset = frames.offset_of(index)
+                message = f"{exc.message} - at byte {offset}"
+                if exc.reason == "validation":
+                    self._reject("validation", "tcp_invalid_frame", message, None, offset)
+                    continue
+                self._lose_framing(exc.reason, message, offset)
+                break
+            good.append(index)
+        return decoder(self.stream, frames.batch_body(good), now) if good else None
+
+    def _lose_framing(self, reason: str, message: str, offset: int) -> None:
+        self.framing_lost = True
+        self.close_reason = "malformed_frame"
+        self._reject(reason, "tcp_malformed_frame", message, None, offset, close=True)
+
+    # --- both ---------------------------------------------------------------------------
+
+    def _at_eof(self, finished: Any) -> list[pa.RecordBatch]:
+        if self.framing == "ndjson":
+            return self._ndjson_events(finished)
+        if finished is not None:  # a TruncatedFrame
+            self.close_reason = "truncated"
+            self._reject(
+                "truncated", "tcp_truncated_frame", finished.message, None, finished.byte_offset
+            )
+        return []
+
+    def _reject(
+        self,
+        reason: str,
+        event: str,
+        message: str,
+        line: int | None,
+        byte_offset: int,
+        *,
+        close: bool = False,
+    ) -> None:
+        self.pipeline.metrics.events_rejected.labels(self.stream, SOURCE, reason).inc()
+        if self.logged_errors >= _LOGGED_ERRORS_PER_CONNECTION and not close:
+            self.unlogged_errors += 1
+            return
+        self.logged_errors += 1
+        extra: dict[str, Any] = {
+            "event": event,
+            "peer": self.peer,
+            "stream": self.stream,
+            "reason": reason,
+            "byte_offset": byte_offset,
+            "error": message,
+        }
+        if line is not None:
+            extra["line"] = line
+        what = "closing the connection" if close else "skipped"
+        log.warning(f"raw TCP {self.framing} input rejected ({what}): {message}", extra=extra)
+
+
+def _peer_name(sock: trio.SocketStream) -> str:
+    try:
+        host, port, *_ = sock.socket.getpeername()
+    except OSError:
+        return "unknown"
+    return f"{host}:{port}"

@@ -1,0 +1,137 @@
+"""Uploads sealed segments to the object store, then removes them from the spool.
+
+A segment leaves the spool only after `put` returned: a crash between the two re-uploads
+the same key (derived from the segment id), so the store never holds the events twice.
+Retryable failures back off exponentially with full jitter; a permanent one (access
+denied, missing bucket) moves the segment to quarantine: counted and logged, never dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+from collections.abc import Callable
+
+import trio
+
+from ..core.segment import object_key
+from ..errors import PermanentStoreError
+from ..metrics import Metrics
+from ..stores.base import ObjectStore
+from . import segment_files as files
+from .segment_files import SealedSegment
+from .spool import Spool
+
+log = logging.getLogger("gravixd.uploader")
+
+
+class Uploader:
+    def __init__(
+        self,
+        store: ObjectStore,
+        spool: Spool,
+        metrics: Metrics,
+        *,
+        concurrency: int,
+        retry_initial_seconds: float,
+        retry_max_seconds: float,
+        clock_unix_seconds: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.spool = spool
+        self.metrics = metrics
+        self.concurrency = concurrency
+        self.retry_initial_seconds = retry_initial_seconds
+        self.retry_max_seconds = retry_max_seconds
+        self.clock_unix_seconds = clock_unix_seconds
+        # One entry per sealed file on disk: bounded by max_spool_bytes, not by this deque.
+        self._queue: collections.deque[SealedSegment] = collections.deque()
+        self._queued = trio.Event()
+        self._in_progress = 0
+        self._drained = trio.Event()
+        self.last_error: str | None = None
+        metrics.register_gauges(
+            "upload_queue_segments", "Sealed segments waiting for or in upload.", lambda: self.backlog
+        )
+
+    @property
+    def backlog(self) -> int:
+        return len(self._queue) + self._in_progress
+
+    def submit(self, segment: SealedSegment) -> None:
+        self._queue.append(segment)
+        self._queued.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.concurrency):
+                nursery.start_soon(self._worker)
+            task_status.started()
+
+    async def wait_drained(self) -> None:
+        """Return once every submitted segment is uploaded or quarantined."""
+        while self.backlog:
+            await self._drained.wait()
+
+    async def _worker(self) -> None:
+        while True:
+            while not self._queue:
+                await self._queued.wait()
+                self._queued = trio.Event()
+            segment = self._queue.popleft()
+            self._in_progress += 1
+            try:
+                await self._upload(segment)
+            finally:
+                self._in_progress -= 1
+                if not self.backlog:
+                    self._drained.set()
+                    self._drained = trio.Event()
+
+    async def _upload(self, segment: SealedSegment) -> None:
+        key = object_key(segment.stream, segment.segment_id, segment.segment_format)
+        attempt = 0
+        while True:
+            started = trio.current_time()
+            try:
+                await self.store.put(key, segment.path)
+            except PermanentStoreError as exc:
+                self.metrics.upload_errors.labels("permanent").inc()
+                self._quarantine(segment, key, exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - every other failure is retried
+                self.metrics.upload_errors.labels("retryable").inc()
+                self.last_error = str(exc)
+                delay = random.uniform(
+                    0, min(self.retry_max_seconds, self.retry_initial_seconds * 2**attempt)
+                )
+                log.warning("upload failed, retrying", extra={"event": "upload_retry",
+                            "key": key, "attempt": attempt + 1, "retry_in_seconds": round(delay, 3),
+                            "error": str(exc)})
+                attempt += 1
+                self.metrics.upload_retries.inc()
+                await trio.sleep(delay)
+                continue
+            break
+        self.last_error = None
+        self.metrics.upload_duration.observe(trio.current_time() - started)
+        self.metrics.segments_uploaded.labels(segment.stream).inc()
+        self.metrics.upload_bytes.labels(segment.stream).inc(segment.size_bytes)
+        self.metrics.last_upload_timestamp.set(self.clock_unix_seconds())
+        await trio.to_thread.run_sync(segment.path.unlink, True)
+        self.spool.release(segment.size_bytes)
+        log.debug("segment uploaded", extra={"event": "upload_done", "key": key,
+                  "bytes": segment.size_bytes})
+
+    def _quarantine(self, segment: SealedSegment, key: str, exc: Exception) -> None:
+        try:
+            target = files.quarantine(self.spool.dir, segment.stream, segment.path)
+        except OSError as move_error:
+            log.error("could not quarantine segment", extra={"event": "upload_quarantine_failed",
+                      "key": key, "error": str(move_error)})
+            return
+        self.metrics.segments_quarantined.labels("store_rejected").inc()
+        self.spool.release(segment.size_bytes)
+        log.error("store rejected segment; quarantined", extra={"event": "upload_quarantined",
+                  "key": key, "path": str(target), "error": str(exc)})
