@@ -72,8 +72,13 @@ def make_facts(count: int, seed: int = 8) -> list[dict[str, Any]]:
 
 
 def encode_json(facts: list[dict[str, Any]]) -> bytes:
-    """A JSON array of facts (a single fact is still sent as a one-element array)."""
+    """A JSON array of facts."""
     return msgspec.json.encode(facts)
+
+
+def encode_json_object(fact: dict[str, Any]) -> bytes:
+    """One fact as a bare JSON object (DESIGN: JSON is one object or an array)."""
+    return msgspec.json.encode(fact)
 
 
 def encode_ndjson(facts: list[dict[str, Any]]) -> bytes:
@@ -146,7 +151,9 @@ def write_body(directory: Path, fmt: str, events: int, gzip_on: bool = False) ->
         events: facts in the body.
         gzip_on: compress the body (sent with `Content-Encoding: gzip`).
     """
-    raw = ENCODERS[fmt](make_facts(events))
+    facts = make_facts(events)
+    # A single JSON event goes as a bare object, as a one-event emitter would send it.
+    raw = encode_json_object(facts[0]) if fmt == "json" and events == 1 else ENCODERS[fmt](facts)
     # Level 6 is gzip's and most clients' default.
     wire = gzip.compress(raw, compresslevel=6, mtime=0) if gzip_on else raw
     name = body_name(fmt, events, gzip_on)

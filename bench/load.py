@@ -71,11 +71,17 @@ def wrk(
     }
     argv = pinned(
         [
-            "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
             # A 10000-event batch may wait behind 7 others plus an fsync; 2 s (wrk's default)
             # would count slow answers as errors, so give them 30 s.
-            "--timeout", "30s",
-            "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{port}",
+            "--timeout",
+            "30s",
+            "-s",
+            str(WRK_SCRIPT),
+            f"http://127.0.0.1:{port}",
         ],
         cpu,
     )
@@ -85,8 +91,11 @@ def wrk(
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
     figures = json.loads(line.removeprefix("BENCH_JSON "))
     failed = (
-        figures["errors_status"] + figures["errors_read"] + figures["errors_write"]
-        + figures["errors_timeout"] + figures["errors_connect"]
+        figures["errors_status"]
+        + figures["errors_read"]
+        + figures["errors_write"]
+        + figures["errors_timeout"]
+        + figures["errors_connect"]
     )
     ok = max(0, figures["requests"] - figures["errors_status"])
     return LoadResult(
@@ -117,8 +126,7 @@ def emit(
     ``["--url", "http://127.0.0.1:P", "--format", "protobuf", "--batch-size", "1000"]``.
     """
     argv = pinned(
-        [sys.executable, "-m", "gravixd", "emit", *argv_tail,
-         "--duration", str(seconds), "--json"],
+        [sys.executable, "-m", "gravixd", "emit", *argv_tail, "--duration", str(seconds), "--json"],
         cpu,
     )
     env = {**os.environ, "PYTHONPATH": str(_REPO)}
@@ -191,8 +199,15 @@ def tcp_sender_process(
 ) -> subprocess.Popen[str]:
     """`tcp_send` in a pinned child process (`python -m bench.load PORT FILE SECONDS CONNS`)."""
     argv = pinned(
-        [sys.executable, "-m", "bench.load", str(port), str(block_file), str(seconds),
-         str(connections)],
+        [
+            sys.executable,
+            "-m",
+            "bench.load",
+            str(port),
+            str(block_file),
+            str(seconds),
+            str(connections),
+        ],
         cpu,
     )
     env = {**os.environ, "PYTHONPATH": str(_REPO)}

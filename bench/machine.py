@@ -16,8 +16,20 @@ from typing import Any
 
 _REPO = Path(__file__).resolve().parent.parent
 _LIBRARIES = (
-    "trio", "h11", "msgspec", "protobuf", "pyarrow", "prometheus-client", "cffi",
-    "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "matplotlib",
+    "trio",
+    "h11",
+    "msgspec",
+    "protobuf",
+    "pyarrow",
+    "prometheus-client",
+    "cffi",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "pydantic",
+    "matplotlib",
 )
 
 
@@ -52,7 +64,8 @@ def protobuf_paths() -> dict[str, Any]:
     try:
         from gravixd import native  # noqa: F401 - only asked whether it imports
 
-        out["gravixd_native"] = bool(getattr(native, "AVAILABLE", getattr(native, "available", True)))
+        available = getattr(native, "AVAILABLE", getattr(native, "available", True))
+        out["gravixd_native"] = bool(available)
     except Exception as exc:  # not built, or not written yet
         out["gravixd_native"] = False
         out["gravixd_native_error"] = f"{type(exc).__name__}: {exc}"[:200]

@@ -168,13 +168,19 @@ def _wait_ready(server: Server, port: int, path: str, ok: set[int], timeout_seco
     )
 
 
-def _spawn(argv: list[str], workdir: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], workdir: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     workdir.mkdir(parents=True, exist_ok=True)
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed with the process
     full_env = {**os.environ, "PYTHONPATH": str(_REPO), **(env or {})}
     try:
         return subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=full_env,
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=full_env,
             start_new_session=True,
         )
     finally:
@@ -206,12 +212,20 @@ def start_gravixd(
     http_port, metrics_port = free_port(), free_port()
     tcp_ports = {framing: free_port() for framing in tcp_framings}
     argv = [
-        sys.executable, "-m", "gravixd", "serve",
-        "--http-listen", f"127.0.0.1:{http_port}",
-        "--metrics-listen", f"127.0.0.1:{metrics_port}",
-        "--spool-dir", str(workdir / "spool"),
-        "--store-url", f"file://{workdir / 'store'}",
-        "--ack", ack,
+        sys.executable,
+        "-m",
+        "gravixd",
+        "serve",
+        "--http-listen",
+        f"127.0.0.1:{http_port}",
+        "--metrics-listen",
+        f"127.0.0.1:{metrics_port}",
+        "--spool-dir",
+        str(workdir / "spool"),
+        "--store-url",
+        f"file://{workdir / 'store'}",
+        "--ack",
+        ack,
     ]
     # The built-in listener is ndjson; disable it unless asked for, so that no fixed port
     # (5170) is bound by a benchmark.
@@ -230,8 +244,12 @@ def start_gravixd(
         argv += ["--config", str(config)]
     argv += list(extra_args)
     server = Server(
-        "gravixd", _spawn(pinned(argv, cpu), workdir, env), http_port, workdir,
-        metrics_port=metrics_port, tcp_ports=tcp_ports,
+        "gravixd",
+        _spawn(pinned(argv, cpu), workdir, env),
+        http_port,
+        workdir,
+        metrics_port=metrics_port,
+        tcp_ports=tcp_ports,
     )
     _wait_ready(server, metrics_port, "/readyz", {200}, timeout_seconds)
     return server
@@ -239,8 +257,15 @@ def start_gravixd(
 
 def start_fastapi(workdir: Path, fsync: bool = True, cpu: str | None = SERVER_CPU) -> Server:
     port = free_port()
-    argv = [sys.executable, "-m", "bench.peers.fastapi_peer", "--port", str(port),
-            "--out", str(workdir / "out")]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.peers.fastapi_peer",
+        "--port",
+        str(port),
+        "--out",
+        str(workdir / "out"),
+    ]
     if not fsync:
         argv.append("--no-fsync")
     server = Server("fastapi", _spawn(pinned(argv, cpu), workdir), port, workdir)

@@ -1,0 +1,342 @@
+"""Regenerate the results section and chart from bench/results/*.json.
+
+    python -m bench.report      # writes bench/results/RESULTS.md and bench/results/chart.png
+
+RESULTS.md is the README's results section: the machine, the command, a table per scenario
+with medians, spread and ratios to the peers, and every target of issues 2, 4, 5 and 8 with
+the figure measured and whether it was met. It reports what the JSON says; it never tunes
+or hides a missed target.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SCENARIO_ORDER = ("decode", "http", "tcp", "durability", "s3")
+_SERVER_LABELS = {
+    "gravixd": "gravixd",
+    "fastapi": "FastAPI+uvicorn+pydantic+pyarrow",
+    "trio_h11": "trio+h11, no work",
+    "nginx": "nginx return 204",
+}
+
+
+def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:
+    docs = {}
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"skipping {path}: {exc}", file=sys.stderr)
+            continue
+        docs[doc.get("scenario", path.stem)] = doc
+    return docs
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    if digits == 0:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def _si(value: float | None) -> str:
+    if value is None:
+        return "–"
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:.0f}"
+
+
+def find(
+    doc: dict[str, Any] | None, case: str, server: str, load: str | None = "wrk", **variant: Any
+) -> dict[str, Any] | None:
+    """The result row of `case` on `server` (and load tool, and variant keys), or None."""
+    if not doc:
+        return None
+    for r in doc.get("results", []):
+        if r.get("case") != case or r.get("server") != server:
+            continue
+        if load is not None and r.get("load") != load:
+            continue
+        if all(r.get("variant", {}).get(k) == v for k, v in variant.items()):
+            return r
+    return None
+
+
+def eps(row: dict[str, Any] | None) -> float | None:
+    return (row or {}).get("median", {}).get("events_per_second")
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}×" if a and b else "–"
+
+
+def scenario_table(name: str, doc: dict[str, Any]) -> list[str]:
+    results = doc.get("results", [])
+    if not results:
+        return [f"_No results in {name}.json._", ""]
+    peers = name == "http"
+    head = (
+        "| case | server | load | events/s (median) | min – max | req/s | MB/s | p50 ms "
+        "| p99 ms | CPU s / M events | peak RSS MB |"
+    )
+    if peers:
+        head += " gravixd ÷ this |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        m, lo, hi = r.get("median", {}), r.get("min", {}), r.get("max", {})
+        server = _SERVER_LABELS.get(r["server"], r["server"])
+        if name == "durability":
+            server += f" (ack={r['variant'].get('ack')})"
+        if r.get("error") and not r.get("runs"):
+            lines.append(f"| {r['case']} | {server} | {r['load']} | error: {r['error'][:80]} |")
+            continue
+        row = (
+            f"| {r['case']} | {server} | {r['load']} | {_num(m.get('events_per_second'))} "
+            f"| {_si(lo.get('events_per_second'))} – {_si(hi.get('events_per_second'))} "
+            f"| {_num(m.get('requests_per_second'))} | {_num(m.get('mb_per_second'), 1)} "
+            f"| {_num(m.get('latency_p50_ms'), 2)} | {_num(m.get('latency_p99_ms'), 2)} "
+            f"| {_num(m.get('cpu_seconds_per_million_events'), 2)} "
+            f"| {_num(m.get('peak_rss_mb'))} |"
+        )
+        if peers:
+            ours = eps(find(doc, r["case"], "gravixd", r["load"]))
+            row += " – |" if r["server"] == "gravixd" else f" {_ratio(ours, eps(r))} |"
+        lines.append(row)
+    lines.append("")
+    return lines
+
+
+# --- targets -----------------------------------------------------------------------------
+
+
+def _target(
+    issue: str, what: str, figure: float | None, goal: float, shown: Callable[[float], str]
+) -> str:
+    if figure is None:
+        verdict, got = "not measured", "–"
+    else:
+        verdict, got = ("met" if figure >= goal else "**missed**"), shown(figure)
+    return f"| {issue} | {what} | ≥ {shown(goal)} | {got} | {verdict} |"
+
+
+def targets(docs: dict[str, dict[str, Any]]) -> list[str]:
+    http, decode, tcp, dur = (docs.get(s) for s in ("http", "decode", "tcp", "durability"))
+
+    def g(case: str, server: str = "gravixd") -> float | None:
+        return eps(find(http, case, server))
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a and b else None
+
+    def times(x: float) -> str:
+        return f"{x:.2f}×"
+
+    native = eps(find(decode, "decode-1000", "protobuf-native", None))
+    pure = eps(find(decode, "decode-1000", "protobuf-pure", None))
+    tcp_nd = eps(find(tcp, "tcp-ndjson", "gravixd", None))
+    tcp_pb = eps(find(tcp, "tcp-protobuf", "gravixd", None))
+    pb, js, single = g("protobuf-1000"), g("json-1000"), g("single")
+    rows = [
+        "| issue | target (per core) | goal | measured | verdict |",
+        "|---|---|---|---|---|",
+        _target("#8", "batched protobuf ×1000, durable", pb, 2e6, _si),
+        _target("#8", "… vs FastAPI peer", ratio(pb, g("protobuf-1000", "fastapi")), 8, times),
+        _target("#8", "batched JSON ×1000, durable", js, 7e5, _si),
+        _target("#8", "… vs FastAPI peer", ratio(js, g("json-1000", "fastapi")), 4, times),
+        _target(
+            "#8",
+            "single events, durable, vs trio+h11 ceiling",
+            ratio(single, g("single", "trio_h11")),
+            0.9,
+            times,
+        ),
+        _target(
+            "#8", "single events vs FastAPI peer", ratio(single, g("single", "fastapi")), 1.8, times
+        ),
+        _target("#2", "batched JSON ×1000 events/s", js, 5e5, _si),
+        _target("#2", "batched protobuf ×1000 events/s (active path)", pb, 3e5, _si),
+        _target("#2", "single-event requests/s", single, 8e3, _si),
+        _target("#4", "decode, protobuf native ×1000", native, 6e6, _si),
+        _target("#4", "native vs pure decode", ratio(native, pure), 1, times),
+        _target("#4", "end to end protobuf ×10000, durable", g("protobuf-10000"), 3e6, _si),
+        _target("#5", "TCP ndjson events/s", tcp_nd, 5e5, _si),
+        _target("#5", "TCP protobuf events/s", tcp_pb, 1.5e6, _si),
+    ]
+    for case in ("json-1000", "protobuf-1000"):
+        d = eps(find(dur, case, "gravixd", ack="durable"))
+        r = eps(find(dur, case, "gravixd", ack="received"))
+        gap = abs(r - d) / max(r, d) * 100 if d and r else None
+        verdict = "not measured" if gap is None else ("met" if gap <= 10 else "**missed**")
+        rows.append(
+            f"| #8 | durable vs received ack, {case} | ≤ 10% apart | "
+            f"{'–' if gap is None else f'{gap:.1f}% ({_si(d)} vs {_si(r)})'} | {verdict} |"
+        )
+    rss = [
+        r.get("max", {}).get("peak_rss_mb")
+        for doc in (http, tcp, dur)
+        for r in (doc or {}).get("results", [])
+        if r.get("server") == "gravixd"
+    ]
+    rss = [x for x in rss if x is not None]
+    rows.append(
+        f"| #8 | gravixd peak RSS under any offered load | bounded by config | "
+        f"{_num(max(rss)) + ' MB' if rss else '–'} | reported |"
+    )
+    return rows + [""]
+
+
+def machine_lines(doc: dict[str, Any]) -> list[str]:
+    m = doc.get("machine", {})
+    libs = ", ".join(f"{k} {v}" for k, v in m.get("libraries", {}).items())
+    tools = ", ".join(v for v in m.get("tools", {}).values() if v)
+    s = doc.get("settings", {})
+    return [
+        f"- CPU: {m.get('cpu_model')} × {m.get('nproc')} (server pinned to core "
+        f"{s.get('server_cpu')}, load generator to core {s.get('load_cpu')}); "
+        f"kernel {m.get('kernel')}",
+        f"- Python {m.get('python')}; protobuf implementation {m.get('protobuf_implementation')}; "
+        f"gravixd native decoder: {'built' if m.get('gravixd_native') else 'not built'}; "
+        f"gravixd commit {m.get('gravixd_commit')}",
+        f"- {libs}",
+        f"- {tools}",
+        f"- Runs: {s.get('runs')} × {s.get('seconds')} s after a "
+        f"{s.get('warmup_seconds')} s warm-up, "
+        f"wrk -t1 -c{s.get('connections')}; load average at start {m.get('loadavg_at_start')}",
+        "",
+    ]
+
+
+def render(docs: dict[str, dict[str, Any]], chart: str | None) -> str:
+    lines = ["# gravixd benchmark results", ""]
+    prelim = [name for name, doc in docs.items() if doc.get("preliminary")]
+    if prelim:
+        lines += [
+            f"> **Preliminary:** {', '.join(prelim)} ran with short or few runs (or on a busy "
+            "shared machine); these figures are for checking the harness, not for quoting.",
+            "",
+        ]
+    lines += [
+        "Regenerate everything (about 20 minutes, needs `pip install -e '.[bench]'` and "
+        "`bench/install-bench-tools`):",
+        "",
+        "```",
+        "python -m bench.run all --seconds 10 --runs 5   # every scenario, then this report",
+        "python -m bench.report                          # only this file and the chart",
+        "```",
+        "",
+        "Figures are medians of the runs, with the lowest and highest run beside them; ratios "
+        "are gravixd's median over the peer's median from the same run of the suite.",
+        "",
+    ]
+    first = next(iter(docs.values()), None)
+    if first:
+        lines += ["## Machine", "", *machine_lines(first)]
+    if chart:
+        lines += [f"![gravixd vs peers]({chart})", ""]
+    lines += ["## Targets", "", *targets(docs)]
+    for name in (*SCENARIO_ORDER, *sorted(set(docs) - set(SCENARIO_ORDER))):
+        doc = docs.get(name)
+        if not doc:
+            continue
+        command = f"Command: `{doc.get('command', '')}` ({doc.get('created_utc', '')})"
+        lines += [f"## {name}", "", command, ""]
+        if "results" in doc and isinstance(doc["results"], list):
+            lines += scenario_table(name, doc)
+        else:  # a scenario with its own shape (bench_s3.py): show it as it is
+            shown = {k: v for k, v in doc.items() if k != "machine"}
+            lines += ["```json", json.dumps(shown, indent=1)[:4000], "```", ""]
+    return "\n".join(lines)
+
+
+def chart(docs: dict[str, dict[str, Any]], path: Path) -> bool:
+    """A bar chart of events/s per case, gravixd against its peers, one panel per scenario."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no chart", file=sys.stderr)
+        return False
+    panels = [
+        (name, doc)
+        for name in SCENARIO_ORDER
+        if (doc := docs.get(name)) and isinstance(doc.get("results"), list) and doc["results"]
+    ]
+    if not panels:
+        return False
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 3.2 * len(panels) + 1), squeeze=False)
+    for ax, (name, doc) in zip(axes[:, 0], panels, strict=True):
+        rows = [r for r in doc["results"] if r.get("runs")]
+        cases = list(dict.fromkeys(r["case"] for r in rows))
+        series = list(dict.fromkeys(_series(name, r) for r in rows))
+        width = 0.8 / max(1, len(series))
+        for i, label in enumerate(series):
+            xs, ys, lo, hi = [], [], [], []
+            for j, case in enumerate(cases):
+                r = next((r for r in rows if r["case"] == case and _series(name, r) == label), None)
+                if r is None or not eps(r):
+                    continue
+                xs.append(j + (i - (len(series) - 1) / 2) * width)
+                ys.append(eps(r))
+                lo.append(eps(r) - r["min"]["events_per_second"])
+                hi.append(r["max"]["events_per_second"] - eps(r))
+            color = _COLORS.get(label.split(" ")[0]) if name in ("http", "tcp") else None
+            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=label, color=color)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(cases)), cases, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel("events/s (log)")
+        ax.set_title(f"{name}" + (" (preliminary)" if doc.get("preliminary") else ""))
+        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle("gravixd vs peers, events/s per core (median, whiskers = min/max of runs)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# The same server keeps its colour in every panel; gravixd in emit-driven rows shares it.
+_COLORS = {
+    "gravixd": "tab:blue",
+    "FastAPI+uvicorn+pydantic+pyarrow": "tab:orange",
+    "trio+h11,": "tab:green",
+    "nginx": "tab:gray",
+}
+
+
+def _series(scenario: str, r: dict[str, Any]) -> str:
+    label = _SERVER_LABELS.get(r["server"], r["server"])
+    if scenario == "durability":
+        return f"{label} ack={r['variant'].get('ack')}"
+    if r.get("load") not in ("wrk", "in-process", "tcp_send"):
+        return f"{label} ({r['load']})"
+    return label
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    results_dir = Path(args[0]) if args else RESULTS_DIR
+    docs = load_results(results_dir)
+    if not docs:
+        print(f"no results in {results_dir}: run python -m bench.run first", file=sys.stderr)
+        return 1
+    has_chart = chart(docs, results_dir / "chart.png")
+    out = results_dir / "RESULTS.md"
+    out.write_text(render(docs, "chart.png" if has_chart else None))
+    print(f"wrote {out}" + (f" and {results_dir / 'chart.png'}" if has_chart else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
