@@ -17,9 +17,10 @@ listener (and the daemon) down.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, cast
 
 import pyarrow as pa
 import trio
@@ -33,6 +34,7 @@ from ..core.framing import (
     ProtobufFeed,
     ProtobufFramer,
     TrailingLine,
+    TruncatedFrame,
 )
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
@@ -97,7 +99,13 @@ async def serve_tcp_listener(
     limiter = connection_limiter or trio.CapacityLimiter(max_connections)
     host, port = listen
     handler = partial(
-        _handle_connection, pipeline, limiter, stream, framing, max_frame_bytes, f"{host}:{port}"
+        _handle_connection,
+        pipeline,
+        limiter,
+        stream,
+        cast(Framing, framing),
+        max_frame_bytes,
+        f"{host}:{port}",
     )
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, handler, port, host=host))
@@ -199,17 +207,11 @@ class _Connection:
                 async with send:
                     await self._read(send)
         except* _CloseConnection as group:
-            self.close_reason = group.exceptions[0].reason  # type: ignore[attr-defined]
+            first = group.exceptions[0]
+            self.close_reason = first.reason if isinstance(first, _CloseConnection) else "error"
 
     async def _read(self, send: trio.MemorySendChannel[pa.RecordBatch]) -> None:
-        if self.framing == "ndjson":
-            ndjson = NdjsonFramer(self.max_frame_bytes)
-            feed, finish = ndjson.feed, ndjson.eof
-            handle = self._ndjson_events
-        else:
-            protobuf = ProtobufFramer(self.max_frame_bytes)
-            handle = self._protobuf_feed
-            feed, finish = protobuf.feed, protobuf.eof  # type: ignore[assignment]
+        on_data, on_eof = self._framer()
         pipeline = self.pipeline
         while True:
             await pipeline.wait_writable()  # TCP backpressure: no reads while the spool is full
@@ -222,12 +224,28 @@ class _Connection:
             if not data:
                 break
             self._bytes.inc(len(data))
-            for batch in handle(feed(data)):  # type: ignore[arg-type]
+            for batch in on_data(data):
                 await send.send(batch)
             if self.framing_lost:
                 return  # the good frames before the bad one are queued; nothing after
-        for batch in self._at_eof(finish()):
+        for batch in on_eof():
             await send.send(batch)
+
+    def _framer(
+        self,
+    ) -> tuple[Callable[[bytes], list[pa.RecordBatch]], Callable[[], list[pa.RecordBatch]]]:
+        """(bytes -> batches, end of stream -> batches) for this connection's framing."""
+        if self.framing == "ndjson":
+            ndjson = NdjsonFramer(self.max_frame_bytes)
+            return (
+                lambda data: self._ndjson_events(ndjson.feed(data)),
+                lambda: self._ndjson_events(ndjson.eof()),
+            )
+        protobuf = ProtobufFramer(self.max_frame_bytes)
+        return (
+            lambda data: self._protobuf_feed(protobuf.feed(data)),
+            lambda: self._truncated(protobuf.eof()),
+        )
 
     async def _write(self, receive: trio.MemoryReceiveChannel[pa.RecordBatch]) -> None:
         pipeline = self.pipeline
@@ -344,13 +362,11 @@ class _Connection:
 
     # --- both ---------------------------------------------------------------------------
 
-    def _at_eof(self, finished: Any) -> list[pa.RecordBatch]:
-        if self.framing == "ndjson":
-            return self._ndjson_events(finished)
-        if finished is not None:  # a TruncatedFrame
+    def _truncated(self, truncated: TruncatedFrame | None) -> list[pa.RecordBatch]:
+        if truncated is not None:
             self.close_reason = "truncated"
             self._reject(
-                "truncated", "tcp_truncated_frame", finished.message, None, finished.byte_offset
+                "truncated", "tcp_truncated_frame", truncated.message, None, truncated.byte_offset
             )
         return []
 
