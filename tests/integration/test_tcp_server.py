@@ -54,6 +54,7 @@ class FakePipeline:
             self.durability_errors -= 1
             raise DurabilityError("fsync failed: ENOSPC")
         self.batches.append((stream, batch, source))
+        self.metrics.events_accepted.labels(stream, source).inc(batch.num_rows)  # as Pipeline does
 
     async def wait_writable(self) -> None:
         self.wait_calls += 1
