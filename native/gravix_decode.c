@@ -1,0 +1,689 @@
+/* gravix_decode.c - RequestFactBatch / ServiceEventBatch protobuf bytes -> Arrow buffers.
+ *
+ * One pass over the body: each RequestFact/ServiceEvent is parsed into slices of the body
+ * (proto3: the last value of a field wins), then appended to the column buffers: int64/int32/
+ * double data, int32 offsets + UTF-8 data for strings, and for the attributes map the entry
+ * offsets plus key and value string columns, entries sorted by key with unique keys (the
+ * canonical form of gravixd/schema.py).
+ *
+ * It must accept exactly what upb accepts (tests/property/test_native_differential.py holds
+ * it to that), so its corner cases copy upb's, found empirically with protobuf 7.x:
+ *   - a known field with the wrong wire type is an unknown field, skipped;
+ *   - tags are at most 5 bytes and 32 bits; field number 0 is malformed at message level but
+ *     tolerated inside an unknown group; wire types 6 and 7 are malformed;
+ *   - lengths are at most 5 bytes and < 2^31; other varints at most 10 bytes, bits above
+ *     64 dropped; uint32 and enum fields keep the low 32 bits;
+ *   - submessages and groups together nest at most 100 deep (the batch is level 0);
+ *   - string fields must be valid UTF-8 (each occurrence, even one later overwritten).
+ * It must never read outside [body, body + len) nor crash: every read is bounds checked,
+ * and it is fuzzed under ASan/UBSan (native/fuzz_decode.c).
+ */
+#include "gravix_decode.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "gravix_decode.c reads fixed64 doubles as little-endian"
+#endif
+
+_Static_assert(GX_F_COUNT <= GX_MAX_BUFFERS && GX_E_COUNT <= GX_MAX_BUFFERS, "buffer slots");
+_Static_assert(GX_MAX_BUFFERS == 18, "keep gx_result.buffers[18] in step");
+
+/* upb's default recursion limit: the batch is depth 100, each message or group one less. */
+#define MAX_DEPTH 100
+#define MAX_OFFSET 0x7fffffffLL
+#define LOCAL_ENTRIES 32
+
+typedef struct {
+    const uint8_t *ptr;
+    uint32_t len;
+} slice;
+
+typedef struct {
+    slice key;
+    slice value;
+    uint32_t seq; /* wire order: the last of equal keys wins */
+} entry;
+
+typedef struct {
+    const uint8_t *body;
+    gx_result *r;
+    int error;
+    const uint8_t *error_at;
+    int64_t received_unix_nano;
+    int64_t row_cap;   /* rows every per-row buffer has room for */
+    int64_t entry_cap; /* map entries the entry offset buffers have room for */
+    entry *entries;    /* the current message's map entries */
+    uint32_t n_entries, entries_cap;
+    entry local_entries[LOCAL_ENTRIES];
+} decoder;
+
+static const uint8_t *fail(decoder *d, int code, const uint8_t *at) {
+    if (!d->error) {
+        d->error = code;
+        d->error_at = at;
+    }
+    return NULL;
+}
+
+/* ---- wire primitives ------------------------------------------------------------------ */
+
+static inline const uint8_t *read_varint(decoder *d, const uint8_t *p, const uint8_t *end,
+                                         uint64_t *out) {
+    if (p < end && *p < 0x80) {
+        *out = *p;
+        return p + 1;
+    }
+    const uint8_t *start = p;
+    uint64_t value = 0;
+    for (int i = 0; i < 10; i++) {
+        if (p >= end) return fail(d, GX_ERR_TRUNCATED_VARINT, start);
+        uint8_t byte = *p++;
+        value |= (uint64_t)(byte & 0x7f) << (7 * i); /* bits past 64 drop, as upb */
+        if (byte < 0x80) {
+            *out = value;
+            return p;
+        }
+    }
+    return fail(d, GX_ERR_VARINT_TOO_LONG, start);
+}
+
+/* A tag: at most 5 bytes and 32 bits. Caller guarantees p < end. */
+static inline const uint8_t *read_tag(decoder *d, const uint8_t *p, const uint8_t *end,
+                                      uint32_t *out) {
+    if (*p < 0x80) {
+        *out = *p;
+        return p + 1;
+    }
+    const uint8_t *start = p;
+    uint32_t value = 0;
+    for (int i = 0; i < 5; i++) {
+        if (p >= end) return fail(d, GX_ERR_TRUNCATED_VARINT, start);
+        uint8_t byte = *p++;
+        if (i == 4) {
+            if (byte > 0x0f) return fail(d, GX_ERR_BAD_TAG, start);
+            *out = value | ((uint32_t)byte << 28);
+            return p;
+        }
+        value |= (uint32_t)(byte & 0x7f) << (7 * i);
+        if (byte < 0x80) {
+            *out = value;
+            return p;
+        }
+    }
+    return fail(d, GX_ERR_BAD_TAG, start); /* unreachable */
+}
+
+/* A length prefix: at most 5 bytes, < 2^31 - 1, and within [p, end). */
+static inline const uint8_t *read_length(decoder *d, const uint8_t *p, const uint8_t *end,
+                                         uint32_t *out) {
+    const uint8_t *start = p;
+    uint64_t value;
+    if (p < end && *p < 0x80) {
+        value = *p++;
+    } else {
+        value = 0;
+        for (int i = 0;; i++) {
+            if (i == 5) return fail(d, GX_ERR_BAD_LENGTH, start);
+            if (p >= end) return fail(d, GX_ERR_TRUNCATED_VARINT, start);
+            uint8_t byte = *p++;
+            value |= (uint64_t)(byte & 0x7f) << (7 * i);
+            if (byte < 0x80) break;
+        }
+        if (value >= MAX_OFFSET) return fail(d, GX_ERR_BAD_LENGTH, start);
+    }
+    if (value > (uint64_t)(end - p)) return fail(d, GX_ERR_LENGTH_PAST_END, start);
+    *out = (uint32_t)value;
+    return p;
+}
+
+static int utf8_valid(const uint8_t *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        if (i + 8 <= n) {
+            uint64_t word;
+            memcpy(&word, s + i, 8);
+            if (!(word & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+        } else if (c < 0xc2) {
+            return 0; /* continuation byte or overlong 2-byte lead */
+        } else if (c < 0xe0) {
+            if (n - i < 2 || (s[i + 1] & 0xc0) != 0x80) return 0;
+            i += 2;
+        } else if (c < 0xf0) {
+            if (n - i < 3) return 0;
+            uint8_t c1 = s[i + 1], c2 = s[i + 2];
+            if ((c1 & 0xc0) != 0x80 || (c2 & 0xc0) != 0x80) return 0;
+            if (c == 0xe0 && c1 < 0xa0) return 0; /* overlong */
+            if (c == 0xed && c1 > 0x9f) return 0; /* surrogate */
+            i += 3;
+        } else if (c < 0xf5) {
+            if (n - i < 4) return 0;
+            uint8_t c1 = s[i + 1], c2 = s[i + 2], c3 = s[i + 3];
+            if ((c1 & 0xc0) != 0x80 || (c2 & 0xc0) != 0x80 || (c3 & 0xc0) != 0x80) return 0;
+            if (c == 0xf0 && c1 < 0x90) return 0; /* overlong */
+            if (c == 0xf4 && c1 > 0x8f) return 0; /* above U+10FFFF */
+            i += 4;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static inline const uint8_t *read_string(decoder *d, const uint8_t *p, const uint8_t *end,
+                                         slice *out) {
+    const uint8_t *start = p;
+    uint32_t len;
+    p = read_length(d, p, end, &len);
+    if (!p) return NULL;
+    if (!utf8_valid(p, len)) return fail(d, GX_ERR_INVALID_UTF8, start);
+    out->ptr = p;
+    out->len = len;
+    return p + len;
+}
+
+static const uint8_t *skip_group(decoder *d, const uint8_t *p, const uint8_t *end,
+                                 uint32_t start_tag, const uint8_t *start, int depth);
+
+/* The value of a field whose tag was just read, skipped by its wire type. */
+static const uint8_t *skip_value(decoder *d, const uint8_t *p, const uint8_t *end,
+                                 uint32_t tag, const uint8_t *tag_at, int depth) {
+    uint64_t ignored;
+    uint32_t len;
+    switch (tag & 7) {
+    case 0:
+        return read_varint(d, p, end, &ignored);
+    case 1:
+        if (end - p < 8) return fail(d, GX_ERR_TRUNCATED_FIXED, p);
+        return p + 8;
+    case 2:
+        p = read_length(d, p, end, &len);
+        return p ? p + len : NULL;
+    case 3:
+        return skip_group(d, p, end, tag, tag_at, depth - 1);
+    case 4:
+        return fail(d, GX_ERR_UNEXPECTED_END_GROUP, tag_at);
+    case 5:
+        if (end - p < 4) return fail(d, GX_ERR_TRUNCATED_FIXED, p);
+        return p + 4;
+    default:
+        return fail(d, GX_ERR_BAD_WIRE_TYPE, tag_at);
+    }
+}
+
+/* An unknown field of a message (not inside a group): field number 0 is malformed there. */
+static inline const uint8_t *skip_field(decoder *d, const uint8_t *p, const uint8_t *end,
+                                        uint32_t tag, const uint8_t *tag_at, int depth) {
+    if ((tag >> 3) == 0) return fail(d, GX_ERR_BAD_TAG, tag_at);
+    return skip_value(d, p, end, tag, tag_at, depth);
+}
+
+static const uint8_t *skip_group(decoder *d, const uint8_t *p, const uint8_t *end,
+                                 uint32_t start_tag, const uint8_t *start, int depth) {
+    if (depth < 0) return fail(d, GX_ERR_TOO_DEEP, start);
+    uint32_t end_tag = (start_tag & ~7u) | 4;
+    while (p < end) {
+        const uint8_t *tag_at = p;
+        uint32_t tag;
+        p = read_tag(d, p, end, &tag);
+        if (!p) return NULL;
+        if (tag == end_tag) return p;
+        p = skip_value(d, p, end, tag, tag_at, depth);
+        if (!p) return NULL;
+    }
+    return fail(d, GX_ERR_UNTERMINATED_GROUP, start);
+}
+
+/* ---- output buffers ------------------------------------------------------------------- */
+
+static int reserve(decoder *d, gx_buffer *b, int64_t needed) {
+    if (needed <= b->cap) return 1;
+    int64_t cap = b->cap * 2;
+    if (cap < needed) cap = needed;
+    if (cap < 64) cap = 64;
+    uint8_t *data = realloc(b->data, (size_t)cap);
+    if (!data) {
+        fail(d, GX_ERR_NO_MEMORY, d->body);
+        return 0;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 1;
+}
+
+/* Per-row buffers of a stream and the bytes each row takes in them. */
+typedef struct {
+    int slot;
+    int width;
+} row_buffer;
+
+static const row_buffer FACT_ROW_BUFFERS[] = {
+    {GX_F_TIMESTAMP, 8},       {GX_F_SERVICE_OFFSETS, 4}, {GX_F_ROUTE_OFFSETS, 4},
+    {GX_F_METHOD_OFFSETS, 4},  {GX_F_STATUS_CODE, 4},     {GX_F_DURATION_MS, 8},
+    {GX_F_BYTES_IN, 8},        {GX_F_BYTES_OUT, 8},       {GX_F_TRACE_ID_OFFSETS, 4},
+    {GX_F_ATTR_OFFSETS, 4},
+};
+static const row_buffer EVENT_ROW_BUFFERS[] = {
+    {GX_E_TIMESTAMP, 8},        {GX_E_SERVICE_OFFSETS, 4}, {GX_E_KIND_OFFSETS, 4},
+    {GX_E_SEVERITY_OFFSETS, 4}, {GX_E_MESSAGE_OFFSETS, 4}, {GX_E_TRACE_ID_OFFSETS, 4},
+    {GX_E_ATTR_OFFSETS, 4},
+};
+
+/* Offsets buffers hold rows + 1 entries, hence the one extra row everywhere. */
+static int grow_rows(decoder *d, const row_buffer *bufs, size_t n, int64_t rows) {
+    for (size_t i = 0; i < n; i++) {
+        if (!reserve(d, &d->r->buffers[bufs[i].slot], (rows + 1) * bufs[i].width)) return 0;
+    }
+    d->row_cap = rows;
+    return 1;
+}
+
+static int grow_entries(decoder *d, int key_slot, int value_slot, int64_t entries) {
+    if (!reserve(d, &d->r->buffers[key_slot], (entries + 1) * 4)) return 0;
+    if (!reserve(d, &d->r->buffers[value_slot], (entries + 1) * 4)) return 0;
+    d->entry_cap = entries;
+    return 1;
+}
+
+static inline void put_i32(gx_buffer *b, int32_t v) {
+    memcpy(b->data + b->len, &v, 4);
+    b->len += 4;
+}
+static inline void put_i64(gx_buffer *b, int64_t v) {
+    memcpy(b->data + b->len, &v, 8);
+    b->len += 8;
+}
+
+/* Appends a string to a column: its bytes to `data`, its end offset to `offsets` (which the
+ * caller has room for). */
+static inline int put_string(decoder *d, gx_buffer *offsets, gx_buffer *data, const uint8_t *s,
+                             uint32_t n) {
+    int64_t end = data->len + n;
+    if (end > MAX_OFFSET) {
+        fail(d, GX_ERR_TOO_LARGE, d->body);
+        return 0;
+    }
+    if (n) {
+        if (end > data->cap && !reserve(d, data, end)) return 0;
+        memcpy(data->data + data->len, s, n);
+        data->len = end;
+    }
+    put_i32(offsets, (int32_t)end);
+    return 1;
+}
+
+/* ---- map entries ---------------------------------------------------------------------- */
+
+static int push_entry(decoder *d, slice key, slice value) {
+    if (d->n_entries == d->entries_cap) {
+        uint32_t cap = d->entries_cap * 2;
+        entry *grown;
+        if (d->entries == d->local_entries) {
+            grown = malloc(sizeof(entry) * cap);
+            if (grown) memcpy(grown, d->entries, sizeof(entry) * d->n_entries);
+        } else {
+            grown = realloc(d->entries, sizeof(entry) * cap);
+        }
+        if (!grown) {
+            fail(d, GX_ERR_NO_MEMORY, d->body);
+            return 0;
+        }
+        d->entries = grown;
+        d->entries_cap = cap;
+    }
+    entry *e = &d->entries[d->n_entries];
+    e->key = key;
+    e->value = value;
+    e->seq = d->n_entries++;
+    return 1;
+}
+
+static inline int key_cmp(const slice *a, const slice *b) {
+    uint32_t n = a->len < b->len ? a->len : b->len;
+    int c = n ? memcmp(a->ptr, b->ptr, n) : 0;
+    if (c) return c;
+    return (a->len > b->len) - (a->len < b->len);
+}
+
+static int entry_cmp(const void *pa, const void *pb) {
+    const entry *a = pa, *b = pb;
+    int c = key_cmp(&a->key, &b->key);
+    if (c) return c;
+    return (a->seq > b->seq) - (a->seq < b->seq);
+}
+
+/* A map entry message: key = 1, value = 2, both strings, missing ones "". */
+static const uint8_t *parse_entry(decoder *d, const uint8_t *p, const uint8_t *end,
+                                  int depth) {
+    uint32_t len;
+    p = read_length(d, p, end, &len);
+    if (!p) return NULL;
+    const uint8_t *entry_end = p + len;
+    slice key = {p, 0}, value = {p, 0};
+    while (p < entry_end) {
+        const uint8_t *tag_at = p;
+        uint32_t tag;
+        p = read_tag(d, p, entry_end, &tag);
+        if (!p) return NULL;
+        if (tag == 0x0a) {
+            p = read_string(d, p, entry_end, &key);
+        } else if (tag == 0x12) {
+            p = read_string(d, p, entry_end, &value);
+        } else {
+            p = skip_field(d, p, entry_end, tag, tag_at, depth);
+        }
+        if (!p) return NULL;
+    }
+    return push_entry(d, key, value) ? p : NULL;
+}
+
+/* Sorts the current message's entries by key (last duplicate wins) and appends them. */
+static int put_entries(decoder *d, int map_slot, int key_off, int key_data, int value_off,
+                       int value_data) {
+    gx_result *r = d->r;
+    uint32_t n = d->n_entries;
+    entry *e = d->entries;
+    if (n > 1) {
+        if (n <= 16) { /* insertion sort: stable, so equal keys stay in wire order */
+            for (uint32_t i = 1; i < n; i++) {
+                entry x = e[i];
+                uint32_t j = i;
+                while (j > 0 && key_cmp(&e[j - 1].key, &x.key) > 0) {
+                    e[j] = e[j - 1];
+                    j--;
+                }
+                e[j] = x;
+            }
+        } else {
+            qsort(e, n, sizeof(entry), entry_cmp); /* seq breaks ties: wire order */
+        }
+    }
+    if (r->map_entries + n > d->entry_cap) {
+        int64_t want = d->entry_cap * 2;
+        if (want < r->map_entries + n) want = r->map_entries + n;
+        if (!grow_entries(d, key_off, value_off, want)) return 0;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (i + 1 < n && key_cmp(&e[i].key, &e[i + 1].key) == 0) continue; /* a later one wins */
+        if (!put_string(d, &r->buffers[key_off], &r->buffers[key_data], e[i].key.ptr,
+                        e[i].key.len))
+            return 0;
+        if (!put_string(d, &r->buffers[value_off], &r->buffers[value_data], e[i].value.ptr,
+                        e[i].value.len))
+            return 0;
+        r->map_entries++;
+    }
+    if (r->map_entries > MAX_OFFSET) {
+        fail(d, GX_ERR_TOO_LARGE, d->body);
+        return 0;
+    }
+    put_i32(&r->buffers[map_slot], (int32_t)r->map_entries);
+    return 1;
+}
+
+/* ---- messages ------------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t timestamp;
+    slice service, route, method, trace_id;
+    uint32_t status_code;
+    double duration_ms;
+    uint64_t bytes_in, bytes_out;
+} fact;
+
+#define CHECK(expr)                                                                           \
+    do {                                                                                      \
+        if (!(p = (expr))) return NULL;                                                       \
+    } while (0)
+
+static const uint8_t *parse_fact(decoder *d, const uint8_t *p, const uint8_t *end) {
+    const int depth = MAX_DEPTH - 1;
+    fact f = {0};
+    uint64_t v;
+    f.service.ptr = f.route.ptr = f.method.ptr = f.trace_id.ptr = p;
+    d->n_entries = 0;
+    while (p < end) {
+        const uint8_t *tag_at = p;
+        uint32_t tag;
+        CHECK(read_tag(d, p, end, &tag));
+        switch (tag) {
+        case 0x08: CHECK(read_varint(d, p, end, &v)); f.timestamp = (int64_t)v; break;
+        case 0x12: CHECK(read_string(d, p, end, &f.service)); break;
+        case 0x1a: CHECK(read_string(d, p, end, &f.route)); break;
+        case 0x22: CHECK(read_string(d, p, end, &f.method)); break;
+        case 0x28: CHECK(read_varint(d, p, end, &v)); f.status_code = (uint32_t)v; break;
+        case 0x31:
+            if (end - p < 8) return fail(d, GX_ERR_TRUNCATED_FIXED, p);
+            memcpy(&f.duration_ms, p, 8);
+            p += 8;
+            break;
+        case 0x38: CHECK(read_varint(d, p, end, &f.bytes_in)); break;
+        case 0x40: CHECK(read_varint(d, p, end, &f.bytes_out)); break;
+        case 0x4a: CHECK(read_string(d, p, end, &f.trace_id)); break;
+        case 0x52: CHECK(parse_entry(d, p, end, depth - 1)); break;
+        default: CHECK(skip_field(d, p, end, tag, tag_at, depth)); break;
+        }
+    }
+
+    gx_result *r = d->r;
+    int64_t row = r->rows;
+    if (row == d->row_cap &&
+        !grow_rows(d, FACT_ROW_BUFFERS, sizeof FACT_ROW_BUFFERS / sizeof *FACT_ROW_BUFFERS,
+                   d->row_cap * 2))
+        return NULL;
+    gx_buffer *b = r->buffers;
+    put_i64(&b[GX_F_TIMESTAMP], f.timestamp ? f.timestamp : d->received_unix_nano);
+    if (!put_string(d, &b[GX_F_SERVICE_OFFSETS], &b[GX_F_SERVICE_DATA], f.service.ptr,
+                    f.service.len) ||
+        !put_string(d, &b[GX_F_ROUTE_OFFSETS], &b[GX_F_ROUTE_DATA], f.route.ptr, f.route.len) ||
+        !put_string(d, &b[GX_F_METHOD_OFFSETS], &b[GX_F_METHOD_DATA], f.method.ptr,
+                    f.method.len) ||
+        !put_string(d, &b[GX_F_TRACE_ID_OFFSETS], &b[GX_F_TRACE_ID_DATA], f.trace_id.ptr,
+                    f.trace_id.len))
+        return NULL;
+    put_i32(&b[GX_F_STATUS_CODE], (int32_t)f.status_code);
+    memcpy(b[GX_F_DURATION_MS].data + b[GX_F_DURATION_MS].len, &f.duration_ms, 8);
+    b[GX_F_DURATION_MS].len += 8;
+    put_i64(&b[GX_F_BYTES_IN], (int64_t)f.bytes_in);
+    put_i64(&b[GX_F_BYTES_OUT], (int64_t)f.bytes_out);
+    if (!put_entries(d, GX_F_ATTR_OFFSETS, GX_F_ATTR_KEY_OFFSETS, GX_F_ATTR_KEY_DATA,
+                     GX_F_ATTR_VALUE_OFFSETS, GX_F_ATTR_VALUE_DATA))
+        return NULL;
+
+    if (f.service.len == 0 && r->empty_service_row < 0) r->empty_service_row = row;
+    if (f.status_code > 999 && r->big_status_code_row < 0) {
+        r->big_status_code_row = row;
+        r->big_status_code = f.status_code;
+    }
+    if (f.bytes_in > (uint64_t)INT64_MAX && r->big_bytes_in_row < 0) {
+        r->big_bytes_in_row = row;
+        r->big_bytes_in = f.bytes_in;
+    }
+    if (f.bytes_out > (uint64_t)INT64_MAX && r->big_bytes_out_row < 0) {
+        r->big_bytes_out_row = row;
+        r->big_bytes_out = f.bytes_out;
+    }
+    r->rows = row + 1;
+    return p;
+}
+
+typedef struct {
+    int64_t timestamp;
+    slice service, kind, message, trace_id;
+    int32_t severity;
+} event;
+
+static const char *const SEVERITY_NAMES[] = {"UNSPECIFIED", "DEBUG", "INFO",
+                                             "WARN",        "ERROR", "FATAL"};
+
+static const uint8_t *parse_event(decoder *d, const uint8_t *p, const uint8_t *end) {
+    const int depth = MAX_DEPTH - 1;
+    event ev = {0};
+    uint64_t v;
+    ev.service.ptr = ev.kind.ptr = ev.message.ptr = ev.trace_id.ptr = p;
+    d->n_entries = 0;
+    while (p < end) {
+        const uint8_t *tag_at = p;
+        uint32_t tag;
+        CHECK(read_tag(d, p, end, &tag));
+        switch (tag) {
+        case 0x08: CHECK(read_varint(d, p, end, &v)); ev.timestamp = (int64_t)v; break;
+        case 0x12: CHECK(read_string(d, p, end, &ev.service)); break;
+        case 0x1a: CHECK(read_string(d, p, end, &ev.kind)); break;
+        case 0x20: CHECK(read_varint(d, p, end, &v)); ev.severity = (int32_t)(uint32_t)v; break;
+        case 0x2a: CHECK(read_string(d, p, end, &ev.message)); break;
+        case 0x32: CHECK(read_string(d, p, end, &ev.trace_id)); break;
+        case 0x3a: CHECK(parse_entry(d, p, end, depth - 1)); break;
+        default: CHECK(skip_field(d, p, end, tag, tag_at, depth)); break;
+        }
+    }
+
+    gx_result *r = d->r;
+    int64_t row = r->rows;
+    if (row == d->row_cap &&
+        !grow_rows(d, EVENT_ROW_BUFFERS, sizeof EVENT_ROW_BUFFERS / sizeof *EVENT_ROW_BUFFERS,
+                   d->row_cap * 2))
+        return NULL;
+    gx_buffer *b = r->buffers;
+    /* Open enum: unknown numbers are kept and stored as their decimal string. */
+    char number[16];
+    const char *severity;
+    size_t severity_len;
+    if (ev.severity >= 0 && ev.severity <= 5) {
+        severity = SEVERITY_NAMES[ev.severity];
+        severity_len = strlen(severity);
+    } else {
+        severity_len = (size_t)snprintf(number, sizeof number, "%d", (int)ev.severity);
+        severity = number;
+    }
+    put_i64(&b[GX_E_TIMESTAMP], ev.timestamp ? ev.timestamp : d->received_unix_nano);
+    if (!put_string(d, &b[GX_E_SERVICE_OFFSETS], &b[GX_E_SERVICE_DATA], ev.service.ptr,
+                    ev.service.len) ||
+        !put_string(d, &b[GX_E_KIND_OFFSETS], &b[GX_E_KIND_DATA], ev.kind.ptr, ev.kind.len) ||
+        !put_string(d, &b[GX_E_SEVERITY_OFFSETS], &b[GX_E_SEVERITY_DATA],
+                    (const uint8_t *)severity, (uint32_t)severity_len) ||
+        !put_string(d, &b[GX_E_MESSAGE_OFFSETS], &b[GX_E_MESSAGE_DATA], ev.message.ptr,
+                    ev.message.len) ||
+        !put_string(d, &b[GX_E_TRACE_ID_OFFSETS], &b[GX_E_TRACE_ID_DATA], ev.trace_id.ptr,
+                    ev.trace_id.len))
+        return NULL;
+    if (!put_entries(d, GX_E_ATTR_OFFSETS, GX_E_ATTR_KEY_OFFSETS, GX_E_ATTR_KEY_DATA,
+                     GX_E_ATTR_VALUE_OFFSETS, GX_E_ATTR_VALUE_DATA))
+        return NULL;
+    if (ev.service.len == 0 && r->empty_service_row < 0) r->empty_service_row = row;
+    r->rows = row + 1;
+    return p;
+}
+
+/* ---- the batch ------------------------------------------------------------------------ */
+
+typedef const uint8_t *(*parse_item_fn)(decoder *, const uint8_t *, const uint8_t *);
+
+static void shrink_to_fit(gx_buffer *b) {
+    /* Keep what a long-lived batch pins close to what it uses. */
+    if (b->data && b->cap - b->len > 4096 && b->cap > b->len + b->len / 4) {
+        uint8_t *data = realloc(b->data, (size_t)(b->len ? b->len : 1));
+        if (data) {
+            b->data = data;
+            b->cap = b->len ? b->len : 1;
+        }
+    }
+}
+
+static int decode_batch(const uint8_t *body, size_t len, int64_t received_unix_nano,
+                        gx_result *r, const row_buffer *row_bufs, size_t n_row_bufs,
+                        const int *offset_slots, size_t n_offset_slots, int key_off,
+                        int value_off, int n_slots, parse_item_fn parse_item) {
+    decoder d;
+    memset(&d, 0, offsetof(decoder, local_entries));
+    d.body = body;
+    d.r = r;
+    d.received_unix_nano = received_unix_nano;
+    d.entries = d.local_entries;
+    d.entries_cap = LOCAL_ENTRIES;
+    r->rows = r->map_entries = 0;
+    r->empty_service_row = r->big_status_code_row = -1;
+    r->big_bytes_in_row = r->big_bytes_out_row = -1;
+    r->error = GX_OK;
+    r->error_offset = 0;
+
+    if (len >= (size_t)MAX_OFFSET) {
+        fail(&d, GX_ERR_TOO_LARGE, body);
+        goto done;
+    }
+    /* A realistic event is ~100 bytes: start there, double when short. */
+    if (!grow_rows(&d, row_bufs, n_row_bufs, (int64_t)(len / 96) + 16) ||
+        !grow_entries(&d, key_off, value_off, (int64_t)(len / 32) + 16))
+        goto done;
+    for (size_t i = 0; i < n_offset_slots; i++) put_i32(&r->buffers[offset_slots[i]], 0);
+    /* Every slot gets memory, so that even empty columns have a real address for Arrow. */
+    for (int i = 0; i < n_slots; i++) {
+        if (!reserve(&d, &r->buffers[i], (int64_t)(len / 16) + 64)) goto done;
+    }
+
+    const uint8_t *p = body, *end = body + len;
+    while (p < end) {
+        const uint8_t *tag_at = p;
+        uint32_t tag;
+        if (!(p = read_tag(&d, p, end, &tag))) break;
+        if (tag == 0x0a) {
+            uint32_t item_len;
+            if (!(p = read_length(&d, p, end, &item_len))) break;
+            if (!parse_item(&d, p, p + item_len)) break;
+            p += item_len;
+        } else if (!(p = skip_field(&d, p, end, tag, tag_at, MAX_DEPTH))) {
+            break;
+        }
+    }
+done:
+    if (d.entries != d.local_entries) free(d.entries);
+    if (d.error) {
+        r->error = d.error;
+        r->error_offset = d.error_at ? (int64_t)(d.error_at - body) : 0;
+        return d.error;
+    }
+    for (int i = 0; i < n_slots; i++) shrink_to_fit(&r->buffers[i]);
+    return GX_OK;
+}
+
+static const int FACT_OFFSET_SLOTS[] = {
+    GX_F_SERVICE_OFFSETS, GX_F_ROUTE_OFFSETS,   GX_F_METHOD_OFFSETS,     GX_F_TRACE_ID_OFFSETS,
+    GX_F_ATTR_OFFSETS,    GX_F_ATTR_KEY_OFFSETS, GX_F_ATTR_VALUE_OFFSETS,
+};
+static const int EVENT_OFFSET_SLOTS[] = {
+    GX_E_SERVICE_OFFSETS,  GX_E_KIND_OFFSETS, GX_E_SEVERITY_OFFSETS,  GX_E_MESSAGE_OFFSETS,
+    GX_E_TRACE_ID_OFFSETS, GX_E_ATTR_OFFSETS, GX_E_ATTR_KEY_OFFSETS, GX_E_ATTR_VALUE_OFFSETS,
+};
+
+int gx_decode_facts(const uint8_t *body, size_t len, int64_t received_unix_nano,
+                    gx_result *result) {
+    return decode_batch(body, len, received_unix_nano, result, FACT_ROW_BUFFERS,
+                        sizeof FACT_ROW_BUFFERS / sizeof *FACT_ROW_BUFFERS, FACT_OFFSET_SLOTS,
+                        sizeof FACT_OFFSET_SLOTS / sizeof *FACT_OFFSET_SLOTS,
+                        GX_F_ATTR_KEY_OFFSETS, GX_F_ATTR_VALUE_OFFSETS, GX_F_COUNT, parse_fact);
+}
+
+int gx_decode_events(const uint8_t *body, size_t len, int64_t received_unix_nano,
+                     gx_result *result) {
+    return decode_batch(body, len, received_unix_nano, result, EVENT_ROW_BUFFERS,
+                        sizeof EVENT_ROW_BUFFERS / sizeof *EVENT_ROW_BUFFERS, EVENT_OFFSET_SLOTS,
+                        sizeof EVENT_OFFSET_SLOTS / sizeof *EVENT_OFFSET_SLOTS,
+                        GX_E_ATTR_KEY_OFFSETS, GX_E_ATTR_VALUE_OFFSETS, GX_E_COUNT, parse_event);
+}
+
+gx_result *gx_result_new(void) { return calloc(1, sizeof(gx_result)); }
+
+void gx_result_free(gx_result *result) {
+    if (!result) return;
+    for (int i = 0; i < GX_MAX_BUFFERS; i++) free(result->buffers[i].data);
+    free(result);
+}
