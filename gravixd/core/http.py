@@ -214,6 +214,19 @@ class IngestProtocol:
             self._conn.start_next_cycle()
         return data  # type: ignore[return-value]
 
+    def reject_now(self, status: int, reason: str, message: str, headers: Iterable = ()) -> Event:
+        """Answer the current request with an error before its end (a timeout, a full
+        in-flight budget); the connection closes afterwards. Closed when nothing can be sent."""
+        if self._conn.our_state is not h11.SEND_RESPONSE:
+            return CLOSED  # no request head parsed yet: h11 has nothing to answer
+        
+        return self._reject(_RejectRequest(status, reason, message, headers))
+
+    @property
+    def request_started(self) -> bool:
+        """A request head has been parsed and its response not yet sent."""
+        return self._request is not None
+
     @property
     def must_close(self) -> bool:
         """After a response: the connection cannot carry another request."""

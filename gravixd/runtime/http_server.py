@@ -1,0 +1,267 @@
+"""The HTTP ingest server: trio sockets around the sans-I/O `IngestProtocol`.
+
+Limits are enforced here, where the bytes are: connections (closed at accept when full),
+bytes buffered across all requests (503 while reading), requests in flight (503), slow
+requests (408) and idle keep-alive connections (closed). Every response is counted in
+`ingestion_requests_total{endpoint,code}` and timed in `ingestion_latency_seconds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import trio
+
+from ..core.decode import decode
+from ..core.http import (
+    ErrorResponse,
+    HttpLimits,
+    IngestProtocol,
+    IngestRequest,
+    NeedData,
+    SendInterim,
+)
+from ..errors import DecodeError, DurabilityError, SpoolFullError
+from ..metrics import Metrics
+from .pipeline import Pipeline
+
+log = logging.getLogger("gravixd.http")
+
+_RECEIVE_BYTES: Final = 256 * 1024
+# How long a shed client should wait: about one upload round; short enough to retry soon.
+_RETRY_AFTER_SECONDS: Final = b"1"
+_RETRY_AFTER: Final = [(b"retry-after", _RETRY_AFTER_SECONDS)]
+
+
+@dataclass(slots=True)
+class HttpSettings:
+    """The HTTP server's share of the configuration; SIGHUP may replace fields."""
+
+    limits: HttpLimits
+    auth_tokens: tuple[str, ...] = ()
+    max_connections: int = 1024
+    max_in_flight_requests: int = 256
+    max_in_flight_bytes: int = 256 * 1024 * 1024
+    request_timeout_seconds: float = 30.0
+    idle_timeout_seconds: float = 75.0
+
+
+@dataclass(slots=True)
+class _Load:
+    connections: int = 0
+    in_flight_requests: int = 0
+    buffered_bytes: int = 0
+    idle: trio.Event = field(default_factory=trio.Event)
+
+
+class HttpServer:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        settings: HttpSettings,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.settings = settings
+        self.ssl_context = ssl_context
+        self.draining = False
+        self.load = _Load()
+        self._children: dict[tuple[str, int], Callable[[], None]] = {}
+        self._latency: dict[str, object] = {}
+
+    # --- accept loop -----------------------------------------------------------------------
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        connection_nursery: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept until cancelled; connections live in `connection_nursery` so that a drain
+        can stop accepting while in-flight requests finish."""
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        task_status.started(listeners[0].socket.getsockname()[1])
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener, connection_nursery)
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        async with listener:
+            while True:
+                stream = await listener.accept()
+                if self.load.connections >= self.settings.max_connections:
+                    self.metrics.connections_rejected.labels("http").inc()
+                    await trio.aclose_forcefully(stream)
+                    continue
+                nursery.start_soon(self._connection, stream)
+
+    async def wait_idle(self) -> None:
+        while self.load.connections:
+            await self.load.idle.wait()
+
+    # --- one connection --------------------------------------------------------------------
+
+    async def _connection(self, raw: trio.SocketStream) -> None:
+        load = self.load
+        load.connections += 1
+        self.metrics.connections_open.labels("http").inc()
+        stream: trio.abc.Stream = raw
+        try:
+            if self.ssl_context is not None:
+                stream = trio.SSLStream(raw, self.ssl_context, server_side=True)
+                with trio.move_on_after(self.settings.request_timeout_seconds):
+                    await stream.do_handshake()
+            await self._serve_connection(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            pass  # the peer went away; nothing of an unanswered request was acknowledged
+        except Exception:
+            log.exception("connection handler failed", extra={"event": "http_handler_error"})
+        finally:
+            load.connections -= 1
+            self.metrics.connections_open.labels("http").dec()
+            if not load.connections:
+                load.idle.set()
+                load.idle = trio.Event()
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
+        settings = self.settings
+        protocol = IngestProtocol(settings.limits, settings.auth_tokens)
+        buffered = 0  # this connection's share of load.buffered_bytes
+        started: float | None = None  # when the current request's first byte came
+        try:
+            while True:
+                event = protocol.next_event()
+                if isinstance(event, NeedData):
+                    if self.draining and started is None:
+                        return  # between requests: a drain closes idle keep-alives
+                    if started is None:
+                        deadline = trio.current_time() + settings.idle_timeout_seconds
+                    else:
+                        deadline = started + settings.request_timeout_seconds
+                    data = b""
+                    with trio.move_on_at(deadline):
+                        data = await stream.receive_some(_RECEIVE_BYTES)
+                        if not data:
+                            protocol.receive_data(b"")
+                            continue
+                    if not data:  # timed out
+                        if started is None:
+                            return
+                        event = protocol.reject_now(
+                            408, "timeout",
+                            f"Expected the whole request within {settings.request_timeout_seconds} s, "
+                            f"got only part of it",
+                        )
+                    else:
+                        if started is None:
+                            started = trio.current_time()
+                        self.metrics.bytes_received.labels("http").inc(len(data))
+                        buffered += len(data)
+                        self.load.buffered_bytes += len(data)
+                        protocol.receive_data(data)
+                        if (
+                            self.load.buffered_bytes > settings.max_in_flight_bytes
+                            and protocol.request_started
+                        ):
+                            self.metrics.load_shed.labels("in_flight_bytes").inc()
+                            event = protocol.reject_now(
+                                503, "overloaded",
+                                f"Expected at most {settings.max_in_flight_bytes} request bytes in "
+                                f"flight, got more; retry later",
+                                _RETRY_AFTER,
+                            )
+                        else:
+                            continue
+                if isinstance(event, SendInterim):
+                    await stream.send_all(event.data)
+                    continue
+                if started is None:
+                    started = trio.current_time()  # a pipelined request, already buffered
+                if isinstance(event, IngestRequest):
+                    status, payload, headers = await self._handle(event)
+                    data = protocol.respond(status, payload, headers)
+                    endpoint, close = event.endpoint, protocol.must_close
+                elif isinstance(event, ErrorResponse):
+                    self.metrics.events_rejected.labels(
+                        _stream_of(event.endpoint), "http", event.reason
+                    ).inc()
+                    status, data, endpoint, close = event.status, event.data, event.endpoint, event.close
+                else:
+                    return  # Closed
+                await stream.send_all(data)
+                self._observe(endpoint, status, started)
+                started = None
+                self.load.buffered_bytes -= buffered
+                buffered = 0
+                if close or (self.draining and not protocol.request_started):
+                    return
+        finally:
+            self.load.buffered_bytes -= buffered
+
+    async def _handle(self, request: IngestRequest) -> tuple[int, object, list]:
+        metrics, pipeline, load = self.metrics, self.pipeline, self.load
+        if load.in_flight_requests >= self.settings.max_in_flight_requests:
+            metrics.load_shed.labels("in_flight_requests").inc()
+            return 503, _error(503, "overloaded", "Expected fewer requests in flight; retry later"), _RETRY_AFTER
+        if pipeline.spool.full:
+            metrics.load_shed.labels("spool").inc()
+            return 503, _error(503, "spool_full", _spool_full_message(pipeline)), _RETRY_AFTER
+        load.in_flight_requests += 1
+        metrics.requests_in_flight.inc()
+        try:
+            try:
+                batch = decode(
+                    request.stream, request.media_type, request.body,
+                    pipeline.now_unix_nano(), pipeline.protobuf_decoder,
+                )
+            except DecodeError as exc:
+                metrics.events_rejected.labels(request.stream, "http", exc.reason).inc()
+                return 400, _error(400, exc.reason, exc.message), []
+            if batch.num_rows:
+                try:
+                    await pipeline.ingest(request.stream, batch, "http")
+                except SpoolFullError as exc:
+                    metrics.load_shed.labels("spool").inc()
+                    return 503, _error(503, "spool_full", str(exc)), _RETRY_AFTER
+                except DurabilityError as exc:
+                    return 503, _error(503, "not_durable", f"{exc}; nothing of this request was kept, "
+                                       "retry later"), _RETRY_AFTER
+            return 202, {"accepted": batch.num_rows}, []
+        finally:
+            load.in_flight_requests -= 1
+            metrics.requests_in_flight.dec()
+
+    def _observe(self, endpoint: str, status: int, started: float) -> None:
+        key = (endpoint, status)
+        inc = self._children.get(key)
+        if inc is None:
+            inc = self._children[key] = self.metrics.requests.labels(endpoint, str(status)).inc
+        inc()
+        observe = self._latency.get(endpoint)
+        if observe is None:
+            observe = self._latency[endpoint] = self.metrics.latency.labels(endpoint).observe
+        observe(trio.current_time() - started)  # type: ignore[operator]
+
+
+def _error(status: int, reason: str, message: str) -> dict[str, object]:
+    return {"error": message, "reason": reason, "status": status}
+
+
+def _stream_of(endpoint: str) -> str:
+    return endpoint.rsplit("/", 1)[-1] if endpoint.startswith("/v1/") else "none"
+
+
+def _spool_full_message(pipeline: Pipeline) -> str:
+    return (
+        f"Expected spool below max_spool_bytes={pipeline.spool.settings.max_spool_bytes}, got "
+        f"{pipeline.spool.bytes_used} bytes waiting for upload; retry later"
+    )

@@ -1,0 +1,54 @@
+"""The one path every event takes after decoding, whatever its source (HTTP or TCP):
+shed if the spool is full, append to the stream's spool, wait per ack mode, count."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pyarrow as pa
+
+from ..core.decode import ProtobufDecoder
+from ..errors import SpoolFullError
+from ..metrics import Metrics
+from .spool import Spool
+
+
+class Pipeline:
+    def __init__(
+        self,
+        spool: Spool,
+        metrics: Metrics,
+        *,
+        ack: str,
+        protobuf_decoder: ProtobufDecoder,
+        clock_unix_nano: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.spool = spool
+        self.metrics = metrics
+        self.ack = ack
+        self.protobuf_decoder = protobuf_decoder
+        self.now_unix_nano = clock_unix_nano
+        self._accepted = {}  # (stream, source) -> cached counter child: labels() is slow
+
+    async def ingest(self, stream: str, batch: pa.RecordBatch, source: str) -> None:
+        """Append `batch` to `stream`; returns once it is durable (ack=durable) or appended.
+
+        Raises:
+            SpoolFullError: the spool is above max_spool_bytes; nothing was appended.
+            DurabilityError: the write or fsync failed; nothing of the batch is durable.
+        """
+        if self.spool.full:
+            raise SpoolFullError(
+                f"Expected spool below max_spool_bytes={self.spool.settings.max_spool_bytes}, "
+                f"got {self.spool.bytes_used} bytes waiting for upload"
+            )
+        await self.spool.streams[stream].append(batch, wait_durable=self.ack == "durable")
+        counter = self._accepted.get((stream, source))
+        if counter is None:
+            counter = self._accepted[stream, source] = self.metrics.events_accepted.labels(stream, source)
+        counter.inc(batch.num_rows)
+
+    async def wait_writable(self) -> None:
+        """Return once the spool is below max_spool_bytes (TCP backpressure)."""
+        await self.spool.wait_not_full()
