@@ -94,7 +94,13 @@ class Ports:
 
 
 class Daemon:
-    def __init__(self, loaded: LoadedConfig, reload: Callable[[], LoadedConfig] | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        reload: Callable[[], LoadedConfig] | None = None,
+        store: ObjectStore | None = None,
+    ) -> None:
+        """`store` overrides `store_url` (tests inject fault-injecting stores)."""
         config = loaded.config
         self.config = config
         self.reload_config = reload
@@ -102,7 +108,7 @@ class Daemon:
         decoder, decoder_name = select_protobuf_decoder(config)
         self.decoder_name = decoder_name
         self.metrics.build_info.info({"version": __version__, "decoder": decoder_name})
-        self.store = store_from_config(config)
+        self.store = store if store is not None else store_from_config(config)
         self.spool = Spool(
             Path(config.spool_dir),
             SpoolSettings(
