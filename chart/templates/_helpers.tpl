@@ -1,0 +1,159 @@
+{{/* Names and labels, as `helm create` lays them out. */}}
+{{- define "gravixd.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "gravixd.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "gravixd.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "gravixd.labels" -}}
+helm.sh/chart: {{ include "gravixd.chart" . }}
+{{ include "gravixd.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "gravixd.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gravixd.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "gravixd.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "gravixd.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "gravixd.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/* The port of a "host:port" listen address; "" when the listener is disabled. */}}
+{{- define "gravixd.port" -}}
+{{- if . }}{{ regexReplaceAll "^.*:" . "" }}{{ end }}
+{{- end }}
+
+{{/* The Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or "" for the SDK's chain. */}}
+{{- define "gravixd.s3SecretName" -}}
+{{- if .Values.s3.existingSecret }}
+{{- .Values.s3.existingSecret }}
+{{- else if .Values.s3.create }}
+{{- printf "%s-s3" (include "gravixd.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* Grace period: above the drain deadline, or Kubernetes kills the drain mid-upload. */}}
+{{- define "gravixd.terminationGracePeriodSeconds" -}}
+{{- $drain := .Values.config.drain_timeout_seconds | default 20 | float64 }}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add (ceil $drain | int) 15 }}
+{{- else if le (float64 .Values.terminationGracePeriodSeconds) $drain }}
+{{- fail (printf "terminationGracePeriodSeconds: expected more than config.drain_timeout_seconds (%v), got %v" $drain .Values.terminationGracePeriodSeconds) }}
+{{- else }}
+{{- .Values.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{/* Env and volumes shared by the daemon and the rollup CronJob. */}}
+{{- define "gravixd.env" -}}
+- name: GRAVIXD_CONFIG
+  value: /etc/gravixd/gravixd.toml
+{{- with (include "gravixd.s3SecretName" .) }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.s3.accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.s3.secretAccessKeyKey }}
+{{- end }}
+{{- if .Values.auth.existingSecret }}
+- name: GRAVIXD_AUTH_TOKENS_FILE
+  value: /etc/gravixd-auth/{{ .Values.auth.key }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "gravixd.configVolumes" -}}
+- name: config
+  configMap:
+    name: {{ include "gravixd.fullname" . }}
+- name: tmp
+  emptyDir:
+    sizeLimit: 256Mi
+{{- if .Values.auth.existingSecret }}
+- name: auth
+  secret:
+    secretName: {{ .Values.auth.existingSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{- define "gravixd.configMounts" -}}
+- name: config
+  mountPath: /etc/gravixd
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.auth.existingSecret }}
+- name: auth
+  mountPath: /etc/gravixd-auth
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* One TOML value. Helm reads every YAML number as a float64, and toToml would write
+     `upload_concurrency = 4.0`, which gravixd rightly rejects for an integer key: whole
+     numbers are written as integers (a float key accepts an integer). */}}
+{{- define "gravixd.tomlValue" -}}
+{{- if kindIs "float64" . }}
+{{- if eq (floor .) . }}{{ printf "%d" (int64 .) }}{{ else }}{{ printf "%v" . }}{{ end }}
+{{- else if or (kindIs "int" .) (kindIs "int64" .) (kindIs "bool" .) }}
+{{- printf "%v" . }}
+{{- else if kindIs "slice" . }}
+{{- $items := list }}
+{{- range . }}{{ $items = append $items (include "gravixd.tomlValue" .) }}{{ end }}
+{{- printf "[%s]" (join ", " $items) }}
+{{- else }}
+{{- toString . | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* values.config as gravixd.toml: scalar keys first, then [[tcp_listeners]] tables. */}}
+{{- define "gravixd.toml" -}}
+{{- range $key := keys .Values.config | sortAlpha }}
+{{- $value := get $.Values.config $key }}
+{{- if ne $key "tcp_listeners" }}
+{{ $key }} = {{ include "gravixd.tomlValue" $value }}
+{{- end }}
+{{- end }}
+{{- range .Values.config.tcp_listeners }}
+
+[[tcp_listeners]]
+{{- $listener := . }}
+{{- range $key := keys $listener | sortAlpha }}
+{{ $key }} = {{ include "gravixd.tomlValue" (get $listener $key) }}
+{{- end }}
+{{- end }}
+{{- end }}

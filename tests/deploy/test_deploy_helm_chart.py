@@ -1,0 +1,320 @@
+"""The Helm chart through Helm's own library (helm-python-sdk: lint, schema, render), its
+manifests through the Kubernetes API schemas (kubernetes-validate, strict), and its
+gravixd.toml through gravixd's own config loader."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+from deploy_helpers import DASHBOARD, ROOT
+
+from gravixd import config as gravixd_config
+
+CHART = ROOT / "chart"
+# The chart's kubeVersion floor, and the newest Kubernetes the validator knows.
+KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
+SECRET_CONFIG_KEYS = {"s3_access_key_id", "s3_secret_access_key", "auth_tokens"}
+
+NON_DEFAULT: dict[str, dict[str, Any]] = {
+    "production": {
+        "replicaCount": 3,
+        "image": {"tag": "0.1.0-rc1", "pullPolicy": "Always"},
+        "config": {
+            "store_url": "s3://gravix-events/prod",
+            "s3_region": "eu-west-1",
+            "segment_format": "parquet",
+            "segment_max_bytes": 134217728,
+            "max_body_bytes": "16MiB",
+            "segment_max_age_seconds": 30.5,
+            "upload_concurrency": 4,
+            "drain_timeout_seconds": 45,
+            "tcp_listeners": [
+                {"listen": "0.0.0.0:5171", "stream": "events", "framing": "protobuf"}
+            ],
+        },
+        "s3": {"existingSecret": "gravix-s3"},
+        "auth": {"existingSecret": "gravix-tokens"},
+        "spool": {"type": "persistentVolumeClaim", "size": "50Gi", "storageClassName": "fast"},
+        "terminationGracePeriodSeconds": 60,
+        "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
+        "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "kps"}},
+        "dashboard": {"enabled": True},
+        "rollup": {"enabled": True},
+        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}},
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "gravixd"}},
+            }
+        ],
+    },
+    "minio-trial-emptydir": {
+        "config": {
+            "store_url": "s3://gravix/events",
+            "s3_endpoint_url": "http://minio.minio.svc:9000",
+            "s3_path_style": True,
+            "tcp_listen": "",
+        },
+        "s3": {"create": True, "accessKeyId": "gravix-local", "secretAccessKey": "local-only"},
+        "spool": {"type": "emptyDir"},
+        "podDisruptionBudget": {"enabled": False},
+        "serviceAccount": {"create": False},
+    },
+}
+
+BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
+    "replicas not a number": ({"replicaCount": "two"}, "/replicaCount"),
+    "unknown pull policy": ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+    "misspelt config key": ({"config": {"spool_dri": "/var/lib/gravixd/x"}}, "spool_dri"),
+    "secret in the ConfigMap": ({"config": {"s3_secret_access_key": "x"}}, "s3_secret_access_key"),
+    "bad segment format": ({"config": {"segment_format": "csv"}}, "/config/segment_format"),
+    "listen without a port": ({"config": {"http_listen": "0.0.0.0"}}, "/config/http_listen"),
+    "spool off the volume": ({"config": {"spool_dir": "/data/spool"}}, "/config/spool_dir"),
+    "negative drain": ({"config": {"drain_timeout_seconds": -1}}, "drain_timeout_seconds"),
+    "unknown spool type": ({"spool": {"type": "hostPath"}}, "/spool/type"),
+    "privilege escalation": (
+        {"securityContext": {"allowPrivilegeEscalation": True}},
+        "allowPrivilegeEscalation",
+    ),
+    "writable root fs": ({"securityContext": {"readOnlyRootFilesystem": False}}, "readOnlyRoot"),
+    "root user": ({"podSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),
+    "created secret without keys": ({"s3": {"create": True}}, "/s3/accessKeyId"),
+    "rollup over a file store": ({"rollup": {"enabled": True}}, "/config/store_url"),
+    "both PDB bounds": (
+        {"podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}},
+        "podDisruptionBudget",
+    ),
+    "unknown top-level value": ({"replicas": 2}, "replicas"),
+}
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def _documents(rendered: dict[str, str]) -> list[dict[str, Any]]:
+    docs = []
+    for path, text in rendered.items():
+        if path.endswith(".txt"):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def _render(chart: helm.Chart, values: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return _documents(chart.render(values, name="gravix", namespace="observability"))
+
+
+def _by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def _pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in docs:
+        if doc["kind"] in ("StatefulSet", "Deployment"):
+            yield doc["kind"], doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "CronJob":
+            yield doc["kind"], doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+VALUE_SETS = {"defaults": None, **NON_DEFAULT}
+
+
+# --- lint and schema ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_lint_strict_is_clean(name: str) -> None:
+    report = helm.lint(CHART, VALUE_SETS[name], strict=True, namespace="observability")
+    assert report["errors"] == [], report
+    assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_values_schema_rejects(chart: helm.Chart, case: str) -> None:
+    values, named = BAD_VALUES[case]
+    with pytest.raises(helm.HelmValuesError) as caught:
+        chart.render(values, name="gravix", namespace="observability")
+    assert named in str(caught.value)
+
+
+def test_schema_config_keys_are_gravixd_config_keys() -> None:
+    """A key gravixd gains or drops must show up here, or the chart would reject or pass
+    it wrongly."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    allowed = set(schema["properties"]["config"]["properties"])
+    assert allowed == set(gravixd_config._FIELDS) - SECRET_CONFIG_KEYS
+
+
+# --- rendered manifests ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_manifests_validate_strictly(chart: helm.Chart, name: str, kube_version: str) -> None:
+    docs = _render(chart, VALUE_SETS[name])
+    checked = 0
+    for doc in docs:
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # a CRD: checked against the operator's fields below
+        try:
+            kubernetes_validate.validate(doc, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {str(exc).splitlines()[0]}")
+        checked += 1
+    assert checked >= 5
+
+
+def test_service_monitor_scrapes_the_side_port(chart: helm.Chart) -> None:
+    docs = _render(chart, NON_DEFAULT["production"])
+    (monitor,) = _by_kind(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "15s",
+                        "scrapeTimeout": "10s"}  # fmt: skip
+    services = [s for s in _by_kind(docs, "Service") if s["spec"].get("clusterIP") != "None"]
+    (service,) = services
+    assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"][
+        "labels"
+    ].items()
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_pods_meet_pod_security_restricted(chart: helm.Chart, name: str) -> None:
+    """The rules of the Pod Security Standards' "restricted" profile."""
+    for kind, spec in _pod_specs(_render(chart, VALUE_SETS[name])):
+        pod_sc = spec.get("securityContext", {})
+        assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", kind
+        assert "hostNetwork" not in spec and "hostPID" not in spec and "hostIPC" not in spec
+        for volume in spec.get("volumes", []):
+            assert "hostPath" not in volume, kind
+        for container in spec["containers"] + spec.get("initContainers", []):
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, kind
+            assert sc["capabilities"]["drop"] == ["ALL"], kind
+            assert not sc["capabilities"].get("add"), kind
+            assert sc["readOnlyRootFilesystem"] is True, kind
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, kind
+            assert sc.get("runAsUser", pod_sc.get("runAsUser", 1)) != 0, kind
+            assert "privileged" not in sc or sc["privileged"] is False
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_config_map_is_a_valid_gravixd_config(chart: helm.Chart, name: str) -> None:
+    docs = _render(chart, VALUE_SETS[name])
+    (config_map,) = [c for c in _by_kind(docs, "ConfigMap") if "gravixd.toml" in c["data"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gravixd.toml"
+        path.write_text(config_map["data"]["gravixd.toml"])
+        loaded = gravixd_config.load({}, {"GRAVIXD_CONFIG": str(path)}).config
+    for key, value in ((VALUE_SETS[name] or {}).get("config") or {}).items():
+        if key == "tcp_listeners":
+            assert [listener.listen for listener in loaded.tcp_listeners] == [
+                v["listen"] for v in value
+            ]
+        elif not isinstance(value, str) or not value.endswith("MiB"):
+            assert getattr(loaded, key) == value, key
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_probes_ports_and_grace_period(chart: helm.Chart, name: str) -> None:
+    docs = _render(chart, VALUE_SETS[name])
+    (statefulset,) = _by_kind(docs, "StatefulSet")
+    spec = statefulset["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/livez"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == 9108
+    config = {**json.loads(json.dumps(yaml.safe_load((CHART / "values.yaml").read_text())))}
+    drain = ((VALUE_SETS[name] or {}).get("config") or {}).get(
+        "drain_timeout_seconds", config["config"]["drain_timeout_seconds"]
+    )
+    assert spec["terminationGracePeriodSeconds"] > drain
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/var/lib/gravixd", "/etc/gravixd", "/tmp"} <= mounts
+
+
+def test_grace_period_below_the_drain_deadline_fails(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmRenderError, match="drain_timeout_seconds"):
+        chart.render({"terminationGracePeriodSeconds": 10}, name="gravix")
+
+
+def test_s3_credentials_come_from_a_secret(chart: helm.Chart) -> None:
+    for name, secret_name in (("production", "gravix-s3"), ("minio-trial-emptydir", None)):
+        docs = _render(chart, NON_DEFAULT[name])
+        (statefulset,) = _by_kind(docs, "StatefulSet")
+        env = {e["name"]: e for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]}
+        ref = env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]
+        if secret_name is None:  # created by the chart
+            (secret,) = _by_kind(docs, "Secret")
+            assert ref["name"] == secret["metadata"]["name"]
+            assert secret["stringData"][ref["key"]] == "local-only"
+        else:
+            assert ref["name"] == secret_name and not _by_kind(docs, "Secret")
+    default_env = _by_kind(_render(chart, None), "StatefulSet")[0]["spec"]["template"]["spec"]
+    assert "AWS_SECRET_ACCESS_KEY" not in {e["name"] for e in default_env["containers"][0]["env"]}
+
+
+def test_spool_is_a_claim_or_an_empty_dir(chart: helm.Chart) -> None:
+    (pvc_set,) = _by_kind(_render(chart, NON_DEFAULT["production"]), "StatefulSet")
+    (claim,) = pvc_set["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    (empty_set,) = _by_kind(_render(chart, NON_DEFAULT["minio-trial-emptydir"]), "StatefulSet")
+    assert "volumeClaimTemplates" not in empty_set["spec"]
+    volumes = {v["name"]: v for v in empty_set["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes["spool"]
+
+
+def test_dashboard_config_map_carries_the_canonical_file(chart: helm.Chart) -> None:
+    docs = _render(chart, NON_DEFAULT["production"])
+    (board,) = [c for c in _by_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(board["data"]["gravix-internals.json"]) == json.loads(DASHBOARD.read_text())
+    assert not [c for c in _by_kind(_render(chart, None), "ConfigMap") if "dashboard" in str(c)]
+
+
+def test_rollup_cron_job_runs_gravixd_rollup(chart: helm.Chart) -> None:
+    (cron,) = _by_kind(_render(chart, NON_DEFAULT["production"]), "CronJob")
+    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == "rollup"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_notes_warn_about_a_local_store(chart: helm.Chart) -> None:
+    notes = chart.render(None, name="gravix", namespace="obs")["gravixd/templates/NOTES.txt"]
+    assert "WARNING: config.store_url is file://" in notes
+    notes = chart.render(NON_DEFAULT["production"], name="gravix")["gravixd/templates/NOTES.txt"]
+    assert "WARNING" not in notes and "/v1/facts" in notes
+
+
+# --- the documented sidecar pattern -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kube_version", ("1.29.0", kubernetes_validate.latest_version()))
+def test_sidecar_example_validates(kube_version: str) -> None:
+    for doc in yaml.safe_load_all((ROOT / "deploy/kubernetes/sidecar.yaml").read_text()):
+        kubernetes_validate.validate(doc, kube_version, strict=True)
+
+
+def test_sidecar_example_settings_are_valid_for_gravixd() -> None:
+    (deployment,) = yaml.safe_load_all((ROOT / "deploy/kubernetes/sidecar.yaml").read_text())
+    (sidecar,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert sidecar["restartPolicy"] == "Always"  # a native sidecar: outlives the app
+    env = {e["name"]: e["value"] for e in sidecar["env"] if e["name"].startswith("GRAVIXD_")}
+    loaded = gravixd_config.load({}, env).config
+    assert loaded.http_listen.startswith("127.0.0.1:")
