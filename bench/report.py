@@ -20,6 +20,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SCENARIO_ORDER = ("decode", "http", "tcp", "durability", "s3")
 _SERVER_LABELS = {
     "gravixd": "gravixd",
+    "gravixd_pure": "gravixd, pure protobuf path",
     "fastapi": "FastAPI+uvicorn+pydantic+pyarrow",
     "trio_h11": "trio+h11, no work",
     "nginx": "nginx return 204",
@@ -171,6 +172,12 @@ def targets(docs: dict[str, dict[str, Any]]) -> list[str]:
         _target("#5", "TCP ndjson events/s", tcp_nd, 5e5, _si),
         _target("#5", "TCP protobuf events/s", tcp_pb, 1.5e6, _si),
     ]
+    for case in ("protobuf-1000", "protobuf-10000"):
+        gain = ratio(g(case), g(case, "gravixd_pure"))
+        rows.append(
+            f"| #4 | end to end {case}, native ÷ pure protobuf path | reported "
+            f"| {'–' if gain is None else times(gain)} | reported |"
+        )
     for case in ("json-1000", "protobuf-1000"):
         d = eps(find(dur, case, "gravixd", ack="durable"))
         r = eps(find(dur, case, "gravixd", ack="received"))

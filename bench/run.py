@@ -247,6 +247,8 @@ HTTP_CASES: tuple[tuple[str, str, int, bool], ...] = (
 # The ceilings (trio+h11, nginx) do no decoding, so compressed or NDJSON bodies would show
 # nothing new: they run on the plain JSON and protobuf bodies and single events.
 _CEILING_CASES = {"single", "json-1000", "protobuf-1000", "json-10000", "protobuf-10000"}
+# gravixd on the pure protobuf path, beside the native one, when the native one is built.
+_PURE_CASES = {"protobuf-1000", "protobuf-10000"}
 # `gravixd emit` as a second load tool, on the cases the targets name.
 _EMIT_CASES = {"single", "json-1000", "protobuf-1000"}
 
@@ -260,6 +262,8 @@ def _http_entries(
             continue
         if name in ("trio_h11", "nginx") and case not in _CEILING_CASES:
             continue
+        if name == "gravixd_pure" and not (case in _PURE_CASES and _native_decoder()):
+            continue
         tools = ["wrk"] if opts.load in ("wrk", "both") else []
         if (
             name == "gravixd"
@@ -270,7 +274,8 @@ def _http_entries(
             tools.append("emit")
         for tool in tools:
             how = HttpLoad(tool, body)
-            options: dict[str, Any] = {"ack": "durable"} if name == "gravixd" else {}
+            gravixd = name.startswith("gravixd")
+            options: dict[str, Any] = {"ack": "durable"} if gravixd else {}
 
             def fn(name: str = name, how: HttpLoad = how, options: dict[str, Any] = options):
                 return http_run(opts, name, how, options)
@@ -398,6 +403,8 @@ def _native_decoder() -> Callable[[str, bytes, int], Any] | None:
     try:
         from gravixd import native
     except Exception:
+        return None
+    if not getattr(native, "AVAILABLE", True):
         return None
     for name in ("decode_protobuf_native", "decode_protobuf", "decode"):
         fn = getattr(native, name, None)

@@ -30,7 +30,9 @@ _REPO = Path(__file__).resolve().parent.parent
 SERVER_CPU = "0"
 LOAD_CPU = "1"
 
-SERVERS = ("gravixd", "fastapi", "trio_h11", "nginx")
+# gravixd_pure: gravixd with its C protobuf decoder switched off (`--no-native`), to show
+# what the native path buys end to end.
+SERVERS = ("gravixd", "gravixd_pure", "fastapi", "trio_h11", "nginx")
 
 
 def free_port() -> int:
@@ -293,6 +295,10 @@ def start(name: str, workdir: Path, **options: object) -> Server:
     """Start the server called `name` (one of SERVERS) with its scenario options."""
     if name == "gravixd":
         return start_gravixd(workdir, **options)  # type: ignore[arg-type]
+    if name == "gravixd_pure":
+        server = start_gravixd(workdir, extra_args=("--no-native",), **options)  # type: ignore[arg-type]
+        server.name = name
+        return server
     if name == "fastapi":
         return start_fastapi(workdir, **options)  # type: ignore[arg-type]
     if name == "trio_h11":
