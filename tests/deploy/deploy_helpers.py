@@ -14,10 +14,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "chart" / "dashboards" / "gravix-internals.json"
 
-# Gauges the runtime registers with Metrics.register_gauges (read at scrape time), and
 # Prometheus' own per-target series.
-SCRAPE_TIME_GAUGES = frozenset({"spool_bytes", "spool_segments", "upload_queue_depth"})
 PROMETHEUS_SERIES = frozenset({"up"})
+_REGISTER_GAUGES = re.compile(r"register_gauges\(\s*\"([a-zA-Z_:][a-zA-Z0-9_:]*)\"")
+
+
+def scrape_time_gauges() -> set[str]:
+    """Gauges the runtime registers with Metrics.register_gauges (read at scrape time),
+    found in its source so that a renamed gauge breaks the dashboard test."""
+    names: set[str] = set()
+    for path in (ROOT / "gravixd").rglob("*.py"):
+        names.update(_REGISTER_GAUGES.findall(path.read_text()))
+    return names
 
 
 def require_tool(name: str) -> str:
@@ -80,4 +88,4 @@ def exported_sample_names() -> set[str]:
             "info": ("_info",),
         }.get(family.type, ("",))
         names.update(family.name + suffix for suffix in suffixes)
-    return names | SCRAPE_TIME_GAUGES
+    return names | scrape_time_gauges()
