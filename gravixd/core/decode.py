@@ -125,8 +125,8 @@ def decode_json(stream: str, body: bytes, received_unix_nano: int) -> pa.RecordB
         raise DecodeError(str(exc), "validation") from None
     except msgspec.DecodeError as exc:
         raise DecodeError(f"Expected a JSON object or array: {exc}", "invalid_json") from None
-    except UnicodeDecodeError as exc:
-        raise DecodeError(_utf8_message(exc), "invalid_utf8") from None
+    except UnicodeDecodeError:
+        raise DecodeError(_utf8_message(body), "invalid_utf8") from None
     if isinstance(decoded, list):
         return _to_batch(stream, decoded, received_unix_nano, item_path="$[{}]")
     return _to_batch(stream, [decoded], received_unix_nano, item_path="$")
@@ -176,8 +176,8 @@ def decode_ndjson_lenient(
         except msgspec.DecodeError as exc:
             msg = f"line {number}: Expected a JSON object: {exc}"
             errors.append(LineError(number, start, msg, "invalid_json"))
-        except UnicodeDecodeError as exc:
-            msg = f"line {number}: {_utf8_message(exc)}"
+        except UnicodeDecodeError:
+            msg = f"line {number}: {_utf8_message(line)}"
             errors.append(LineError(number, start, msg, "invalid_utf8"))
         except DecodeError as exc:
             errors.append(LineError(number, start, f"line {number}: {exc.message}", exc.reason))
@@ -186,8 +186,13 @@ def decode_ndjson_lenient(
     return _to_batch(stream, items, received_unix_nano, item_path="$"), errors
 
 
-def _utf8_message(exc: UnicodeDecodeError) -> str:
-    return f"Expected UTF-8 text, got invalid byte 0x{exc.object[exc.start]:02x} at byte {exc.start}"
+def _utf8_message(data: bytes) -> str:
+    """Where `data` stops being UTF-8 (msgspec's own error counts within the string)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"Expected UTF-8 text, got invalid byte 0x{data[exc.start]:02x} at byte {exc.start}"
+    return "Expected UTF-8 text, got invalid bytes"
 
 
 # --- building Arrow columns from decoded structs ------------------------------------------

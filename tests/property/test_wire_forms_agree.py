@@ -1,0 +1,74 @@
+"""Any valid batch of events, sent as JSON, NDJSON or protobuf, yields identical Arrow rows."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import batches, to_protobuf
+
+from gravixd.core.decode import decode
+from gravixd.runtime.app import select_protobuf_decoder
+from gravixd.schema import STREAMS
+
+RECEIVED_NS = 1_764_000_000_000_000_000
+
+
+def _protobuf_decoders() -> list[Any]:
+    from gravixd.core.decode import decode_protobuf_pure
+
+    decoders = [decode_protobuf_pure]
+    try:
+        from gravixd import native
+    except ImportError:
+        return decoders
+    if native.AVAILABLE:
+        decoders.append(native.decode_protobuf)
+    return decoders
+
+
+@pytest.mark.parametrize("stream", list(STREAMS))
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_json_ndjson_and_protobuf_give_identical_batches(stream: str, data: st.DataObject) -> None:
+    items = data.draw(batches(stream))
+    as_json = msgspec.json.encode(items)
+    as_ndjson = b"\n".join(msgspec.json.encode(i) for i in items) + b"\n"
+    as_protobuf = to_protobuf(stream, items)
+
+    expected = decode(stream, "application/json", as_json, RECEIVED_NS)
+    assert expected.schema.equals(STREAMS[stream])
+    assert expected.num_rows == len(items)
+    assert decode(stream, "application/x-ndjson", as_ndjson, RECEIVED_NS).equals(expected)
+    for protobuf_decoder in _protobuf_decoders():
+        got = decode(stream, "application/x-protobuf", as_protobuf, RECEIVED_NS, protobuf_decoder)
+        assert got.equals(expected), protobuf_decoder
+
+
+@settings(max_examples=50, deadline=None)
+@given(items=batches("facts"))
+def test_64_bit_integers_may_be_decimal_strings(items: list[dict[str, Any]]) -> None:
+    as_numbers = decode("facts", "application/json", msgspec.json.encode(items), RECEIVED_NS)
+    stringly = [
+        {**i, **{k: str(i[k]) for k in ("timestamp_unix_nano", "bytes_in", "bytes_out")}}
+        for i in items
+    ]
+    as_strings = decode("facts", "application/json", json.dumps(stringly).encode(), RECEIVED_NS)
+    assert as_strings.equals(as_numbers)
+
+
+def test_zero_timestamp_means_time_of_receipt() -> None:
+    batch = decode("facts", "application/json", b'[{"service":"a"},{"service":"b",'
+                   b'"timestamp_unix_nano":5}]', RECEIVED_NS)
+    assert batch.column("timestamp").cast("int64").to_pylist() == [RECEIVED_NS, 5]
+
+
+def test_active_decoder_is_reported() -> None:
+    from gravixd.config import load
+
+    _, name = select_protobuf_decoder(load({}, {"GRAVIXD_NATIVE": "0"}).config)
+    assert name == "pure"

@@ -1,0 +1,102 @@
+"""Decoding errors say what was expected, what came and where; good input lands whole."""
+
+from __future__ import annotations
+
+import pytest
+
+from gravixd.core.decode import decode, decode_ndjson_lenient, decode_protobuf_pure
+from gravixd.errors import DecodeError
+from gravixd.proto.gravix.v1 import events_pb2 as pb
+
+NOW = 1_700_000_000_000_000_000
+
+# (stream, content type, body, expected message, reason)
+CASES = [
+    ("facts", "application/json", b'[{"service":"a"},{"service":"b","status_code":"x"}]',
+     "Expected `int`, got `str` - at `$[1].status_code`", "validation"),
+    ("facts", "application/json", b'{"service":"a","status_code":1000}',
+     "Expected `int` <= 999 - at `$.status_code`", "validation"),
+    ("facts", "application/json", b'[{"route":"/x"}]',
+     "Object missing required field `service` - at `$[0]`", "validation"),
+    ("facts", "application/json", b'[{"service":""}]',
+     "Expected `str` of length >= 1 - at `$[0].service`", "validation"),
+    ("facts", "application/json", b'[{"service":"a","bytes_in":-1}]',
+     "Expected `int` >= 0 - at `$[0].bytes_in`", "validation"),
+    ("facts", "application/json", b'[{"service":"a","bytes_out":"12x"}]',
+     "Expected `int` or decimal string, got `12x` - at `$[0].bytes_out`", "validation"),
+    ("facts", "application/json", b'[{"service":"a","attributes":{"k":1}}]',
+     "Expected `str`, got `int` - at `$[0].attributes[...]`", "validation"),
+    ("facts", "application/json", b'[{"service":"a"}',
+     "Expected a JSON object or array: Input data was truncated", "invalid_json"),
+    ("facts", "application/json", b'"just a string"',
+     "Expected `object | array`, got `str`", "validation"),
+    ("facts", "application/json", b'{"service":"caf\xe9"}',
+     "Expected UTF-8 text, got invalid byte 0xe9 at byte 15", "invalid_utf8"),
+    ("events", "application/json", b'[{"service":"a","severity":"LOUD"}]',
+     "Expected one of UNSPECIFIED, DEBUG, INFO, WARN, ERROR, FATAL (or a number), got `LOUD` "
+     "- at `$[0].severity`", "validation"),
+    ("facts", "application/x-ndjson", b'{"service":"a"}\n\n{"service":"b","status_code":-4}\n',
+     "line 3: Expected `int` >= 0 - at `$.status_code`", "validation"),
+    ("facts", "application/x-ndjson", b'{"service":"a"}\n{"service":"b",\n',
+     "line 2: Expected a JSON object: Input data was truncated", "invalid_json"),
+    ("facts", "application/x-protobuf", b"\x0a\x05\x12\x03api\x0a",
+     None, "invalid_protobuf"),
+    ("facts", "application/x-protobuf",
+     pb.RequestFactBatch(facts=[pb.RequestFact(service="a"), pb.RequestFact(route="/x")])
+     .SerializeToString(),
+     "Expected `str` of length >= 1, got `` - at `$.facts[1].service`", "validation"),
+    ("facts", "application/x-protobuf",
+     pb.RequestFactBatch(facts=[pb.RequestFact(service="a", status_code=1000)]).SerializeToString(),
+     "Expected `int` <= 999, got `1000` - at `$.facts[0].status_code`", "validation"),
+    ("facts", "application/x-protobuf",
+     pb.RequestFactBatch(facts=[pb.RequestFact(service="a", bytes_in=2**64 - 1)]).SerializeToString(),
+     f"Expected `int` <= {2**63 - 1}, got `{2**64 - 1}` - at `$.facts[0].bytes_in`", "validation"),
+]
+
+
+@pytest.mark.parametrize(("stream", "media_type", "body", "message", "reason"), CASES)
+def test_bad_payloads_are_rejected_with_a_clear_message(
+    stream: str, media_type: str, body: bytes, message: str | None, reason: str
+) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode(stream, media_type, body, NOW, decode_protobuf_pure)
+    assert caught.value.reason == reason
+    if message is not None:
+        assert caught.value.message == message
+    else:
+        assert "gravix.v1.RequestFactBatch" in caught.value.message
+
+
+def test_unknown_json_keys_and_protobuf_fields_are_ignored() -> None:
+    batch = decode("facts", "application/json", b'{"service":"a","new_field":[1,2]}', NOW)
+    assert batch.column("service").to_pylist() == ["a"]
+    # Field 99 (varint) in a RequestFact: a newer emitter's field.
+    fact = pb.RequestFact(service="a").SerializeToString() + b"\x98\x06\x07"
+    body = b"\x0a" + bytes([len(fact)]) + fact
+    assert decode_protobuf_pure("facts", body, NOW).column("service").to_pylist() == ["a"]
+
+
+def test_severity_names_and_numbers() -> None:
+    body = (b'[{"service":"a","severity":"SEVERITY_ERROR"},{"service":"a","severity":"warn"},'
+            b'{"service":"a","severity":1},{"service":"a","severity":42},{"service":"a"}]')
+    batch = decode("events", "application/json", body, NOW)
+    assert batch.column("severity").to_pylist() == ["ERROR", "WARN", "DEBUG", "42", "UNSPECIFIED"]
+
+
+def test_attributes_are_stored_sorted_by_key() -> None:
+    batch = decode("facts", "application/json", b'{"service":"a","attributes":{"z":"1","a":"2"}}', NOW)
+    assert batch.column("attributes").to_pylist() == [[("a", "2"), ("z", "1")]]
+
+
+def test_lenient_ndjson_skips_bad_lines_and_says_where() -> None:
+    body = b'{"service":"a"}\n{"service":\n{"service":"c"}\n{"status_code":1}\n'
+    batch, errors = decode_ndjson_lenient("facts", body, NOW, first_line=10, first_offset=1000)
+    assert batch.column("service").to_pylist() == ["a", "c"]
+    assert [(e.line, e.byte_offset, e.reason) for e in errors] == [
+        (11, 1016, "invalid_json"), (13, 1044, "validation"),
+    ]
+    assert errors[1].message == "line 13: Object missing required field `service`"
+
+
+def test_empty_array_is_an_empty_batch() -> None:
+    assert decode("facts", "application/json", b"[]", NOW).num_rows == 0
