@@ -220,7 +220,9 @@ class Daemon:
         with trio.move_on_at(deadline):
             await self.http.wait_idle()
         connections.cancel_scope.cancel()  # TCP streams, and HTTP ones past the deadline
-        with trio.move_on_at(deadline) as cancel_scope:
+        # Shielded: this code runs inside `connections`, whose scope was just cancelled; only
+        # the deadline may cut the seal and upload short.
+        with trio.CancelScope(deadline=deadline, shield=True) as cancel_scope:
             await self.spool.seal_all()
             await self.uploader.wait_drained()
         left = self.uploader.backlog
