@@ -14,7 +14,8 @@
  *   - lengths are at most 5 bytes and < 2^31; other varints at most 10 bytes, bits above
  *     64 dropped; uint32 and enum fields keep the low 32 bits;
  *   - submessages and groups together nest at most 100 deep (the batch is level 0);
- *   - string fields must be valid UTF-8 (each occurrence, even one later overwritten).
+ *   - string fields must be valid UTF-8 (each occurrence, even one later overwritten);
+ *   - a map entry holding any unknown field is left out of the map.
  * It must never read outside [body, body + len) nor crash: every read is bounds checked,
  * and it is fuzzed under ASan/UBSan (native/fuzz_decode.c).
  */
@@ -369,6 +370,7 @@ static const uint8_t *parse_entry(decoder *d, const uint8_t *p, const uint8_t *e
     if (!p) return NULL;
     const uint8_t *entry_end = p + len;
     slice key = {p, 0}, value = {p, 0};
+    int has_unknown = 0;
     while (p < entry_end) {
         const uint8_t *tag_at = p;
         uint32_t tag;
@@ -380,9 +382,13 @@ static const uint8_t *parse_entry(decoder *d, const uint8_t *p, const uint8_t *e
             p = read_string(d, p, entry_end, &value);
         } else {
             p = skip_field(d, p, entry_end, tag, tag_at, depth);
+            has_unknown = 1;
         }
         if (!p) return NULL;
     }
+    /* upb keeps an entry with any unknown field (wrong wire type included) as an unknown
+     * field of the message, out of the map: so it is dropped here too. */
+    if (has_unknown) return p;
     return push_entry(d, key, value) ? p : NULL;
 }
 

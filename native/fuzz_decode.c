@@ -1,0 +1,185 @@
+/* fuzz_decode.c - a time-bounded mutation fuzzer for gravix_decode.c, built with
+ * -fsanitize=address,undefined by tests/unit/test_native_fuzz.py (gcc has no libFuzzer).
+ *
+ *   fuzz_decode SECONDS SEED SEED_FILE...
+ *
+ * Each round takes a seed body (valid batches written by the test), applies a few random
+ * mutations (flip, set, insert, delete, duplicate a span, truncate), copies the result to a
+ * malloc'd block of exactly its size (so ASan sees any read past the end) and decodes it as
+ * both streams. On success it checks the result's invariants (offsets start at 0, never
+ * decrease, end at the data length; row counts agree). Any sanitizer report, failed
+ * invariant or crash exits non-zero. Prints "rounds N ok M" at the end.
+ */
+#define _POSIX_C_SOURCE 199309L
+#include "gravix_decode.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t rng_state;
+
+static uint64_t next_random(void) { /* xorshift64* */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1DULL;
+}
+
+static size_t below(size_t n) { return n ? (size_t)(next_random() % n) : 0; }
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, int64_t detail) {
+    fprintf(stderr, "invariant failed: %s (%lld)\n", what, (long long)detail);
+    abort();
+}
+
+static void check_string(const gx_result *r, int offsets_slot, int data_slot, int64_t n) {
+    const gx_buffer *o = &r->buffers[offsets_slot], *d = &r->buffers[data_slot];
+    if (o->len != (n + 1) * 4) die("offsets length", offsets_slot);
+    int32_t prev = 0, cur;
+    for (int64_t i = 0; i <= n; i++) {
+        memcpy(&cur, o->data + i * 4, 4);
+        if (i == 0 ? cur != 0 : cur < prev) die("offsets order", offsets_slot);
+        prev = cur;
+    }
+    if (prev != d->len) die("offsets end", data_slot);
+}
+
+static void check(const gx_result *r, int facts) {
+    int64_t n = r->rows, m = r->map_entries;
+    if (facts) {
+        if (r->buffers[GX_F_TIMESTAMP].len != n * 8) die("timestamps", n);
+        if (r->buffers[GX_F_STATUS_CODE].len != n * 4) die("status codes", n);
+        if (r->buffers[GX_F_DURATION_MS].len != n * 8) die("durations", n);
+        if (r->buffers[GX_F_BYTES_IN].len != n * 8 || r->buffers[GX_F_BYTES_OUT].len != n * 8)
+            die("bytes", n);
+        check_string(r, GX_F_SERVICE_OFFSETS, GX_F_SERVICE_DATA, n);
+        check_string(r, GX_F_ROUTE_OFFSETS, GX_F_ROUTE_DATA, n);
+        check_string(r, GX_F_METHOD_OFFSETS, GX_F_METHOD_DATA, n);
+        check_string(r, GX_F_TRACE_ID_OFFSETS, GX_F_TRACE_ID_DATA, n);
+        check_string(r, GX_F_ATTR_KEY_OFFSETS, GX_F_ATTR_KEY_DATA, m);
+        check_string(r, GX_F_ATTR_VALUE_OFFSETS, GX_F_ATTR_VALUE_DATA, m);
+    } else {
+        if (r->buffers[GX_E_TIMESTAMP].len != n * 8) die("timestamps", n);
+        check_string(r, GX_E_SERVICE_OFFSETS, GX_E_SERVICE_DATA, n);
+        check_string(r, GX_E_KIND_OFFSETS, GX_E_KIND_DATA, n);
+        check_string(r, GX_E_SEVERITY_OFFSETS, GX_E_SEVERITY_DATA, n);
+        check_string(r, GX_E_MESSAGE_OFFSETS, GX_E_MESSAGE_DATA, n);
+        check_string(r, GX_E_TRACE_ID_OFFSETS, GX_E_TRACE_ID_DATA, n);
+        check_string(r, GX_E_ATTR_KEY_OFFSETS, GX_E_ATTR_KEY_DATA, m);
+        check_string(r, GX_E_ATTR_VALUE_OFFSETS, GX_E_ATTR_VALUE_DATA, m);
+    }
+}
+
+static uint8_t *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *data = malloc(size > 0 ? (size_t)size : 1);
+    if (!data || fread(data, 1, (size_t)size, f) != (size_t)size) die("read seed", size);
+    fclose(f);
+    *len = (size_t)size;
+    return data;
+}
+
+static size_t mutate(uint8_t *buf, size_t len, size_t cap) {
+    int rounds = 1 + (int)below(4);
+    for (int k = 0; k < rounds; k++) {
+        size_t at = below(len + 1);
+        switch (below(7)) {
+        case 0: if (len) buf[below(len)] ^= (uint8_t)(1u << below(8)); break;
+        case 1: if (len) buf[below(len)] = (uint8_t)next_random(); break;
+        case 2: { /* interesting bytes: continuation bits, tags, wire types 3/4/6/7 */
+            static const uint8_t special[] = {0x00, 0x80, 0xff, 0x7f, 0x0a, 0x0b, 0x0c,
+                                              0x0e, 0x0f, 0x12, 0x52, 0x3a, 0xc0, 0xed};
+            if (len) buf[below(len)] = special[below(sizeof special)];
+            break;
+        }
+        case 3: /* insert a random byte */
+            if (len < cap) {
+                memmove(buf + at + 1, buf + at, len - at);
+                buf[at] = (uint8_t)next_random();
+                len++;
+            }
+            break;
+        case 4: /* delete a span */
+            if (at < len) {
+                size_t n = 1 + below(len - at < 16 ? len - at : 16);
+                memmove(buf + at, buf + at + n, len - at - n);
+                len -= n;
+            }
+            break;
+        case 5: /* duplicate a span */
+            if (at < len) {
+                size_t n = 1 + below(len - at < 32 ? len - at : 32);
+                if (len + n <= cap) {
+                    memmove(buf + at + n, buf + at, len - at);
+                    len += n;
+                }
+            }
+            break;
+        default: /* truncate */
+            len = below(len + 1);
+            break;
+        }
+    }
+    return len;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s SECONDS SEED SEED_FILE...\n", argv[0]);
+        return 2;
+    }
+    double seconds = atof(argv[1]);
+    rng_state = strtoull(argv[2], NULL, 10) | 1;
+    int n_seeds = argc - 3;
+    uint8_t **seeds = calloc((size_t)n_seeds, sizeof *seeds);
+    size_t *lens = calloc((size_t)n_seeds, sizeof *lens);
+    size_t max_len = 0;
+    for (int i = 0; i < n_seeds; i++) {
+        seeds[i] = read_file(argv[3 + i], &lens[i]);
+        if (!seeds[i]) die("open seed", i);
+        if (lens[i] > max_len) max_len = lens[i];
+    }
+    size_t cap = max_len * 2 + 64;
+    uint8_t *work = malloc(cap);
+    double deadline = now_seconds() + seconds;
+    long rounds = 0, ok = 0;
+    while ((rounds & 63) || now_seconds() < deadline) {
+        int s = (int)below((size_t)n_seeds);
+        memcpy(work, seeds[s], lens[s]);
+        size_t len = mutate(work, lens[s], cap);
+        uint8_t *exact = malloc(len ? len : 1); /* so a read past the end is an ASan error */
+        memcpy(exact, work, len);
+        for (int facts = 0; facts < 2; facts++) {
+            gx_result *r = gx_result_new();
+            int rc = facts ? gx_decode_facts(exact, len, 42, r) : gx_decode_events(exact, len, 42, r);
+            if (rc != r->error) die("return code", rc);
+            if (rc == GX_OK) {
+                check(r, facts);
+                ok++;
+            } else if (r->error_offset < 0 || (size_t)r->error_offset > len) {
+                die("error offset", r->error_offset);
+            }
+            gx_result_free(r);
+        }
+        free(exact);
+        rounds++;
+    }
+    printf("rounds %ld ok %ld\n", rounds, ok);
+    for (int i = 0; i < n_seeds; i++) free(seeds[i]);
+    free(seeds);
+    free(lens);
+    free(work);
+    return 0;
+}
