@@ -114,55 +114,46 @@ def have_emit() -> bool:
     return (_REPO / "gravixd" / "emit.py").exists()
 
 
-def emit(
-    argv_tail: list[str],
-    seconds: float,
-    batch_events: int,
-    cpu: str | None = LOAD_CPU,
-) -> LoadResult:
-    """Run `python -m gravixd emit ... --duration S --json` and read its JSON report.
+def emit_process(
+    argv_tail: list[str], seconds: float, cpu: str | None = LOAD_CPU
+) -> subprocess.Popen[str]:
+    """Start `python -m gravixd emit ... --duration S --json` pinned to the load core.
 
     `argv_tail` names the target and the wire form, e.g.
     ``["--url", "http://127.0.0.1:P", "--format", "protobuf", "--batch-size", "1000"]``.
     """
     argv = pinned(
-        [sys.executable, "-m", "gravixd", "emit", *argv_tail, "--duration", str(seconds), "--json"],
+        [sys.executable, "-m", "gravixd", "emit", *argv_tail,
+         "--duration", str(seconds), "--json", "--progress", "never"],
         cpu,
-    )
+    )  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(_REPO)}
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def emit_report(proc: subprocess.Popen[str], timeout_seconds: float) -> dict[str, Any]:
+    """Wait for an `emit_process` and return its `--json` report."""
+    out, err = proc.communicate(timeout=timeout_seconds)
     if proc.returncode != 0:
-        raise RuntimeError(f"gravixd emit failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    return emit_result(report, batch_events)
+        raise RuntimeError(f"gravixd emit failed ({proc.returncode}): {err[-2000:]}")
+    report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return report
 
 
-def _pick(report: dict[str, Any], *names: str) -> Any:
-    for name in names:
-        value: Any = report
-        for part in name.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if value is not None:
-            return value
-    return None
-
-
-def emit_result(report: dict[str, Any], batch_events: int) -> LoadResult:
-    """A LoadResult from `gravixd emit --json` output (tolerant of where each figure sits)."""
-    seconds = float(_pick(report, "elapsed_seconds", "duration_seconds", "seconds") or 0.0)
-    acked = int(_pick(report, "acknowledged", "events_acknowledged", "acked") or 0)
-    failed = int(_pick(report, "failed", "events_failed") or 0)
-    p50 = _pick(report, "latency_ms.p50", "latency_p50_ms", "latency.p50_ms")
-    p99 = _pick(report, "latency_ms.p99", "latency_p99_ms", "latency.p99_ms")
-    requests = int(_pick(report, "requests_ok", "requests") or acked // max(1, batch_events))
+def emit(argv_tail: list[str], seconds: float, cpu: str | None = LOAD_CPU) -> LoadResult:
+    """HTTP load from `gravixd emit` for `seconds`; its own acknowledged count and latencies."""
+    report = emit_report(emit_process(argv_tail, seconds, cpu), seconds + 60)
+    latency = report.get("latency_ms") or {}
     return LoadResult(
         tool="emit",
-        seconds=seconds,
-        requests_ok=requests,
-        requests_failed=failed // max(1, batch_events),
-        events_ok=acked,
-        latency_p50_ms=float(p50) if p50 is not None else None,
-        latency_p99_ms=float(p99) if p99 is not None else None,
+        seconds=float(report["elapsed_seconds"]),
+        requests_ok=int(report["requests_ok"]),
+        requests_failed=int(report["requests_failed"]),
+        events_ok=int(report["acknowledged"] or 0),
+        latency_p50_ms=latency.get("p50"),
+        latency_p99_ms=latency.get("p99"),
     )
 
 

@@ -148,8 +148,8 @@ def targets(docs: dict[str, dict[str, Any]]) -> list[str]:
 
     native = eps(find(decode, "decode-1000", "protobuf-native", None))
     pure = eps(find(decode, "decode-1000", "protobuf-pure", None))
-    tcp_nd = eps(find(tcp, "tcp-ndjson", "gravixd", None))
-    tcp_pb = eps(find(tcp, "tcp-protobuf", "gravixd", None))
+    tcp_nd = eps(find(tcp, "tcp-ndjson", "gravixd", "tcp_send"))
+    tcp_pb = eps(find(tcp, "tcp-protobuf", "gravixd", "tcp_send"))
     pb, js, single = g("protobuf-1000"), g("json-1000"), g("single")
     # The pure path end to end: the --no-native series, or gravixd itself when not built.
     pure_pb = g("protobuf-1000", "gravixd_pure") or (

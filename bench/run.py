@@ -7,7 +7,8 @@
     python -m bench.run all          # all of them, then python -m bench.report
 
 Options: --seconds S (per run), --runs N (the median of N is reported, with min and max),
---servers / --cases to narrow a scenario, --load wrk|emit|both. Results go to
+--servers / --cases to narrow a scenario, --load wrk|emit|both (wrk: the standard tools,
+wrk and the raw-TCP block sender; emit: `gravixd emit`). Results go to
 bench/results/<scenario>.json. Servers run on core 0, load on core 1 (see servers.py), only
 on 127.0.0.1, and every run has a fixed duration. Short or few runs are marked preliminary.
 """
@@ -176,7 +177,7 @@ class HttpLoad:
         ]
         if self.body.content_encoding == "gzip":
             argv.append("--gzip")
-        return load.emit(argv, seconds, self.body.events)
+        return load.emit(argv, seconds)
 
 
 def http_run(
@@ -334,15 +335,25 @@ def scenario_durability(opts: Options) -> list[Measurement]:
     return out
 
 
-def tcp_run(opts: Options, framing: str, block_file: Path, block_events: int) -> dict[str, Any]:
+def tcp_run(
+    opts: Options, framing: str, tool: str, block_file: Path, block_events: int
+) -> dict[str, Any]:
     """One timed raw-TCP run: the server's own accepted-events counter over a window in
-    which the sender keeps every connection full (TCP has no answers to count)."""
+    which the sender keeps sending (TCP has no answers to count).
+
+    `tool` is "tcp_send" (a pre-generated block written over and over on 4 connections) or
+    "emit" (`gravixd emit --tcp`, generating 1000-event writes on 4 connections).
+    """
     workdir = Path(tempfile.mkdtemp(prefix="gravixd-tcp-", dir=opts.workdir))
     with servers.running("gravixd", workdir, tcp_framings=(framing,)) as server:
         total = opts.warmup_seconds + opts.seconds + 1.0
-        sender = load.tcp_sender_process(
-            server.tcp_ports[framing], block_file, total, connections=4
-        )
+        port = server.tcp_ports[framing]
+        if tool == "emit":
+            argv = ["--tcp", f"127.0.0.1:{port}", "--format", framing,
+                    "--batch-size", str(block_events), "--concurrency", "4"]  # fmt: skip
+            sender = load.emit_process(argv, total)
+        else:
+            sender = load.tcp_sender_process(port, block_file, total, connections=4)
         try:
             time.sleep(opts.warmup_seconds)
             accepted_before, cpu_before = _accepted_events(server, "tcp"), server.cpu_seconds()
@@ -352,15 +363,19 @@ def tcp_run(opts: Options, framing: str, block_file: Path, block_events: int) ->
             cpu_s = server.cpu_seconds() - cpu_before
             elapsed = time.monotonic() - t0
         finally:
-            out, _ = sender.communicate(timeout=total + 30)
-        sent = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-        result = load.LoadResult("tcp_send", elapsed, 0, 0, int(accepted))
-        bytes_per_event = (block_file.stat().st_size / block_events) if block_events else 0
+            out, _ = sender.communicate(timeout=total + 60)
+        if sender.returncode != 0:
+            raise RuntimeError(f"{tool} exited with {sender.returncode}")
+        report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+        result = load.LoadResult(tool, elapsed, 0, 0, int(accepted))
+        bytes_per_event = block_file.stat().st_size / block_events
         figures = _server_figures(
             result, cpu_s, server.peak_rss_bytes(), accepted * bytes_per_event
         )
         figures["requests_per_second"] = None
-        figures["events_sent_total"] = sent.get("blocks", 0) * block_events
+        figures["events_sent_total"] = (
+            report.get("sent", 0) if tool == "emit" else report.get("blocks", 0) * block_events
+        )
         return figures
 
 
@@ -374,12 +389,18 @@ def scenario_tcp(opts: Options) -> list[Measurement]:
         block_file = opts.workdir / "bodies" / f"tcp-{framing}-{block_events}.block"
         block_file.parent.mkdir(parents=True, exist_ok=True)
         block_file.write_bytes(bodies.tcp_stream(framing, block_events))
+        tools = ["tcp_send"] if opts.load in ("wrk", "both") else []
+        if opts.load in ("emit", "both") and load.have_emit():
+            tools.append("emit")
+        entries = []
+        for tool in tools:
 
-        def fn(framing: str = framing, block_file: Path = block_file) -> dict[str, Any]:
-            return tcp_run(opts, framing, block_file, block_events)
+            def fn(framing: str = framing, tool: str = tool, block_file: Path = block_file):
+                return tcp_run(opts, framing, tool, block_file, block_events)
 
-        variant = {"framing": framing, "connections": 4, "block_events": block_events}
-        out += measure(opts, "tcp", case, [("gravixd", "tcp_send", fn, variant)])
+            variant = {"framing": framing, "connections": 4, "block_events": block_events}
+            entries.append(("gravixd", tool, fn, variant))
+        out += measure(opts, "tcp", case, entries)
     return out
 
 
