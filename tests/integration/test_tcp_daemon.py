@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-
 from daemon import Daemon, read_store, sorted_rows, wait_for
+
 from gravixd.core.framing import encode_varint
 from gravixd.eventgen import EventGenerator
 from gravixd.proto.gravix.v1 import events_pb2
