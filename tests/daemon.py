@@ -134,13 +134,13 @@ class Daemon:
         return http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
 
     def post(self, path: str, body: bytes, content_type: str = "application/json",
-             headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], Any]:
         conn = self.connection()
         try:
             conn.request("POST", path, body, {"Content-Type": content_type, **(headers or {})})
             response = conn.getresponse()
             data = response.read()
-            return response.status, (json.loads(data) if data else {}), dict(response.getheaders())
+            return response.status, (json.loads(data) if data else {}), response.headers
         finally:
             conn.close()
 
