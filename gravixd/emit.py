@@ -321,6 +321,7 @@ class Source:
     def __init__(self, plan: Plan, file: IO[bytes] | None) -> None:
         self.plan = plan
         self.handed_out = 0
+        self._pacer = Pacer(plan.rate)
         self._deadline = (
             trio.current_time() + plan.duration_seconds if plan.duration_seconds else None
         )
@@ -332,22 +333,24 @@ class Source:
         self._line = 0
 
     async def next_batch(self) -> list[Event] | None:
+        """The next batch for a worker, paced; None when the run is over."""
         size = self.plan.batch_size
         if self.plan.count is not None:
             size = min(size, self.plan.count - self.handed_out)
         if size <= 0:
             return None
+        self.handed_out += size  # reserved before awaiting: other workers see it
+        # Paced before the deadline check: a batch due after the deadline is not sent.
+        await self._pacer.wait(size)
         if self._deadline is not None and trio.current_time() >= self._deadline:
+            self.handed_out -= size
             return None
         if self._file is None:
-            batch: list[Event] = list(self._generator.generate(size, time.time_ns()))
-        else:
-            async with self._lock:
-                batch = list(await self._read_lines(size))
-            if not batch:
-                return None
-        self.handed_out += len(batch)
-        return batch
+            return list(self._generator.generate(size, time.time_ns()))
+        async with self._lock:
+            batch: list[Event] = list(await self._read_lines(size))
+        self.handed_out -= size - len(batch)
+        return batch or None
 
     async def _read_lines(self, size: int) -> list[bytes]:
         while len(self._pending) < size and not self._file_done:
@@ -557,9 +560,7 @@ def retry_after_seconds(value: str | None, attempt: int, rng: random.Random) -> 
     return backoff_seconds * rng.uniform(0.5, 1.5)
 
 
-async def _http_worker(
-    plan: Plan, source: Source, pacer: Pacer, stats: Stats, rng: random.Random
-) -> None:
+async def _http_worker(plan: Plan, source: Source, stats: Stats, rng: random.Random) -> None:
     connection = HttpConnection(plan.host, plan.port, plan.tls)
     headers = [
         ("Host", f"{plan.host}:{plan.port}"),
@@ -572,7 +573,6 @@ async def _http_worker(
         headers.append(("Authorization", f"Bearer {plan.token}"))
     try:
         while (events := await source.next_batch()) is not None:
-            await pacer.wait(len(events))
             try:
                 body = encode_body(plan.stream, plan.wire_format, events)
             except (ValueError, TypeError, msgspec.DecodeError) as exc:
@@ -643,7 +643,7 @@ def _accepted_count(body: bytes, default: int) -> int:
 # --- TCP -----------------------------------------------------------------------------------
 
 
-async def _tcp_worker(plan: Plan, source: Source, pacer: Pacer, stats: Stats) -> None:
+async def _tcp_worker(plan: Plan, source: Source, stats: Stats) -> None:
     try:
         stream = await trio.open_tcp_stream(plan.host, plan.port)
     except OSError as exc:
@@ -656,7 +656,6 @@ async def _tcp_worker(plan: Plan, source: Source, pacer: Pacer, stats: Stats) ->
     async with stream:
         try:
             while (events := await source.next_batch()) is not None:
-                await pacer.wait(len(events))
                 try:
                     data = encode_tcp(plan.stream, plan.wire_format, events)
                 except (ValueError, TypeError, msgspec.DecodeError) as exc:
@@ -694,7 +693,6 @@ async def run(
     """Send everything the plan says (events from `file` when given, else generated);
     `stats` is filled in as it goes."""
     source = Source(plan, file)
-    pacer = Pacer(plan.rate)
     rng = random.Random(plan.seed)
     stats.started = time.perf_counter()
     try:
@@ -704,9 +702,9 @@ async def run(
             async with trio.open_nursery() as workers:
                 for _ in range(plan.concurrency):
                     if plan.transport == "http":
-                        workers.start_soon(_http_worker, plan, source, pacer, stats, rng)
+                        workers.start_soon(_http_worker, plan, source, stats, rng)
                     else:
-                        workers.start_soon(_tcp_worker, plan, source, pacer, stats)
+                        workers.start_soon(_tcp_worker, plan, source, stats)
             nursery.cancel_scope.cancel()
     finally:
         stats.finished = time.perf_counter()
