@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from deploy_helpers import (
     DASHBOARD,
     PROMETHEUS_SERIES,

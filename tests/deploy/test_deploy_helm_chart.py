@@ -187,9 +187,9 @@ def test_service_monitor_scrapes_the_side_port(chart: helm.Chart) -> None:
     services = [s for s in _by_kind(docs, "Service") if s["spec"].get("clusterIP") != "None"]
     (service,) = services
     assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"][
-        "labels"
-    ].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)
@@ -258,7 +258,9 @@ def test_s3_credentials_come_from_a_secret(chart: helm.Chart) -> None:
     for name, secret_name in (("production", "gravix-s3"), ("minio-trial-emptydir", None)):
         docs = _render(chart, NON_DEFAULT[name])
         (statefulset,) = _by_kind(docs, "StatefulSet")
-        env = {e["name"]: e for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]}
+        env = {
+            e["name"]: e for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
         ref = env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]
         if secret_name is None:  # created by the chart
             (secret,) = _by_kind(docs, "Secret")
@@ -282,7 +284,9 @@ def test_spool_is_a_claim_or_an_empty_dir(chart: helm.Chart) -> None:
 
 def test_dashboard_config_map_carries_the_canonical_file(chart: helm.Chart) -> None:
     docs = _render(chart, NON_DEFAULT["production"])
-    (board,) = [c for c in _by_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
+    (board,) = [
+        c for c in _by_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")
+    ]
     assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(board["data"]["gravix-internals.json"]) == json.loads(DASHBOARD.read_text())
     assert not [c for c in _by_kind(_render(chart, None), "ConfigMap") if "dashboard" in str(c)]

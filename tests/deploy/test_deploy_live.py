@@ -154,13 +154,12 @@ def _finite(result: list[dict[str, Any]]) -> bool:
 
 @pytest.mark.prometheus
 @pytest.mark.slow
-def test_every_dashboard_query_returns_data_from_prometheus(
-    daemon: Daemon, tmp_path: Path
-) -> None:
+def test_every_dashboard_query_returns_data_from_prometheus(daemon: Daemon, tmp_path: Path) -> None:
     targets = dashboard_targets()
-    with _Prometheus(tmp_path, daemon.metrics_port) as prometheus, _Load(
-        daemon, max_seconds=LOAD_SECONDS + 20
-    ) as load:
+    with (
+        _Prometheus(tmp_path, daemon.metrics_port) as prometheus,
+        _Load(daemon, max_seconds=LOAD_SECONDS + 20) as load,
+    ):
         wait_for(
             lambda: prometheus.query('up{job="gravixd"} == 1'), timeout=20, what="first scrape"
         )

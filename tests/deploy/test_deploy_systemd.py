@@ -16,7 +16,6 @@ INSTALLED_EXEC = "/usr/local/bin/gravixd"
 MAX_EXPOSURE = 2.0
 
 
-
 def setup_module() -> None:
     assert shutil.which("systemd-analyze"), "systemd-analyze missing: run scripts/install-tools"
 
