@@ -21,7 +21,7 @@ from typing import Final
 import pyarrow as pa
 import trio
 
-from ..core.segment import OPEN_EXTENSION, hour_of_unix_ms, new_segment_id
+from ..core.segment import OPEN_EXTENSION, hour_of_unix_ms, new_segment_id, segment_created_at
 from ..errors import DurabilityError
 from ..metrics import Metrics
 from ..schema import STREAMS
@@ -120,11 +120,17 @@ class Spool:
             sealed_ids = set()
             for path in sorted(sealed_dir.iterdir()):
                 segment = files.sealed_segment_from_path(stream, path)
-                if segment is not None:
+                if segment is not None and not _is_segment_id(segment.segment_id):
+                    # A stray file: its key can't be derived, so the uploader would fail on it.
+                    self._quarantine_stray_sync(stream, path)
+                elif segment is not None:
                     ready.append(segment)
                     sealed_ids.add(segment.segment_id)
             for path in sorted((self.dir / "open" / stream).glob(f"*{OPEN_EXTENSION}")):
                 segment_id = path.name.removesuffix(OPEN_EXTENSION)
+                if not _is_segment_id(segment_id):
+                    self._quarantine_stray_sync(stream, path)
+                    continue
                 if segment_id in sealed_ids:
                     path.unlink()  # sealed before the crash, not yet removed
                     continue
@@ -133,6 +139,13 @@ class Spool:
                     ready.append(recovered)
         self.bytes_used = sum(s.size_bytes for s in ready)
         return ready
+
+    def _quarantine_stray_sync(self, stream: str, path: Path) -> None:
+        target = files.quarantine(self.dir, stream, path)
+        log.error("stray file in the spool quarantined", extra={
+                  "event": "spool_segment_quarantined", "stream": stream, "path": str(target),
+                  "error": f"Expected a file named <segment id>.<ext>, got {path.name!r}"})
+        self.metrics.segments_quarantined.labels("unreadable").inc()
 
     def _recover_open_sync(self, stream: str, segment_id: str, path: Path) -> SealedSegment | None:
         try:
@@ -319,6 +332,14 @@ class StreamSpool:
             if not self._sealing:
                 self._idle.set()
                 self._idle = trio.Event()
+
+
+def _is_segment_id(name: str) -> bool:
+    try:
+        segment_created_at(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _merge_small(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
