@@ -137,3 +137,39 @@ def test_sigkill_loop_loses_no_acknowledged_event(tmp_path: Path) -> None:
           f"requests answered, {recovered} starts recovered a spool, "
           f"{time.monotonic() - started:.1f} s")
     assert len(acked) > 1000
+
+
+def test_start_recovers_torn_segments_and_quarantines_garbage(tmp_path: Path) -> None:
+    """A spool left with a torn segment, a zero-length one, garbage and a stray file: the
+    daemon starts anyway, uploads the whole batches, quarantines (and counts) the rest."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "property"))
+    from test_segment_recovery import BATCH_ENDS, BATCH_ROWS, SEGMENT
+
+    from gravixd.core.segment import new_segment_id
+
+    daemon = Daemon(tmp_path, "--log-level=info")
+    spool = daemon.spool_dir
+    for area in ("open", "sealed"):
+        for stream in ("facts", "events"):
+            (spool / area / stream).mkdir(parents=True)
+    now_ms = int(time.time() * 1000)
+    torn_id, empty_id, garbage_id = (new_segment_id(now_ms, n) for n in (1, 2, 3))
+    (spool / "open" / "facts" / f"{torn_id}.arrows").write_bytes(SEGMENT[: BATCH_ENDS[1] + 7])
+    (spool / "open" / "facts" / f"{empty_id}.arrows").write_bytes(b"")
+    (spool / "open" / "events" / f"{garbage_id}.arrows").write_bytes(os.urandom(4096))
+    (spool / "sealed" / "facts" / "notes.txt").write_bytes(b"a file someone left here")
+    with daemon:
+        status, body, _ = daemon.post("/v1/facts", b'{"service":"s","trace_id":"live"}')
+        assert status == 202, body
+        assert daemon.metric("spool_segments_quarantined_total", reason="unreadable") == 3
+        assert daemon.metric("spool_segments_recovered_total", outcome="truncated") == 1
+    assert daemon.proc is not None and daemon.proc.returncode == 0
+    stored = column(read_store(daemon.store_dir, "facts"), "trace_id")
+    assert sorted(stored) == sorted([f"t-{i}" for i in range(BATCH_ROWS[0] + BATCH_ROWS[1])]
+                                    + ["live"])
+    quarantined = sorted(p.name for p in (spool / "quarantine").rglob("*") if p.is_file())
+    assert quarantined == sorted([f"{empty_id}.arrows", f"{garbage_id}.arrows", "notes.txt"])
+    events = {e.get("event") for e in daemon.log_events()}
+    assert {"spool_segment_quarantined", "spool_torn_tail_truncated", "spool_recovered"} <= events
