@@ -51,12 +51,6 @@ def _emit(args: argparse.Namespace) -> int:
     return emit.main(args)
 
 
-def _rollup(args: argparse.Namespace) -> int:
-    from . import rollup
-
-    return rollup.main(args.rollup_args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gravixd", description="High-throughput ingestion daemon.")
     parser.add_argument("--version", action="version", version=f"gravixd {__version__}")
@@ -87,15 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
         emit_module.add_arguments(emit)
     emit.set_defaults(run=_emit)
 
-    rollup = commands.add_parser(
-        "rollup", help="compact an hour's segments into large Parquet files", add_help=False
-    )
-    rollup.add_argument("rollup_args", nargs=argparse.REMAINDER)
-    rollup.set_defaults(run=_rollup)
+    # Listed for --help; main() hands `rollup ...` to gravixd.rollup before parsing.
+    commands.add_parser("rollup", help="compact an hour's segments into large Parquet files")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["rollup"]:
+        # rollup parses its own flags (and --help) in gravixd.rollup.
+        from . import rollup
+
+        return rollup.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

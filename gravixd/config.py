@@ -41,6 +41,8 @@ GiB = 1024 * MiB
 
 ENV_PREFIX = "GRAVIXD_"
 CONFIG_ENV = "GRAVIXD_CONFIG"
+# `gravixd emit` reads its own GRAVIXD_EMIT_* variables (a client's, not the daemon's keys).
+_EMIT_ENV_PREFIX = "GRAVIXD_EMIT_"
 MASK = "***"
 
 # Shapes shared by many keys. `extra` markers are read by `_field_specs` below.
@@ -405,7 +407,7 @@ def _file_values(path: str) -> list[_Raw]:
 def _env_values(environ: Mapping[str, str]) -> list[_Raw]:
     raws: dict[str, _Raw] = {}
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV or name.startswith(_EMIT_ENV_PREFIX):
             continue
         source = f"env {name}"
         # GRAVIXD_AUTH_TOKENS_FILE is the key auth_tokens_file, not a _FILE form of auth_tokens.

@@ -15,7 +15,8 @@ words (``Expected `int` <= 999 - at `$[3].status_code` ``). A request is all-or-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Final, TypeAlias
 
 import msgspec
@@ -257,27 +258,28 @@ def timestamp_column(nanos: pa.Array, received_unix_nano: int) -> pa.Array:
     return nanos.view(TIMESTAMP_TYPE)
 
 
-def attributes_column(maps: Iterable[Mapping[str, str]]) -> pa.Array:
+def attributes_column(maps: Sequence[Mapping[str, str]]) -> pa.Array:
     """map<string,string> from dicts, built from flat key/value columns (the fast way).
 
     Entries are stored sorted by key (keys are unique): the canonical order every decoder
-    produces, whatever order the wire had (protobuf map order is unspecified).
+    produces, whatever order the wire had (protobuf map order is unspecified). The sort is
+    one Arrow sort over (row, key), not a Python sort per row.
     """
-    offsets = [0]
-    keys: list[str] = []
-    values: list[str] = []
-    for attrs in maps:
-        if attrs:
-            for key in sorted(attrs):
-                keys.append(key)
-                values.append(attrs[key])
-        offsets.append(len(keys))
-    return pa.MapArray.from_arrays(
-        pa.array(offsets, pa.int32()),
-        pa.array(keys, pa.string()),
-        pa.array(values, pa.string()),
-        type=ATTRIBUTES_TYPE,
-    )
+    offsets = pa.array(list(itertools.accumulate(map(len, maps), initial=0)), pa.int32())
+    keys = pa.array(list(itertools.chain.from_iterable(maps)), pa.string())
+    values = pa.array(list(itertools.chain.from_iterable(m.values() for m in maps)), pa.string())
+    if len(keys) > 1:
+        rows = pc.list_parent_indices(pa.ListArray.from_arrays(offsets, keys))
+        # Most emitters send keys in one order, often sorted: check that in bulk first.
+        same_row = pc.equal(rows[1:], rows[:-1])
+        out_of_order = pc.and_(same_row, pc.less(keys[1:], keys[:-1]))
+        if pc.any(out_of_order).as_py():
+            order = pc.sort_indices(
+                pa.table({"row": rows, "key": keys}),
+                sort_keys=[("row", "ascending"), ("key", "ascending")],
+            )
+            keys, values = keys.take(order), values.take(order)
+    return pa.MapArray.from_arrays(offsets, keys, values, type=ATTRIBUTES_TYPE)
 
 
 def _facts_batch(items: Sequence[RequestFact], received_unix_nano: int) -> pa.RecordBatch:

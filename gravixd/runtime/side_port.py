@@ -82,6 +82,7 @@ def _route(
     if request.method not in (b"GET", b"HEAD"):
         return 405, b"text/plain", b"Expected GET or HEAD\n"
     if path == b"/metrics":
+        metrics.ready.set(0 if readiness() else 1)  # current on every scrape, not just probes
         return 200, CONTENT_TYPE_LATEST.encode(), generate_latest(metrics.registry)
     if path == b"/livez":
         return 200, b"text/plain", b"ok\n"

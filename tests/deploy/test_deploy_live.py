@@ -215,12 +215,6 @@ def test_image_healthcheck_script_against_the_daemon(daemon: Daemon) -> None:
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="side_port.py sets gravixd_ready only when /readyz is requested, so a scrape of "
-    "/metrics reads 0 (or a stale value) unless something probes /readyz; the fix is one "
-    "line in side_port._route: set metrics.ready from readiness() before generate_latest",
-)
 def test_ready_gauge_is_current_on_a_scrape(daemon: Daemon) -> None:
     """The dashboard's Ready panel reads gravixd_ready: it must say 1 while serving even
     where nothing calls /readyz (systemd hosts, plain Prometheus)."""
