@@ -15,6 +15,7 @@ Every PUT and part carries a CRC32 content checksum that the server verifies; GE
 from __future__ import annotations
 
 import base64
+import builtins
 import logging
 import os
 import zlib
@@ -211,7 +212,9 @@ class S3Store(ObjectStore):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
         if part_size_bytes < 5 * 1024 * 1024:
-            raise ConfigError(f"Expected part_size_bytes >= 5 MiB (S3's minimum), got {part_size_bytes}")
+            raise ConfigError(
+                f"Expected part_size_bytes >= 5 MiB (S3's minimum), got {part_size_bytes}"
+            )
         self.settings = settings
         self.url = url or f"s3://{settings.bucket}/{settings.prefix}".rstrip("/")
         self.multipart_threshold_bytes = multipart_threshold_bytes
@@ -256,8 +259,8 @@ class S3Store(ObjectStore):
     # --- client -------------------------------------------------------------------------
 
     def _build_client(self) -> Any:
-        import boto3
-        from botocore.config import Config
+        import boto3  # type: ignore[import-untyped,unused-ignore]
+        from botocore.config import Config  # type: ignore[import-untyped,unused-ignore]
 
         s = self.settings
         config = Config(
@@ -396,7 +399,9 @@ class S3Store(ObjectStore):
                 except StoreError as exc:
                     # The original error matters more; a bucket lifecycle rule
                     # (AbortIncompleteMultipartUpload) is the backstop, see docs/storage.md.
-                    log.warning("Could not abort multipart upload %s of %r: %s", upload_id, key, exc)
+                    log.warning(
+                        "Could not abort multipart upload %s of %r: %s", upload_id, key, exc
+                    )
             raise
 
     def _upload_part_sync(
@@ -466,7 +471,7 @@ class S3Store(ObjectStore):
 
         return await self._call("list", prefix, list_sync)  # type: ignore[no-any-return]
 
-    async def list_multipart_uploads(self) -> list[dict[str, Any]]:
+    async def list_multipart_uploads(self) -> builtins.list[dict[str, Any]]:
         """Multipart uploads in progress under this store's prefix (for tests and operators)."""
         client = await self._get_client()
 
@@ -499,7 +504,7 @@ def _first_store_error(group: BaseExceptionGroup) -> BaseException:
 
 def _map_error(exc: BaseException, op: str, key: str, url: str) -> StoreError:
     """Turn a botocore exception into the store's error family (see ObjectStore)."""
-    from botocore.exceptions import (
+    from botocore.exceptions import (  # type: ignore[import-untyped,unused-ignore]
         ClientError,
         NoCredentialsError,
         NoRegionError,
