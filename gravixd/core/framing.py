@@ -276,11 +276,15 @@ class ProtobufFramer:
         append = frames.append
         position = 0
         error = None
-        # The hot loop: most frames are under 128 bytes or under 16 KiB (1- or 2-byte varint).
+        # The hot loop: most frames are under 16 KiB (a 1- or 2-byte varint).
         while position < size:
             length = buffer[position]
             if length < 0x80:
                 header = 1
+            elif position + 1 < size and buffer[position + 1] < 0x80:
+                # A 2-byte varint (frames of 128 B to 16 KiB), inline: no call per frame.
+                length = (length & 0x7F) | (buffer[position + 1] << 7)
+                header = 2
             else:
                 length, header = _read_varint(buffer, position)
                 if header == 0:  # the varint is incomplete, or too long

@@ -47,9 +47,10 @@ SOURCE: Final = "tcp"
 # One read: large enough that a decoder call amortises over ~1000 events, small enough to
 # keep a connection's memory (read + framer buffer + queued batches) in the low MiB.
 RECEIVE_BYTES: Final = 256 * 1024
-# Decoded batches waiting for the pipeline per connection: enough to overlap decoding with
-# one fsync, few enough that a full spool stops reads at once.
-_QUEUED_BATCHES: Final = 2
+# Decoded batches waiting for the pipeline per connection (about 1 MiB of events): enough
+# to keep decoding while an ingest waits for its fsync, few enough that a full spool stops
+# reads soon and a connection's memory stays small.
+_QUEUED_BATCHES: Final = 4
 # A sender that streams garbage must not flood the log: details of the first N bad units
 # of a connection are logged, the rest only counted (one summary line at close).
 _LOGGED_ERRORS_PER_CONNECTION: Final = 20
@@ -248,7 +249,16 @@ class _Connection:
     async def _write(self, receive: trio.MemoryReceiveChannel[pa.RecordBatch]) -> None:
         pipeline = self.pipeline
         async with receive:
-            async for batch in receive:
+            async for first in receive:
+                # Batches decoded while the last ingest waited for its fsync go in as one:
+                # one spool append and one durability wait for all of them.
+                batches = [first]
+                while len(batches) < _QUEUED_BATCHES:
+                    try:
+                        batches.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                batch = first if len(batches) == 1 else pa.concat_batches(batches)
                 while True:
                     try:
                         await pipeline.ingest(self.stream, batch, SOURCE)
