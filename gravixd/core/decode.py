@@ -128,6 +128,8 @@ def decode_json(stream: str, body: bytes, received_unix_nano: int) -> pa.RecordB
         raise DecodeError(f"Expected a JSON object or array: {exc}", "invalid_json") from None
     except UnicodeDecodeError:
         raise DecodeError(_utf8_message(body), "invalid_utf8") from None
+    except RecursionError:
+        raise DecodeError(_TOO_DEEP, "invalid_json") from None
     if isinstance(decoded, list):
         return _to_batch(stream, decoded, received_unix_nano, item_path="$[{}]")
     return _to_batch(stream, [decoded], received_unix_nano, item_path="$")
@@ -137,7 +139,7 @@ def decode_ndjson(stream: str, body: bytes, received_unix_nano: int) -> pa.Recor
     """One JSON object a line; blank lines are skipped. Any bad line rejects the body."""
     try:
         items = _LINE_DECODERS[stream].decode_lines(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         # Slow path, only to say which line is wrong.
         _, errors = decode_ndjson_lenient(stream, body, received_unix_nano)
         raise DecodeError(errors[0].message, errors[0].reason) from None
@@ -180,11 +182,18 @@ def decode_ndjson_lenient(
         except UnicodeDecodeError:
             msg = f"line {number}: {_utf8_message(line)}"
             errors.append(LineError(number, start, msg, "invalid_utf8"))
+        except RecursionError:
+            errors.append(LineError(number, start, f"line {number}: {_TOO_DEEP}", "invalid_json"))
         except DecodeError as exc:
             errors.append(LineError(number, start, f"line {number}: {exc.message}", exc.reason))
         else:
             items.append(item)
     return _to_batch(stream, items, received_unix_nano, item_path="$"), errors
+
+
+# msgspec raises RecursionError past Python's recursion limit (unknown keys are skipped
+# recursively too); a hostile body must get its 400, not kill the connection handler.
+_TOO_DEEP: Final = "Expected JSON nested less than ~1000 levels deep, got deeper nesting"
 
 
 def _utf8_message(data: bytes) -> str:
