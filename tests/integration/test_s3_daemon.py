@@ -48,7 +48,9 @@ class Daemon:
 
 
 @contextmanager
-def run_daemon(tmp_path: Path, server: SeaweedServer, prefix: str) -> Iterator[Daemon]:
+def run_daemon(
+    tmp_path: Path, server: SeaweedServer, prefix: str, *extra_args: str
+) -> Iterator[Daemon]:
     http_port, metrics_port = free_ports(2)
     log_path = tmp_path / "gravixd.log"
     env = {k: v for k, v in environ_without_aws().items() if not k.startswith("GRAVIXD_")}
@@ -64,6 +66,7 @@ def run_daemon(tmp_path: Path, server: SeaweedServer, prefix: str) -> Iterator[D
         "--s3-path-style",
         "--segment-max-age-seconds", "1",
         "--upload-retry-max-seconds", "1",
+        *extra_args,
     ]  # fmt: skip
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -187,3 +190,51 @@ def test_a_store_outage_during_uploads_loses_nothing(
     assert_rows_equal_sent(table, sent)  # nothing lost, nothing twice
     quarantined = [p for p in (tmp_path / "spool").rglob("*") if "quarantine" in p.parts]
     assert not [p for p in quarantined if p.is_file()]  # no retryable error taken as permanent
+
+
+@pytest.mark.parametrize("segment_format", ["arrow", "parquet"])
+def test_rollup_compacts_the_daemons_own_segments(
+    seaweed: SeaweedServer,
+    tmp_path: Path,
+    segment_format: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from gravixd import rollup
+
+    prefix = f"e2e-rollup-{segment_format}-{time.monotonic_ns()}"
+    sent = make_facts(0, 600)
+    with run_daemon(tmp_path, seaweed, prefix, "--segment-format", segment_format) as daemon:
+        for start in range(0, 600, 200):
+            daemon.post_facts(sent[start : start + 200])
+        assert wait_for_rows(seaweed, prefix, len(sent)).num_rows == len(sent)
+
+    for name in [n for n in os.environ if n.startswith(("GRAVIXD_", "AWS_"))]:
+        monkeypatch.delenv(name)
+    options = seaweed.store_options()
+    argv = [
+        "--store-url", f"s3://{seaweed.bucket}/{prefix}",
+        "--s3-endpoint-url", options["s3_endpoint_url"], "--s3-path-style",
+        "--s3-region", options["s3_region"],
+        "--s3-access-key-id", options["s3_access_key_id"],
+        "--s3-secret-access-key", options["s3_secret_access_key"],
+        "--include-current-hour", "--json",
+    ]  # fmt: skip
+    assert rollup.main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == len(sent)
+
+    client = seaweed.client()
+    keys = [
+        o["Key"]
+        for o in client.list_objects_v2(Bucket=seaweed.bucket, Prefix=prefix).get("Contents", [])
+    ]
+    assert not [k for k in keys if f"{prefix}/facts/" in k]  # sources removed
+    parts = [k for k in keys if k.endswith(".parquet")]
+    assert parts and all(f"{prefix}/rollup/facts/dt=" in k for k in parts)
+    table = pa.concat_tables(
+        pq.read_table(
+            pa.BufferReader(client.get_object(Bucket=seaweed.bucket, Key=k)["Body"].read())
+        )
+        for k in parts
+    )
+    assert_rows_equal_sent(table, sent)
