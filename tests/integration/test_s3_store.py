@@ -41,9 +41,7 @@ def unique_url(server: SeaweedServer) -> str:
 
 def small_part_store(server: SeaweedServer, **kwargs: Any) -> S3Store:
     settings = resolve_settings(unique_url(server), {}, **server.store_options())
-    return S3Store(
-        settings, multipart_threshold_bytes=6 * MiB, part_size_bytes=5 * MiB, **kwargs
-    )
+    return S3Store(settings, multipart_threshold_bytes=6 * MiB, part_size_bytes=5 * MiB, **kwargs)
 
 
 async def test_a_file_above_the_threshold_goes_up_as_multipart(
