@@ -98,7 +98,8 @@ def scenario_table(name: str, doc: dict[str, Any]) -> list[str]:
         if name == "durability":
             server += f" (ack={r['variant'].get('ack')})"
         if r.get("error") and not r.get("runs"):
-            lines.append(f"| {r['case']} | {server} | {r['load']} | error: {r['error'][:80]} |")
+            error = " ".join(r["error"].split())[:120].replace("|", "/")
+            lines.append(f"| {r['case']} | {server} | {r['load']} | error: {error} |")
             continue
         row = (
             f"| {r['case']} | {server} | {r['load']} | {_num(m.get('events_per_second'))} "
@@ -114,6 +115,36 @@ def scenario_table(name: str, doc: dict[str, Any]) -> list[str]:
         lines.append(row)
     lines.append("")
     return lines
+
+
+_HEADER_KEYS = {"scenario", "command", "created_utc", "machine", "preliminary", "settings"}
+
+
+def free_form_tables(doc: dict[str, Any]) -> list[str]:
+    """Render a result file of another shape: scalars as a list, lists of rows as tables."""
+    lines = []
+    for key, value in doc.items():
+        if key in _HEADER_KEYS:
+            continue
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            columns = list(dict.fromkeys(k for row in value for k in row))
+            lines += ["", f"**{key}**", "", "| " + " | ".join(columns) + " |"]
+            lines.append("|" + "---|" * len(columns))
+            for row in value:
+                cells = [_cell(row.get(c)) for c in columns]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+        else:
+            lines.append(f"- {key}: {_cell(value)}")
+    return [*lines, ""]
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "–" if value is None else str(value)
 
 
 # --- targets -----------------------------------------------------------------------------
@@ -264,9 +295,8 @@ def render(docs: dict[str, dict[str, Any]], chart: str | None) -> str:
         lines += [f"## {name}", "", command, ""]
         if "results" in doc and isinstance(doc["results"], list):
             lines += scenario_table(name, doc)
-        else:  # a scenario with its own shape (bench_s3.py): show it as it is
-            shown = {k: v for k, v in doc.items() if k != "machine"}
-            lines += ["```json", json.dumps(shown, indent=1)[:4000], "```", ""]
+        else:  # a scenario with its own shape (bench_s3.py): its lists of rows as tables
+            lines += free_form_tables(doc)
     return "\n".join(lines)
 
 

@@ -147,6 +147,18 @@ def _accepted_events(server: servers.Server, source: str | None = None) -> float
     return total
 
 
+def _wait_idle(server: servers.Server, timeout_seconds: float = 15.0) -> None:
+    """Wait until the server burns less than 10% of a core over 100 ms (or the timeout)."""
+    deadline = time.monotonic() + timeout_seconds
+    before = server.cpu_seconds()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = server.cpu_seconds()
+        if now - before < 0.01:
+            return
+        before = now
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -188,6 +200,8 @@ def http_run(
     with servers.running(server_name, workdir, **server_options) as server:
         if opts.warmup_seconds > 0:
             load.wrk(server.http_port, how.body, opts.warmup_seconds, opts.connections)
+            # Requests the warm-up left in flight must not eat into the timed run.
+            _wait_idle(server)
         accepted_before = _accepted_events(server) if server.metrics_port else None
         cpu_before = server.cpu_seconds()
         result = how.run(server, opts.seconds, opts.connections)
@@ -226,7 +240,7 @@ def measure(
             try:
                 m.runs.append(fn())
             except Exception as exc:  # one broken server must not sink the whole suite
-                m.error = f"{type(exc).__name__}: {exc}"[:2000]
+                m.error = f"{type(exc).__name__}: {exc}"[-2000:]
                 _log(f"  failed: {m.error}")
                 if os.environ.get("BENCH_DEBUG"):
                     traceback.print_exc()
@@ -597,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(scenarios) > 1:
         from . import report
 
-        report.main([])
+        report.main([str(opts.results_dir)])
     return 0
 
 
