@@ -9,6 +9,7 @@ the spool for the next start). SIGHUP reloads what can change live.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import ssl
@@ -159,6 +160,13 @@ class Daemon:
                 )
                 await nursery.start(self.uploader.run)
                 await nursery.start(self.spool.run)
+                if config.rollup_interval_seconds > 0:
+                    from ..rollup import run_rollup_schedule
+
+                    nursery.start_soon(functools.partial(
+                        run_rollup_schedule, self.store, config.rollup_interval_seconds,
+                        target_file_bytes=config.rollup_target_file_bytes,
+                    ))
                 async with trio.open_nursery() as connections:
                     with trio.CancelScope() as accepting:
                         async with trio.open_nursery() as listeners:

@@ -21,6 +21,7 @@ from typing import Final
 import pyarrow as pa
 import trio
 
+from ..core.decode import Decoded, Rows, rows_to_batch
 from ..core.segment import OPEN_EXTENSION, hour_of_unix_ms, new_segment_id, segment_created_at
 from ..errors import DurabilityError
 from ..metrics import Metrics
@@ -190,7 +191,7 @@ class StreamSpool:
         self.spool = spool
         self.stream = stream
         self._segment: OpenSegment | None = None
-        self._pending: list[pa.RecordBatch] = []
+        self._pending: list[Decoded] = []
         self._pending_bytes = 0
         self._round = _Round()
         self._wakeup = trio.Event()
@@ -198,14 +199,14 @@ class StreamSpool:
         self._idle = trio.Event()  # set when nothing is pending or being sealed
         self._sealing = 0
 
-    async def append(self, batch: pa.RecordBatch, wait_durable: bool) -> None:
+    async def append(self, batch: Decoded, wait_durable: bool) -> None:
         """Add a batch to the next group commit.
 
         Raises:
             DurabilityError: the commit carrying this batch failed (nothing of it is durable).
         """
         self._pending.append(batch)
-        self._pending_bytes += batch.nbytes
+        self._pending_bytes += batch.nbytes if isinstance(batch, pa.RecordBatch) else 512 * batch.num_rows
         round_ = self._round
         self._wakeup.set()
         if wait_durable or self._pending_bytes > _RECEIVED_MODE_MAX_PENDING_BYTES:
@@ -269,7 +270,7 @@ class StreamSpool:
                 self.spool.bytes_used += self._segment.size_bytes
             segment = self._segment
             started = trio.current_time()
-            written = await trio.to_thread.run_sync(segment.append_sync, _merge_small(batches))
+            written = await trio.to_thread.run_sync(self._append_sync, segment, batches)
             metrics.fsync_latency.labels(self.stream).observe(trio.current_time() - started)
             metrics.group_commit_batches.observe(len(batches))
             self.spool.bytes_used += written
@@ -283,6 +284,13 @@ class StreamSpool:
                 await self._rotate()
         finally:
             round_.done.set()
+
+    def _append_sync(self, segment: OpenSegment, pending: list[Decoded]) -> int:
+        try:
+            batches = _record_batches(self.stream, pending)
+        except Exception as exc:  # noqa: BLE001 - never expected: Rows are validated
+            raise DurabilityError(f"Could not build a record batch ({exc!r})") from exc
+        return segment.append_sync(batches)
 
     async def _rotate(self) -> None:
         segment, self._segment = self._segment, None
@@ -342,7 +350,13 @@ def _is_segment_id(name: str) -> bool:
     return True
 
 
-def _merge_small(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+def _record_batches(stream: str, pending: list[Decoded]) -> list[pa.RecordBatch]:
+    """One round's appends as few record batches as possible: small requests' rows become
+    one batch, and many small batches are merged."""
+    rows = [p for p in pending if isinstance(p, Rows)]
+    batches = [p for p in pending if not isinstance(p, Rows)]
+    if rows:
+        batches.append(rows_to_batch(stream, rows))
     if len(batches) < 2:
         return batches
     rows = sum(b.num_rows for b in batches)
