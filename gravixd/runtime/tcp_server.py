@@ -25,7 +25,13 @@ from typing import Any, Final, Literal, Protocol, cast
 import pyarrow as pa
 import trio
 
-from ..core.decode import LineError, ProtobufDecoder, decode_ndjson, decode_ndjson_lenient
+from ..core.decode import (
+    LineError,
+    ProtobufDecoder,
+    as_record_batch,
+    decode_ndjson,
+    decode_ndjson_lenient,
+)
 from ..core.framing import (
     FrameBatch,
     Lines,
@@ -302,7 +308,9 @@ class _Connection:
     ) -> pa.RecordBatch | None:
         now = self.pipeline.now_unix_nano()
         try:
-            return decode_ndjson(self.stream, body, now)  # all lines good: the fast path
+            # All lines good: the fast path. (A few lines may come back as `Rows`: the writer
+            # concatenates batches, so they become columns now.)
+            return as_record_batch(self.stream, decode_ndjson(self.stream, body, now))
         except DecodeError:
             pass
         batch, errors = decode_ndjson_lenient(self.stream, body, now, first_line, first_offset)

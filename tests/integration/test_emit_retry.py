@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from gravixd import emit
-from gravixd.core.decode import decode
+from gravixd.core.decode import as_record_batch, decode
 from gravixd.emit import Plan, Stats, plan_from_args, retry_after_seconds, run
 
 
@@ -125,7 +125,7 @@ async def test_bodies_decode_to_what_was_generated(
     if gz:
         assert headers["content-encoding"] == "gzip"
         body = gzip.decompress(body)
-    batch = decode(stream, emit.CONTENT_TYPES[wire], body, 1)
+    batch = as_record_batch(stream, decode(stream, emit.CONTENT_TYPES[wire], body, 1))
     assert batch.num_rows == 10
     assert len(set(batch.column("trace_id").to_pylist())) == 10
 
