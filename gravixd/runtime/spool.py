@@ -198,6 +198,8 @@ class StreamSpool:
         self._seal_send, self._seal_receive = trio.open_memory_channel[OpenSegment](_SEAL_QUEUE_DEPTH)
         self._idle = trio.Event()  # set when nothing is pending or being sealed
         self._sealing = 0
+        # The open segment has one writer at a time: the committer, or a shutdown's seal_now.
+        self._writer_lock = trio.Lock()
 
     async def append(self, batch: Decoded, wait_durable: bool) -> None:
         """Add a batch to the next group commit.
@@ -225,10 +227,11 @@ class StreamSpool:
             with trio.move_on_at(self._age_deadline()):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
-            if self._pending:
-                await self._commit_round()
-            if self._segment is not None and self._rotation_due():
-                await self._rotate()
+            async with self._writer_lock:
+                if self._pending:
+                    await self._commit_round()
+                if self._segment is not None and self._rotation_due():
+                    await self._rotate()
 
     def _age_deadline(self) -> float:
         if self._segment is None:
@@ -309,9 +312,10 @@ class StreamSpool:
 
     async def seal_now(self) -> None:
         """Commit what is pending, rotate the open segment and wait until sealing is done."""
-        if self._pending:
-            await self._commit_round()
-        await self._rotate()
+        async with self._writer_lock:
+            if self._pending:
+                await self._commit_round()
+            await self._rotate()
         while self._sealing:
             await self._idle.wait()
 

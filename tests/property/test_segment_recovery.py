@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gravixd.core.decode import decode_json
+from gravixd.core.decode import as_record_batch, decode_json
 from gravixd.core.segment import END_OF_STREAM, new_segment_id, scan_segment, stream_header
 from gravixd.metrics import Metrics
 from gravixd.runtime.spool import Spool, SpoolSettings
@@ -36,7 +36,7 @@ def facts_batch(first: int, count: int) -> pa.RecordBatch:
         b'{"service":"s","trace_id":"t-%d","attributes":{"k":"v%d"}}' % (i, i)
         for i in range(first, first + count)
     ) + b"]"
-    return decode_json("facts", body, NOW_NS)
+    return as_record_batch("facts", decode_json("facts", body, NOW_NS))
 
 
 def small_segment() -> tuple[bytes, list[int], list[int]]:
