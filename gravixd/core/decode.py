@@ -257,8 +257,8 @@ def decode_ndjson_lenient(
             continue
         try:
             item = decoder.decode(line)
-            # Whole-line checks that the batch builder would otherwise raise for the body.
-            _to_batch(stream, [item], received_unix_nano, item_path="$")
+            # The checks beyond msgspec's (decimal strings, severity names), per line.
+            _small_rows(stream, [item], received_unix_nano, "$")
         except msgspec.ValidationError as exc:
             errors.append(LineError(number, start, f"line {number}: {exc}", "validation"))
         except msgspec.DecodeError as exc:
@@ -273,7 +273,7 @@ def decode_ndjson_lenient(
             errors.append(LineError(number, start, f"line {number}: {exc.message}", exc.reason))
         else:
             items.append(item)
-    return _to_batch(stream, items, received_unix_nano, item_path="$"), errors
+    return rows_to_batch(stream, [Rows(stream, items)]), errors
 
 
 # msgspec raises RecursionError past Python's recursion limit (unknown keys are skipped
