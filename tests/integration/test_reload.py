@@ -1,0 +1,88 @@
+"""SIGHUP reload: what can change live (tokens, limits, log level) is applied; an invalid new
+configuration is rejected, logged as `reload_rejected`, and the running one is kept."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from daemon import Daemon, wait_for
+
+EVENT = b'{"service":"reload"}'
+
+
+def status_with(d: Daemon, token: str | None, body: bytes = EVENT) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return d.post("/v1/facts", body, headers=headers)[0]
+
+
+def hup_and_wait(d: Daemon, event: str) -> dict:
+    offset = d.log_path.stat().st_size
+    d.signal(signal.SIGHUP)
+    return wait_for(
+        lambda: next((e for e in d.log_events(offset) if e.get("event") == event), None),
+        timeout=10, what=f"the {event} log event",
+    )
+
+
+def test_sighup_rotates_tokens_from_the_file_and_keeps_old_config_on_error(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("old-token\n")
+    with Daemon(tmp_path, f"--auth-tokens-file={tokens}") as d:
+        assert status_with(d, "old-token") == 202
+        assert status_with(d, "new-token") == 401
+
+        # Rotation: both tokens valid during the overlap, then only the new one.
+        tokens.write_text("old-token\nnew-token\n")
+        reloaded = hup_and_wait(d, "reloaded")
+        assert reloaded["auth_tokens"] == 2
+        assert status_with(d, "old-token") == 202 and status_with(d, "new-token") == 202
+        tokens.write_text("new-token\n")
+        hup_and_wait(d, "reloaded")
+        assert status_with(d, "old-token") == 401 and status_with(d, "new-token") == 202
+
+        # An invalid token line: rejected, named, and the running tokens are kept.
+        tokens.write_text("new-token\nnot a token\n")
+        rejected = hup_and_wait(d, "reload_rejected")
+        assert "auth_tokens_file" in rejected["error"] and "line 2" in rejected["error"]
+        assert rejected["level"] == "error"
+        assert status_with(d, "new-token") == 202 and status_with(d, None) == 401
+
+        # The file gone: rejected too, the daemon keeps serving with what it had.
+        tokens.unlink()
+        rejected = hup_and_wait(d, "reload_rejected")
+        assert "auth_tokens_file" in rejected["error"]
+        assert status_with(d, "new-token") == 202
+        assert d.proc is not None and d.proc.poll() is None
+    assert d.proc.returncode == 0
+
+
+def test_sighup_applies_limits_from_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "gravixd.toml"
+    config.write_text("max_body_bytes = 1048576\n")
+    big = b'{"service":"reload","route":"' + b"r" * 5000 + b'"}'
+    with Daemon(tmp_path, f"--config={config}") as d:
+        assert status_with(d, None, big) == 202
+        config.write_text('max_body_bytes = 4096\nlog_level = "warning"\n')
+        reloaded = hup_and_wait(d, "reloaded")
+        assert reloaded["ignored_until_restart"] == []
+        assert status_with(d, None, big) == 413
+        assert status_with(d, None, EVENT) == 202
+
+        # A change that needs a restart is reported, not half-applied.
+        config.write_text('max_body_bytes = 4096\nlog_level = "info"\nsegment_format = "parquet"\n')
+        reloaded = hup_and_wait(d, "reloaded")
+        assert reloaded["ignored_until_restart"] == ["segment_format"]
+
+        # Invalid TOML, an unknown key, a bad value: each rejected, the limits stay.
+        for text, named in [("max_body_bytes = \n", "gravixd.toml"),
+                            ('max_body_bytes = 4096\nmax_bodybytes = 1\n', "max_bodybytes"),
+                            ('max_body_bytes = "lots"\n', "max_body_bytes")]:
+            config.write_text(text)
+            rejected = hup_and_wait(d, "reload_rejected")
+            assert named in rejected["error"], rejected
+            assert status_with(d, None, big) == 413
+            assert status_with(d, None, EVENT) == 202
+        time.sleep(0.1)
+        assert d.proc is not None and d.proc.poll() is None
