@@ -1,0 +1,142 @@
+"""Decode-only throughput of the protobuf paths: native C (gravixd.native) vs pure (upb).
+
+    python -m bench.bench_decode_native [--seconds 3] [--json out.json]
+
+For the bench bodies (bench/bodies.py: realistic request facts, ~145 bytes each with 2-3
+attributes) at 1000 and 10000 events a body, it reports events/s and MB/s of body bytes for
+both paths, their ratio, the raw-TCP case (delimited RequestFact frames turned into one batch
+by prefixing each with tag 0x0a), and whether decoding in worker threads pays: the C call
+releases the GIL, so two threads should approach twice one thread's rate on two cores.
+
+Nothing here tunes the figures; each is the best of `--repeat` timed loops of `--seconds`.
+`measure(events, seconds)` is what the bench harness may call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bench import bodies
+from gravixd import native
+from gravixd.core.decode import decode_protobuf_pure
+
+NOW_NS = 1_800_000_000_000_000_000
+
+
+def _loop(fn: Callable[[], Any], seconds: float) -> float:
+    """Calls per second of `fn` over about `seconds`."""
+    fn()
+    calls, t0 = 0, time.perf_counter()
+    deadline = t0 + seconds
+    while time.perf_counter() < deadline:
+        fn()
+        calls += 1
+    return calls / (time.perf_counter() - t0)
+
+
+def _best(fn: Callable[[], Any], seconds: float, repeat: int) -> float:
+    return max(_loop(fn, seconds) for _ in range(repeat))
+
+
+def _threads_rate(fn: Callable[[], Any], threads: int, seconds: float) -> float:
+    """Total calls per second of `threads` threads calling `fn` back to back."""
+    counts = [0] * threads
+    start = threading.Barrier(threads + 1)
+    deadline = 0.0
+
+    def worker(i: int) -> None:
+        start.wait()
+        while time.perf_counter() < deadline:
+            fn()
+            counts[i] += 1
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    start.wait()
+    for t in pool:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+def _offload_rate(fn: Callable[[], Any], seconds: float) -> float:
+    """One call at a time, each handed to a worker thread and awaited (trio.to_thread style)."""
+    with ThreadPoolExecutor(1) as pool:
+        return _loop(lambda: pool.submit(fn).result(), seconds)
+
+
+def measure(events: int, seconds: float = 3.0, repeat: int = 3) -> dict[str, Any]:
+    """Decode-only figures for one body size; native figures only when the extension is built."""
+    facts = bodies.make_facts(events)
+    body = bodies.encode_protobuf(facts)
+    frames = bodies.encode_protobuf_delimited(facts)
+    out: dict[str, Any] = {"events": events, "body_bytes": len(body), "native": native.AVAILABLE}
+
+    def figures(rate: float) -> dict[str, float]:
+        return {"events_per_second": round(rate * events), "mb_per_second": round(rate * len(body) / 1e6, 1)}
+
+    pure = lambda: decode_protobuf_pure("facts", body, NOW_NS)  # noqa: E731
+    out["pure"] = figures(_best(pure, seconds, repeat))
+    if not native.AVAILABLE:
+        return out
+    fast = lambda: native.decode_protobuf("facts", body, NOW_NS)  # noqa: E731
+    assert fast().equals(pure())
+    out["native"] = figures(_best(fast, seconds, repeat))
+    out["ratio_native_to_pure"] = round(
+        out["native"]["events_per_second"] / out["pure"]["events_per_second"], 1
+    )
+
+    def tcp() -> Any:
+        # The raw-TCP helper's work: split delimited frames, prefix each with tag 0x0a.
+        parts, at = [], 0
+        while at < len(frames):
+            length, shift, start = 0, 0, at
+            while True:
+                byte = frames[at]
+                at += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if byte < 0x80:
+                    break
+            parts.append(b"\x0a" + frames[start:at] + frames[at : at + length])
+            at += length
+        return native.decode_protobuf("facts", b"".join(parts), NOW_NS)
+
+    out["native_tcp_frames_python_split"] = figures(_best(tcp, seconds, repeat))
+    out["native_2_threads"] = figures(_threads_rate(fast, 2, seconds))
+    out["native_offloaded_1_thread"] = figures(_offload_rate(fast, seconds))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--events", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    results = [measure(n, args.seconds, args.repeat) for n in args.events]
+    for r in results:
+        print(f"{r['events']} events/body, {r['body_bytes']} bytes ({r['body_bytes'] / r['events']:.0f} B/event)")
+        for key, value in r.items():
+            if isinstance(value, dict):
+                print(f"  {key:34} {value['events_per_second'] / 1e6:6.2f}M events/s {value['mb_per_second']:8.1f} MB/s")
+        if "ratio_native_to_pure" in r:
+            print(f"  native / pure: {r['ratio_native_to_pure']}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"command": " ".join(["python -m bench.bench_decode_native", *sys.argv[1:]]), "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
