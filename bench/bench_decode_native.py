@@ -82,7 +82,10 @@ def measure(events: int, seconds: float = 3.0, repeat: int = 3) -> dict[str, Any
     out: dict[str, Any] = {"events": events, "body_bytes": len(body), "native": native.AVAILABLE}
 
     def figures(rate: float) -> dict[str, float]:
-        return {"events_per_second": round(rate * events), "mb_per_second": round(rate * len(body) / 1e6, 1)}
+        return {
+            "events_per_second": round(rate * events),
+            "mb_per_second": round(rate * len(body) / 1e6, 1),
+        }
 
     pure = lambda: decode_protobuf_pure("facts", body, NOW_NS)  # noqa: E731
     out["pure"] = figures(_best(pure, seconds, repeat))
@@ -126,15 +129,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = [measure(n, args.seconds, args.repeat) for n in args.events]
     for r in results:
-        print(f"{r['events']} events/body, {r['body_bytes']} bytes ({r['body_bytes'] / r['events']:.0f} B/event)")
+        per_event = r["body_bytes"] / r["events"]
+        print(f"{r['events']} events/body, {r['body_bytes']} bytes ({per_event:.0f} B/event)")
         for key, value in r.items():
             if isinstance(value, dict):
-                print(f"  {key:34} {value['events_per_second'] / 1e6:6.2f}M events/s {value['mb_per_second']:8.1f} MB/s")
+                rate, mb = value["events_per_second"] / 1e6, value["mb_per_second"]
+                print(f"  {key:34} {rate:6.2f}M events/s {mb:8.1f} MB/s")
         if "ratio_native_to_pure" in r:
             print(f"  native / pure: {r['ratio_native_to_pure']}x")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"command": " ".join(["python -m bench.bench_decode_native", *sys.argv[1:]]), "results": results}, f, indent=1)
+            json.dump(
+                {
+                    "command": " ".join(["python -m bench.bench_decode_native", *sys.argv[1:]]),
+                    "results": results,
+                },
+                f,
+                indent=1,
+            )
     return 0
 
 

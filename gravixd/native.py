@@ -58,7 +58,10 @@ _STRING_COLUMNS: Final = {
     "facts": ("service", "route", "method", "trace_id"),
     "events": ("service", "kind", "severity", "message", "trace_id"),
 }
-_MESSAGE_NAMES: Final = {"facts": "gravix.v1.RequestFactBatch", "events": "gravix.v1.ServiceEventBatch"}
+_MESSAGE_NAMES: Final = {
+    "facts": "gravix.v1.RequestFactBatch",
+    "events": "gravix.v1.ServiceEventBatch",
+}
 _ENTRIES_TYPE: Final = pa.struct(
     [pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())]
 )
@@ -107,7 +110,10 @@ def _check(result: Any, field: str) -> None:
     """The contract's checks, in the pure path's order and words."""
     if result.empty_service_row >= 0:
         row, name, expected, got = (
-            result.empty_service_row, "service", "Expected `str` of length >= 1", ""
+            result.empty_service_row,
+            "service",
+            "Expected `str` of length >= 1",
+            "",
         )
     elif field == "facts" and result.big_status_code_row >= 0:
         row, name, got = result.big_status_code_row, "status_code", result.big_status_code

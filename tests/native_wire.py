@@ -61,7 +61,9 @@ def entry(key: bytes | None = b"k", value: bytes | None = b"v") -> bytes:
 Outcome = tuple[Any, ...]
 
 
-def outcome(decoder: Callable[[str, bytes, int], pa.RecordBatch], stream: str, body: bytes) -> Outcome:
+def outcome(
+    decoder: Callable[[str, bytes, int], pa.RecordBatch], stream: str, body: bytes
+) -> Outcome:
     """("ok", batch) or ("error", reason, message); parse error messages differ between the
     paths by design (the native one gives a byte offset), so only their reason counts."""
     try:

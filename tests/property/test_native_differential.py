@@ -32,9 +32,7 @@ from native_wire import (
 from gravixd.core.decode import decode_protobuf_pure
 from gravixd.proto.gravix.v1 import events_pb2
 
-SETTINGS = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 UINT64 = st.one_of(st.integers(0, 4096), st.integers(0, 2**64 - 1))
@@ -138,7 +136,9 @@ def _known(stream: str) -> dict[int, Any]:
 
 def _wrong_wire_type(field: int) -> Any:
     return st.sampled_from([VARINT, I64, LEN, I32]).map(
-        lambda wt: tag(field, wt) + {VARINT: b"\x01", I64: b"\0" * 8, LEN: b"\x01x", I32: b"\0" * 4}[wt]
+        lambda wt: (
+            tag(field, wt) + {VARINT: b"\x01", I64: b"\0" * 8, LEN: b"\x01x", I32: b"\0" * 4}[wt]
+        )
     )
 
 

@@ -17,7 +17,6 @@ from native_wire import (
     EGROUP,
     I32,
     I64,
-    LEN,
     RECEIVED_NS,
     SGROUP,
     VARINT,
@@ -50,24 +49,52 @@ CASES = [
     ("known field, wrong wire type, skipped", "facts", item(SVC + tag(2, VARINT) + b"\x05"), True),
     ("timestamp as length-delimited", "facts", item(SVC + ld(1, b"x")), True),
     ("batch field 1 as varint", "facts", b"\x08\x05", True),
-    ("double then varint duration", "facts",
-     item(SVC + tag(6, I64) + struct.pack("<d", 2.0) + tag(6, VARINT) + b"\x05"), True),
+    (
+        "double then varint duration",
+        "facts",
+        item(SVC + tag(6, I64) + struct.pack("<d", 2.0) + tag(6, VARINT) + b"\x05"),
+        True,
+    ),
     ("status as fixed32", "facts", item(SVC + tag(5, I32) + b"\x01\x02\x03\x04"), True),
     ("severity as length-delimited", "events", item(SVC + ld(4, b"x")), True),
     ("attributes as varint", "facts", item(SVC + tag(10, VARINT) + b"\x01"), True),
     ("unknown group", "facts", item(SVC + tag(11, SGROUP) + b"\x08\x01" + tag(11, EGROUP)), True),
-    ("unknown group, nested", "facts", item(SVC + tag(11, SGROUP) + groups(12, 1) + tag(11, EGROUP)), True),
+    (
+        "unknown group, nested",
+        "facts",
+        item(SVC + tag(11, SGROUP) + groups(12, 1) + tag(11, EGROUP)),
+        True,
+    ),
     ("group with a mismatched end", "facts", item(SVC + tag(11, SGROUP) + tag(12, EGROUP)), False),
     ("end group at top level", "facts", tag(1, EGROUP), False),
     ("end group in a message", "facts", item(SVC + tag(11, EGROUP)), False),
     ("unterminated group", "facts", item(SVC + tag(11, SGROUP) + b"\x08\x01"), False),
     ("unterminated group at top level", "facts", item(SVC) + tag(1, SGROUP), False),
-    ("group across a message end", "facts", b"\x0a\x04" + SVC + tag(11, SGROUP) + tag(11, EGROUP), False),
+    (
+        "group across a message end",
+        "facts",
+        b"\x0a\x04" + SVC + tag(11, SGROUP) + tag(11, EGROUP),
+        False,
+    ),
     ("top-level group", "facts", tag(1, SGROUP) + ld(1, b"\xff") + tag(1, EGROUP), True),
-    ("field 0 in a group is tolerated", "facts",
-     item(SVC + tag(11, SGROUP) + b"\x00\x00\x02\x01x\x05abcd\x03\x04" + tag(11, EGROUP)), True),
-    ("group with bad wire type inside", "facts", item(SVC + tag(11, SGROUP) + b"\x0e" + tag(11, EGROUP)), False),
-    ("group with past-end length inside", "facts", item(SVC + tag(11, SGROUP) + b"\x0a\x05ab" + tag(11, EGROUP)), False),
+    (
+        "field 0 in a group is tolerated",
+        "facts",
+        item(SVC + tag(11, SGROUP) + b"\x00\x00\x02\x01x\x05abcd\x03\x04" + tag(11, EGROUP)),
+        True,
+    ),
+    (
+        "group with bad wire type inside",
+        "facts",
+        item(SVC + tag(11, SGROUP) + b"\x0e" + tag(11, EGROUP)),
+        False,
+    ),
+    (
+        "group with past-end length inside",
+        "facts",
+        item(SVC + tag(11, SGROUP) + b"\x0a\x05ab" + tag(11, EGROUP)),
+        False,
+    ),
     ("wire type 6", "facts", item(SVC + b"\x5e"), False),
     ("wire type 7", "facts", item(SVC + b"\x5f"), False),
     ("field 0", "facts", item(SVC + b"\x00\x01"), False),
@@ -76,15 +103,23 @@ CASES = [
     ("tag of 6 bytes", "facts", item(SVC + b"\xf8\xff\xff\xff\xff\x01\x00"), False),
     ("tag over 32 bits", "facts", item(SVC + b"\x80\x80\x80\x80\x10\x00"), False),
     ("tag padded to 5 bytes", "facts", item(b"\x92\x80\x80\x80\x00\x01a"), True),
-    ("tag over 32 bits in a group", "facts",
-     item(SVC + tag(11, SGROUP) + b"\x80\x80\x80\x80\x10\x00" + tag(11, EGROUP)), False),
+    (
+        "tag over 32 bits in a group",
+        "facts",
+        item(SVC + tag(11, SGROUP) + b"\x80\x80\x80\x80\x10\x00" + tag(11, EGROUP)),
+        False,
+    ),
     ("end-group tag padded", "facts", item(SVC + tag(11, SGROUP) + b"\xdc\x80\x80\x80\x00"), True),
     ("10-byte varint", "facts", item(SVC + b"\x08" + b"\xff" * 9 + b"\x01"), True),
     ("10-byte varint, bits past 64", "facts", item(SVC + b"\x08" + b"\xff" * 9 + b"\x7f"), True),
     ("varint overflowing to 0", "facts", item(SVC + b"\x08" + b"\x80" * 9 + b"\x02"), True),
     ("11-byte varint", "facts", item(SVC + b"\x08" + b"\xff" * 10 + b"\x01"), False),
-    ("11-byte varint in a group", "facts",
-     item(SVC + tag(11, SGROUP) + b"\x08" + b"\xff" * 10 + b"\x01" + tag(11, EGROUP)), False),
+    (
+        "11-byte varint in a group",
+        "facts",
+        item(SVC + tag(11, SGROUP) + b"\x08" + b"\xff" * 10 + b"\x01" + tag(11, EGROUP)),
+        False,
+    ),
     ("truncated varint", "facts", item(SVC + b"\x08\x80"), False),
     ("truncated tag", "facts", item(SVC + b"\x80"), False),
     ("truncated fixed64", "facts", item(SVC + b"\x31\x00\x00"), False),
@@ -105,8 +140,14 @@ CASES = [
     ("severity 2^31", "events", item(SVC + b"\x20" + varint(2**31)), True),
     ("severity 9", "events", item(SVC + b"\x20\x09"), True),
     ("empty map entry", "facts", item(SVC + ld(10, b"")), True),
-    ("duplicate map keys: last wins", "facts",
-     item(SVC + ld(10, entry(b"k", b"v")) + ld(10, entry(b"a", b"1")) + ld(10, entry(b"k", b"w"))), True),
+    (
+        "duplicate map keys: last wins",
+        "facts",
+        item(
+            SVC + ld(10, entry(b"k", b"v")) + ld(10, entry(b"a", b"1")) + ld(10, entry(b"k", b"w"))
+        ),
+        True,
+    ),
     ("map key given twice", "facts", item(SVC + ld(10, entry(b"k", None) + ld(1, b"j"))), True),
     ("map value missing", "events", item(SVC + ld(7, entry(b"k", None))), True),
     ("map key missing", "events", item(SVC + ld(7, entry(None, b"v"))), True),
@@ -116,8 +157,12 @@ CASES = [
     ("map entry end group", "facts", item(SVC + ld(10, b"\x0c")), False),
     ("map entry bad UTF-8 key", "facts", item(SVC + ld(10, entry(b"\xff", b"v"))), False),
     ("map entry bad UTF-8 value", "events", item(SVC + ld(7, entry(b"k", b"\xc0\x80"))), False),
-    ("many map entries, unsorted, duplicated", "facts",
-     item(SVC + b"".join(ld(10, entry(b"k%d" % (i % 23), b"v%d" % i)) for i in range(60))), True),
+    (
+        "many map entries, unsorted, duplicated",
+        "facts",
+        item(SVC + b"".join(ld(10, entry(b"k%d" % (i % 23), b"v%d" % i)) for i in range(60))),
+        True,
+    ),
     ("bad UTF-8", "facts", item(ld(2, b"\xff")), False),
     ("surrogate", "facts", item(ld(2, b"\xed\xa0\x80")), False),
     ("overlong", "facts", item(ld(2, b"\xc0\x80")), False),
@@ -134,8 +179,20 @@ CASES = [
     ("groups nested 101 deep at top level", "facts", groups(2, 101), False),
     ("groups nested 98 deep in a map entry", "facts", item(SVC + ld(10, groups(3, 98))), True),
     ("groups nested 99 deep in a map entry", "facts", item(SVC + ld(10, groups(3, 99))), False),
-    ("events: every field", "events",
-     item(b"\x08\x07" + SVC + ld(3, b"deploy") + b"\x20\x04" + ld(5, b"msg") + ld(6, b"t") + ld(7, entry())), True),
+    (
+        "events: every field",
+        "events",
+        item(
+            b"\x08\x07"
+            + SVC
+            + ld(3, b"deploy")
+            + b"\x20\x04"
+            + ld(5, b"msg")
+            + ld(6, b"t")
+            + ld(7, entry())
+        ),
+        True,
+    ),
     ("events: empty service", "events", item(ld(3, b"deploy")), False),
 ]
 
@@ -195,21 +252,31 @@ def test_malformed_input_names_the_byte() -> None:
         native.decode_protobuf("facts", body, RECEIVED_NS)
     assert info.value.reason == "invalid_protobuf"
     assert info.value.message == (
-        "Expected a `gravix.v1.RequestFactBatch` protobuf message, "
-        "got a truncated varint at byte 6"
+        "Expected a `gravix.v1.RequestFactBatch` protobuf message, got a truncated varint at byte 6"
     )
+
+
+_MAX = "Expected `int` <= 9223372036854775807"
 
 
 @pytest.mark.parametrize(
     ("facts", "message"),
     [
-        ([_fact()] * 3 + [_fact(status_code=1000)], "Expected `int` <= 999, got `1000` - at `$.facts[3].status_code`"),
+        (
+            [_fact()] * 3 + [_fact(status_code=1000)],
+            "Expected `int` <= 999, got `1000` - at `$.facts[3].status_code`",
+        ),
         # The pure path checks every service first, then status codes, then bytes.
-        ([_fact(status_code=1000), _fact(service="")], "Expected `str` of length >= 1, got `` - at `$.facts[1].service`"),
-        ([_fact(bytes_out=2**64 - 1), _fact(bytes_in=2**63)],
-         "Expected `int` <= 9223372036854775807, got `9223372036854775808` - at `$.facts[1].bytes_in`"),
+        (
+            [_fact(status_code=1000), _fact(service="")],
+            "Expected `str` of length >= 1, got `` - at `$.facts[1].service`",
+        ),
+        (
+            [_fact(bytes_out=2**64 - 1), _fact(bytes_in=2**63)],
+            f"{_MAX}, got `9223372036854775808` - at `$.facts[1].bytes_in`",
+        ),
     ],
-)  # fmt: skip
+)
 def test_validation_messages_are_the_pure_paths(facts: list[object], message: str) -> None:
     body = _facts_body(*facts)  # type: ignore[arg-type]
     for decoder in (native.decode_protobuf, decode_protobuf_pure):
@@ -220,13 +287,17 @@ def test_validation_messages_are_the_pure_paths(facts: list[object], message: st
 
 def test_plugs_into_decode() -> None:
     body = _facts_body(_fact(duration_ms=math.inf))
-    batch = decode("facts", "application/x-protobuf", body, 1, protobuf_decoder=native.decode_protobuf)
+    batch = decode(
+        "facts", "application/x-protobuf", body, 1, protobuf_decoder=native.decode_protobuf
+    )
     assert batch.equals(decode("facts", "application/x-protobuf", body, 1))
 
 
 def test_tcp_frames_prefixed_with_field_one_are_a_batch() -> None:
     # A raw-TCP RequestFact frame is a field-1 payload: tag 0x0a + varint length makes a batch.
-    frames = [_fact(route=f"/r{i}", attributes={"i": str(i)}).SerializeToString() for i in range(300)]
+    frames = [
+        _fact(route=f"/r{i}", attributes={"i": str(i)}).SerializeToString() for i in range(300)
+    ]
     body = b"".join(b"\x0a" + varint(len(f)) + f for f in frames)
     assert native.decode_protobuf("facts", body, 1).num_rows == 300
     assert_same("facts", body)
@@ -270,15 +341,18 @@ def test_falls_back_with_one_log_line_when_not_built(
 
 # upb keeps a map entry that holds any unknown field out of the map (as an unknown field of
 # the message): such an entry neither adds nor overrides a key.
+_K_V_UNKNOWN = ld(10, entry(b"k", b"v") + b"\x18\x01")
 _UNKNOWN_IN_ENTRY = [
-    ("entry with unknown field, then same key", ld(10, entry(b"k", b"v") + b"\x18\x01") + ld(10, entry(b"k", b"w"))),
-    ("same key, then entry with unknown field", ld(10, entry(b"k", b"w")) + ld(10, entry(b"k", b"v") + b"\x18\x01")),
+    ("entry with unknown field, then same key", _K_V_UNKNOWN + ld(10, entry(b"k", b"w"))),
+    ("same key, then entry with unknown field", ld(10, entry(b"k", b"w")) + _K_V_UNKNOWN),
     ("key with wrong wire type, then key", ld(10, b"\x08\x01" + entry(b"k", b"w"))),
     ("unknown fixed32 in entry", ld(10, entry(b"k", None) + b"\x1d\x01\x02\x03\x04")),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("attrs", [c[1] for c in _UNKNOWN_IN_ENTRY], ids=[c[0] for c in _UNKNOWN_IN_ENTRY])
+@pytest.mark.parametrize(
+    "attrs", [c[1] for c in _UNKNOWN_IN_ENTRY], ids=[c[0] for c in _UNKNOWN_IN_ENTRY]
+)
 def test_map_entry_with_unknown_field_is_dropped_as_upb_does(attrs: bytes) -> None:
     result = assert_same("facts", item(SVC + attrs))
     assert result[0] == "ok"

@@ -70,7 +70,11 @@ def test_decoder_survives_fuzzing_under_asan_and_ubsan(tmp_path: Path) -> None:
     for i, body in enumerate(_seeds()):
         seeds.append(tmp_path / f"seed{i}.bin")
         seeds[-1].write_bytes(body)
-    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0", "UBSAN_OPTIONS": "print_stacktrace=1"}
+    env = {
+        **os.environ,
+        "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
+        "UBSAN_OPTIONS": "print_stacktrace=1",
+    }
     run = subprocess.run(
         [str(harness), str(SECONDS), str(int.from_bytes(os.urandom(4))), *map(str, seeds)],
         capture_output=True,
