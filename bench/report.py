@@ -322,19 +322,27 @@ def chart(docs: dict[str, dict[str, Any]], path: Path) -> bool:
         rows = [r for r in doc["results"] if r.get("runs")]
         cases = list(dict.fromkeys(r["case"] for r in rows))
         series = list(dict.fromkeys(_series(name, r) for r in rows))
-        width = 0.8 / max(1, len(series))
-        for i, label in enumerate(series):
-            xs, ys, lo, hi = [], [], [], []
-            for j, case in enumerate(cases):
-                r = next((r for r in rows if r["case"] == case and _series(name, r) == label), None)
-                if r is None or not eps(r):
-                    continue
-                xs.append(j + (i - (len(series) - 1) / 2) * width)
-                ys.append(eps(r))
-                lo.append(eps(r) - r["min"]["events_per_second"])
-                hi.append(r["max"]["events_per_second"] - eps(r))
-            color = _COLORS.get(label.split(" ")[0]) if name in ("http", "tcp") else None
-            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=label, color=color)
+        palette = {label: _color(label, i) for i, label in enumerate(series)}
+        labelled: set[str] = set()
+        for j, case in enumerate(cases):
+            # Only the series measured on this case share its slot, so bars stay wide.
+            here = [r for r in rows if r["case"] == case and eps(r)]
+            width = 0.8 / max(1, len(here))
+            for i, r in enumerate(here):
+                label = _series(name, r)
+                value = eps(r)
+                ax.bar(
+                    j + (i - (len(here) - 1) / 2) * width,
+                    value,
+                    width,
+                    yerr=[[value - r["min"]["events_per_second"]],
+                          [r["max"]["events_per_second"] - value]],
+                    capsize=2,
+                    color=palette[label],
+                    hatch="//" if r.get("load") == "emit" else None,
+                    label=None if label in labelled else label,
+                )  # fmt: skip
+                labelled.add(label)
         ax.set_yscale("log")
         ax.set_xticks(range(len(cases)), cases, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel("events/s (log)")
@@ -349,11 +357,20 @@ def chart(docs: dict[str, dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def _color(label: str, index: int) -> str:
+    for prefix, color in _COLORS.items():
+        if label.startswith(prefix):
+            return color
+    return f"C{index % 10}"
+
+
 # The same server keeps its colour in every panel; gravixd in emit-driven rows shares it.
 _COLORS = {
+    "gravixd, pure": "tab:cyan",
+    "gravixd ack=received": "tab:purple",
     "gravixd": "tab:blue",
-    "FastAPI+uvicorn+pydantic+pyarrow": "tab:orange",
-    "trio+h11,": "tab:green",
+    "FastAPI": "tab:orange",
+    "trio+h11": "tab:green",
     "nginx": "tab:gray",
 }
 
