@@ -117,7 +117,10 @@ def scenario_table(name: str, doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-_HEADER_KEYS = {"scenario", "command", "created_utc", "machine", "preliminary", "settings"}
+_HEADER_KEYS = {
+    "scenario", "command", "created_utc", "machine", "preliminary", "preliminary_reasons",
+    "settings",
+}  # fmt: skip
 
 
 def free_form_tables(doc: dict[str, Any]) -> list[str]:
@@ -261,11 +264,15 @@ def machine_lines(doc: dict[str, Any]) -> list[str]:
 
 def render(docs: dict[str, dict[str, Any]], chart: str | None) -> str:
     lines = ["# gravixd benchmark results", ""]
-    prelim = [name for name, doc in docs.items() if doc.get("preliminary")]
+    prelim = {
+        name: "; ".join(doc.get("preliminary_reasons") or ["short or few runs"])
+        for name, doc in docs.items()
+        if doc.get("preliminary")
+    }
     if prelim:
+        why = ", ".join(f"{name} ({reason})" for name, reason in prelim.items())
         lines += [
-            f"> **Preliminary:** {', '.join(prelim)} ran with short or few runs (or on a busy "
-            "shared machine); these figures are for checking the harness, not for quoting.",
+            f"> **Preliminary:** {why}. These figures check the harness; do not quote them.",
             "",
         ]
     lines += [

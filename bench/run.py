@@ -40,6 +40,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Below these a result says "preliminary": too short or too few runs to trust on a shared box.
 MIN_FINAL_SECONDS = 5.0
 MIN_FINAL_RUNS = 3
+# Other work on the box before the suite starts (the suite's own load comes later).
+MAX_QUIET_LOADAVG = 0.5
 
 # The figures a run records; the summary gives median, min and max of each.
 FIGURES = (
@@ -66,9 +68,19 @@ class Options:
     results_dir: Path
     workdir: Path
 
+    loadavg_before: float = 0.0  # 1-minute load average before the first scenario
+
+    def preliminary_reasons(self) -> list[str]:
+        reasons = []
+        if self.seconds < MIN_FINAL_SECONDS or self.runs < MIN_FINAL_RUNS:
+            reasons.append(f"{self.runs} run(s) of {self.seconds:g} s")
+        if self.loadavg_before > MAX_QUIET_LOADAVG:
+            reasons.append(f"busy machine (load average {self.loadavg_before:.1f} at the start)")
+        return reasons
+
     @property
     def preliminary(self) -> bool:
-        return self.seconds < MIN_FINAL_SECONDS or self.runs < MIN_FINAL_RUNS
+        return bool(self.preliminary_reasons())
 
     def wants_server(self, name: str) -> bool:
         return self.servers is None or name in self.servers
@@ -551,6 +563,7 @@ def write_results(opts: Options, scenario: str, measurements: list[Measurement])
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m bench.run " + " ".join(sys.argv[1:]),
         "preliminary": opts.preliminary,
+        "preliminary_reasons": opts.preliminary_reasons(),
         "settings": {
             "seconds": opts.seconds,
             "runs": opts.runs,
@@ -566,7 +579,8 @@ def write_results(opts: Options, scenario: str, measurements: list[Measurement])
     path = opts.results_dir / f"{scenario}.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
     print_table(scenario, results)
-    print(f"\nwrote {path}" + ("  (PRELIMINARY: short or few runs)" if opts.preliminary else ""))
+    reasons = "; ".join(opts.preliminary_reasons())
+    print(f"\nwrote {path}" + (f"  (PRELIMINARY: {reasons})" if reasons else ""))
     return path
 
 
@@ -597,6 +611,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[list[str], Options]:
         load=args.load,
         results_dir=args.results_dir,
         workdir=Path(tempfile.mkdtemp(prefix="gravixd-bench-")),
+        loadavg_before=os.getloadavg()[0],
     )
     return scenarios, opts
 
