@@ -222,9 +222,11 @@ def decode_ndjson(stream: str, body: bytes, received_unix_nano: int) -> Decoded:
     """One JSON object a line; blank lines are skipped. Any bad line rejects the body."""
     try:
         items = _LINE_DECODERS[stream].decode_lines(body)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         # Slow path, only to say which line is wrong.
         _, errors = decode_ndjson_lenient(stream, body, received_unix_nano)
+        if not errors:  # a "blank" line to bytes.strip (e.g. b"\x0b") that msgspec refuses
+            raise DecodeError(f"Expected one JSON object a line: {exc}", "invalid_json") from None
         raise DecodeError(errors[0].message, errors[0].reason) from None
     if len(items) <= SMALL_REQUEST_ROWS:
         return _small_rows(stream, items, received_unix_nano, "$", ndjson_lines=body)
