@@ -483,9 +483,19 @@ def decode_run(
 
 
 def scenario_decode(opts: Options) -> list[Measurement]:
-    # Decode runs in this process: pin it to the server core, like the servers.
-    if (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {int(servers.SERVER_CPU)})
+    # Decode runs in this process: pin it to the server core, like the servers, and unpin it
+    # afterwards so that it does not sit on the servers' core during the other scenarios.
+    if (os.cpu_count() or 1) < 2:
+        return _decode_cases(opts)
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(servers.SERVER_CPU)})
+    try:
+        return _decode_cases(opts)
+    finally:
+        os.sched_setaffinity(0, affinity)
+
+
+def _decode_cases(opts: Options) -> list[Measurement]:
     fns = _decode_functions()
     out: list[Measurement] = []
     for events in (1000, 10000):
