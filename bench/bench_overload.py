@@ -38,7 +38,9 @@ def vm_kib(pid: int, field: str) -> int:
 
 
 def make_body(target_bytes: int) -> bytes:
-    item = b'{"service":"overload","route":"/api/v1/items/{id}","status_code":200,"trace_id":"%08d"}'
+    item = (
+        b'{"service":"overload","route":"/api/v1/items/{id}","status_code":200,"trace_id":"%08d"}'
+    )
     items, size = [], 2
     while size < target_bytes:
         items.append(item % len(items))
@@ -47,8 +49,10 @@ def make_body(target_bytes: int) -> bytes:
 
 
 def request_head(length: int) -> bytes:
-    return (b"POST /v1/facts HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % length)
+    return (
+        b"POST /v1/facts HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % length
+    )
 
 
 def read_status(sock: socket.socket) -> int | None:
@@ -112,9 +116,13 @@ def run(seconds: float, clients: int, stallers: int, body_mib: float) -> dict:
     request = request_head(len(body)) + body
     with tempfile.TemporaryDirectory(prefix="gravixd-overload-") as workdir:
         daemon = Daemon(
-            Path(workdir), f"--max-in-flight-bytes={IN_FLIGHT_BYTES_CAP}",
-            "--max-in-flight-requests=64", "--max-connections=256",
-            "--request-timeout-seconds=3", "--log-level=info", "--segment-max-bytes=16MiB",
+            Path(workdir),
+            f"--max-in-flight-bytes={IN_FLIGHT_BYTES_CAP}",
+            "--max-in-flight-requests=64",
+            "--max-connections=256",
+            "--request-timeout-seconds=3",
+            "--log-level=info",
+            "--segment-max-bytes=16MiB",
         )
         with daemon:
             assert daemon.proc is not None
@@ -124,10 +132,14 @@ def run(seconds: float, clients: int, stallers: int, body_mib: float) -> dict:
             baseline_hwm_kib = vm_kib(pid, "VmHWM")
             stop = threading.Event()
             counts: Counter = Counter()
-            threads = [threading.Thread(target=blaster, args=(daemon.http_port, request, stop, counts))
-                       for _ in range(clients)]
-            threads += [threading.Thread(target=staller, args=(daemon.http_port, request, stop, counts))
-                        for _ in range(stallers)]
+            threads = [
+                threading.Thread(target=blaster, args=(daemon.http_port, request, stop, counts))
+                for _ in range(clients)
+            ]
+            threads += [
+                threading.Thread(target=staller, args=(daemon.http_port, request, stop, counts))
+                for _ in range(stallers)
+            ]
             started = time.monotonic()
             for t in threads:
                 t.start()
@@ -140,7 +152,9 @@ def run(seconds: float, clients: int, stallers: int, body_mib: float) -> dict:
                 t.join(15)
             elapsed = time.monotonic() - started
             peak_hwm_kib = vm_kib(pid, "VmHWM")
-            accepted = daemon.metric("ingestion_events_accepted_total", stream="facts", source="http")
+            accepted = daemon.metric(
+                "ingestion_events_accepted_total", stream="facts", source="http"
+            )
     return {
         "seconds": round(elapsed, 1),
         "clients": clients,
@@ -148,8 +162,12 @@ def run(seconds: float, clients: int, stallers: int, body_mib: float) -> dict:
         "body_bytes": len(body),
         "in_flight_bytes_cap": IN_FLIGHT_BYTES_CAP,
         "responses": {str(k): v for k, v in sorted(counts.items(), key=str)},
-        "offered_mib": round(sum(v for k, v in counts.items() if not str(k).startswith("staller"))
-                             * len(request) / 2**20, 1),
+        "offered_mib": round(
+            sum(v for k, v in counts.items() if not str(k).startswith("staller"))
+            * len(request)
+            / 2**20,
+            1,
+        ),
         "accepted_events": int(accepted),
         "accepted_events_per_second": round(accepted / elapsed),
         "baseline_rss_mib": round(baseline_rss_kib / 1024, 1),

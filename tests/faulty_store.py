@@ -28,8 +28,9 @@ class FaultyStore(ObjectStore):
 
     # --- arming --------------------------------------------------------------------------
 
-    def fail_puts(self, error: Exception | None = None, *,
-                  match: Callable[[str], bool] | None = None) -> None:
+    def fail_puts(
+        self, error: Exception | None = None, *, match: Callable[[str], bool] | None = None
+    ) -> None:
         """Every `put` (of a key `match` accepts) raises `error` until `heal()`."""
         self._error = error or StoreError("injected outage: store unreachable")
         self._remaining = None

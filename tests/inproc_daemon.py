@@ -40,8 +40,13 @@ class InprocDaemon:
         self.daemon = daemon
         self.ports = ports
 
-    def post_sync(self, path: str, body: bytes, content_type: str = "application/json",
-                  headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def post_sync(
+        self,
+        path: str,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         conn = http.client.HTTPConnection("127.0.0.1", self.ports.http, timeout=30)
         try:
             conn.request("POST", path, body, {"Content-Type": content_type, **(headers or {})})
@@ -51,8 +56,13 @@ class InprocDaemon:
         finally:
             conn.close()
 
-    async def post(self, path: str, body: bytes, content_type: str = "application/json",
-                   headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    async def post(
+        self,
+        path: str,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         return await trio.to_thread.run_sync(self.post_sync, path, body, content_type, headers)
 
     async def side_get(self, path: str) -> int:
@@ -74,8 +84,9 @@ class InprocDaemon:
 
 
 @asynccontextmanager
-async def running_daemon(workdir: Path, store: ObjectStore | None = None,
-                         **settings: Any) -> AsyncIterator[InprocDaemon]:
+async def running_daemon(
+    workdir: Path, store: ObjectStore | None = None, **settings: Any
+) -> AsyncIterator[InprocDaemon]:
     """Start a Daemon; on exit SIGTERM it (a real drain: seal, upload by the deadline)."""
     flags = daemon_flags(workdir, **settings)
     daemon = Daemon(load(flags, {}), reload=lambda: load(flags, {}), store=store)

@@ -20,7 +20,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
 from daemon import Daemon, column, read_store
 
 EVENT = b'{"service":"auth","trace_id":"%s"}'
@@ -33,27 +32,40 @@ def self_signed_cert(directory: Path, common_name: str = "localhost") -> tuple[P
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / f"{common_name}.crt", directory / f"{common_name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     key_path.chmod(0o600)
     return cert_path, key_path
 
 
-def post(conn: http.client.HTTPConnection, body: bytes, token: str | None = None,
-         scheme: str = "Bearer") -> tuple[int, dict, dict]:
+def post(
+    conn: http.client.HTTPConnection, body: bytes, token: str | None = None, scheme: str = "Bearer"
+) -> tuple[int, dict, dict]:
     headers = {"Content-Type": "application/json"}
     if token is not None:
         headers["Authorization"] = f"{scheme} {token}"
@@ -68,8 +80,9 @@ def post(conn: http.client.HTTPConnection, body: bytes, token: str | None = None
 def test_tokens_from_config_and_file_each_work_others_get_401(tmp_path: Path) -> None:
     tokens_file = tmp_path / "tokens"
     tokens_file.write_text("# rotated monthly\nfile-token-1\n\nfile-token-2\n")
-    with Daemon(tmp_path, "--auth-tokens=flag-token-a,flag-token-b",
-                f"--auth-tokens-file={tokens_file}") as d:
+    with Daemon(
+        tmp_path, "--auth-tokens=flag-token-a,flag-token-b", f"--auth-tokens-file={tokens_file}"
+    ) as d:
         accepted = []
         for n, token in enumerate(["flag-token-a", "flag-token-b", "file-token-1", "file-token-2"]):
             status, body, _ = post(d.connection(), EVENT % f"ok-{n}".encode(), token)
@@ -92,9 +105,12 @@ def test_tokens_from_config_and_file_each_work_others_get_401(tmp_path: Path) ->
             assert body["error"].startswith("Expected Authorization: Bearer <token>")
             assert "flag-token" not in body["error"]  # never echoes a token
             assert headers["www-authenticate"].startswith("Bearer")
-        assert d.metric("ingestion_requests_total", endpoint="/v1/facts", code="401") == len(refusals)
-        assert d.metric("ingestion_events_rejected_total", stream="facts", source="http",
-                        reason="unauthorized") == len(refusals)
+        assert d.metric("ingestion_requests_total", endpoint="/v1/facts", code="401") == len(
+            refusals
+        )
+        assert d.metric(
+            "ingestion_events_rejected_total", stream="facts", source="http", reason="unauthorized"
+        ) == len(refusals)
     assert sorted(column(read_store(d.store_dir, "facts"), "trace_id")) == accepted
 
 
@@ -117,28 +133,34 @@ def tls_context(cafile: Path) -> ssl.SSLContext:
 def test_tls_with_a_real_client_and_auth(tmp_path: Path) -> None:
     cert, key = self_signed_cert(tmp_path)
     other_ca, _ = self_signed_cert(tmp_path, "someone-else")
-    with Daemon(tmp_path, f"--tls-cert-file={cert}", f"--tls-key-file={key}",
-                "--auth-tokens=tls-token") as d:
+    with Daemon(
+        tmp_path, f"--tls-cert-file={cert}", f"--tls-key-file={key}", "--auth-tokens=tls-token"
+    ) as d:
         for host in ("localhost", "127.0.0.1"):
-            conn = http.client.HTTPSConnection(host, d.http_port, timeout=10,
-                                               context=tls_context(cert))
+            conn = http.client.HTTPSConnection(
+                host, d.http_port, timeout=10, context=tls_context(cert)
+            )
             status, body, _ = post(conn, EVENT % f"tls-{host}".encode(), "tls-token")
             assert (status, body) == (202, {"accepted": 1})
-            conn = http.client.HTTPSConnection(host, d.http_port, timeout=10,
-                                               context=tls_context(cert))
+            conn = http.client.HTTPSConnection(
+                host, d.http_port, timeout=10, context=tls_context(cert)
+            )
             assert post(conn, EVENT % b"no-token")[0] == 401
 
         # A client that does not trust the certificate refuses the handshake.
-        conn = http.client.HTTPSConnection("localhost", d.http_port, timeout=10,
-                                           context=tls_context(other_ca))
+        conn = http.client.HTTPSConnection(
+            "localhost", d.http_port, timeout=10, context=tls_context(other_ca)
+        )
         with pytest.raises(ssl.SSLCertVerificationError):
             post(conn, EVENT % b"untrusted", "tls-token")
 
         # Plain HTTP to the TLS port gets no 202 (the handshake fails, the connection closes).
         with socket.create_connection(("127.0.0.1", d.http_port), timeout=10) as sock:
-            sock.sendall(b"POST /v1/facts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 17\r\nAuthorization: Bearer tls-token\r\n\r\n"
-                         b'{"service":"pl"}\n')
+            sock.sendall(
+                b"POST /v1/facts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 17\r\nAuthorization: Bearer tls-token\r\n\r\n"
+                b'{"service":"pl"}\n'
+            )
             reply = b""
             try:
                 while chunk := sock.recv(4096):
@@ -148,8 +170,9 @@ def test_tls_with_a_real_client_and_auth(tmp_path: Path) -> None:
             assert b" 202 " not in reply
 
         # The daemon still serves TLS clients after the bad handshakes.
-        conn = http.client.HTTPSConnection("localhost", d.http_port, timeout=10,
-                                           context=tls_context(cert))
+        conn = http.client.HTTPSConnection(
+            "localhost", d.http_port, timeout=10, context=tls_context(cert)
+        )
         assert post(conn, EVENT % b"after", "tls-token")[0] == 202
     stored = sorted(column(read_store(d.store_dir, "facts"), "trace_id"))
     assert stored == ["after", "tls-127.0.0.1", "tls-localhost"]

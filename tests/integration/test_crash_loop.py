@@ -19,7 +19,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from daemon import Daemon, column, read_store
 
 KILLS = int(os.environ.get("GRAVIXD_CRASH_LOOP_KILLS", "12"))
@@ -39,11 +38,14 @@ class Client(threading.Thread):
 
     def body(self, ids: list[str]) -> tuple[bytes, str]:
         if self.stream == "facts":
-            items = [{"service": "crash", "route": "/x", "status_code": 200, "trace_id": t}
-                     for t in ids]
+            items = [
+                {"service": "crash", "route": "/x", "status_code": 200, "trace_id": t} for t in ids
+            ]
         else:
-            items = [{"service": "crash", "kind": "deploy", "severity": "INFO", "trace_id": t}
-                     for t in ids]
+            items = [
+                {"service": "crash", "kind": "deploy", "severity": "INFO", "trace_id": t}
+                for t in ids
+            ]
         if self.kind == "single":
             return json.dumps(items[0]).encode(), "application/json"
         if self.kind == "ndjson":
@@ -82,9 +84,12 @@ def test_sigkill_loop_loses_no_acknowledged_event(tmp_path: Path) -> None:
     rng = random.Random(int(os.environ.get("GRAVIXD_CRASH_LOOP_SEED", "0")) or None)
     daemon = Daemon(
         tmp_path,
-        "--segment-max-events=300", "--segment-max-age-seconds=0.25",
-        "--upload-retry-initial-seconds=0.05", "--upload-retry-max-seconds=0.5",
-        "--drain-timeout-seconds=30", "--log-level=info",
+        "--segment-max-events=300",
+        "--segment-max-age-seconds=0.25",
+        "--upload-retry-initial-seconds=0.05",
+        "--upload-retry-max-seconds=0.5",
+        "--drain-timeout-seconds=30",
+        "--log-level=info",
     )
     clients: list[Client] = []
     kinds = [("facts", "batch"), ("facts", "single"), ("events", "ndjson"), ("facts", "ndjson")]
@@ -126,16 +131,22 @@ def test_sigkill_loop_loses_no_acknowledged_event(tmp_path: Path) -> None:
     assert counts.keys() <= tried, "the store holds events nobody sent"
     assert len(acked) == len(set(acked))
     # The drain left nothing behind.
-    leftovers = [p for area in ("open", "sealed") for p in (daemon.spool_dir / area).rglob("*")
-                 if p.is_file()]
+    leftovers = [
+        p
+        for area in ("open", "sealed")
+        for p in (daemon.spool_dir / area).rglob("*")
+        if p.is_file()
+    ]
     assert not leftovers, leftovers
     events = daemon.log_events()
     recovered = sum(1 for e in events if e.get("event") == "spool_recovered")
     torn = sum(1 for e in events if e.get("event") == "spool_torn_tail_truncated")
-    print(f"\ncrash loop: {KILLS} SIGKILLs survived, {len(acked)} acknowledged events checked "
-          f"({len(stored)} stored, {len(tried)} sent), {sum(c.requests for c in clients)} "
-          f"requests answered, {recovered} starts recovered a spool, "
-          f"{time.monotonic() - started:.1f} s")
+    print(
+        f"\ncrash loop: {KILLS} SIGKILLs survived, {len(acked)} acknowledged events checked "
+        f"({len(stored)} stored, {len(tried)} sent), {sum(c.requests for c in clients)} "
+        f"requests answered, {recovered} starts recovered a spool, {torn} torn tails cut, "
+        f"{time.monotonic() - started:.1f} s"
+    )
     assert len(acked) > 1000
 
 
@@ -167,8 +178,9 @@ def test_start_recovers_torn_segments_and_quarantines_garbage(tmp_path: Path) ->
         assert daemon.metric("spool_segments_recovered_total", outcome="truncated") == 1
     assert daemon.proc is not None and daemon.proc.returncode == 0
     stored = column(read_store(daemon.store_dir, "facts"), "trace_id")
-    assert sorted(stored) == sorted([f"t-{i}" for i in range(BATCH_ROWS[0] + BATCH_ROWS[1])]
-                                    + ["live"])
+    assert sorted(stored) == sorted(
+        [f"t-{i}" for i in range(BATCH_ROWS[0] + BATCH_ROWS[1])] + ["live"]
+    )
     quarantined = sorted(p.name for p in (spool / "quarantine").rglob("*") if p.is_file())
     assert quarantined == sorted([f"{empty_id}.arrows", f"{garbage_id}.arrows", "notes.txt"])
     events = {e.get("event") for e in daemon.log_events()}

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from daemon import Daemon, column, read_store
 
 TMPFS_BYTES = 4 * 1024 * 1024
@@ -30,10 +29,13 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("no `mount` command to create a small filesystem for the spool")
     result = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES},mode=0700", "tmpfs", str(mount_point)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {result.stderr.strip()}")
+        pytest.skip(
+            f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {result.stderr.strip()}"
+        )
     try:
         yield mount_point
     finally:
@@ -41,11 +43,17 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 def body(prefix: str, start: int, count: int) -> bytes:
-    return json.dumps([
-        {"service": "diskfull", "route": "/x" * 20, "trace_id": f"{prefix}-{start + i}",
-         "attributes": {"padding": f"{start + i:08d}" * 8}}
-        for i in range(count)
-    ]).encode()
+    return json.dumps(
+        [
+            {
+                "service": "diskfull",
+                "route": "/x" * 20,
+                "trace_id": f"{prefix}-{start + i}",
+                "attributes": {"padding": f"{start + i:08d}" * 8},
+            }
+            for i in range(count)
+        ]
+    ).encode()
 
 
 def free_bytes(path: Path) -> int:
@@ -55,8 +63,13 @@ def free_bytes(path: Path) -> int:
 
 def test_full_disk_answers_503_never_202_and_recovers(tmp_path: Path, small_fs: Path) -> None:
     spool = small_fs / "spool"
-    daemon = Daemon(tmp_path, f"--spool-dir={spool}", "--segment-max-bytes=256KiB",
-                    "--upload-retry-initial-seconds=0.05", "--log-level=info")
+    daemon = Daemon(
+        tmp_path,
+        f"--spool-dir={spool}",
+        "--segment-max-bytes=256KiB",
+        "--upload-retry-initial-seconds=0.05",
+        "--log-level=info",
+    )
     acked: list[str] = []
     refused: list[str] = []
     with daemon:
@@ -78,7 +91,10 @@ def test_full_disk_answers_503_never_202_and_recovers(tmp_path: Path, small_fs: 
             assert status == 503, reply
             refused += ids
             assert reply["reason"] == "not_durable", reply
-            assert "disk full" in reply["error"] and "nothing of this request was kept" in reply["error"]
+            assert (
+                "disk full" in reply["error"]
+                and "nothing of this request was kept" in reply["error"]
+            )
             assert int(headers["retry-after"]) >= 1
             if len(refused) >= 600:
                 break

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from daemon import Daemon, column, read_store
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -32,16 +31,21 @@ def vm_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-def head(path: str = "/v1/facts", content_type: str = "application/json", length: int | None = 0,
-         extra: str = "") -> bytes:
+def head(
+    path: str = "/v1/facts",
+    content_type: str = "application/json",
+    length: int | None = 0,
+    extra: str = "",
+) -> bytes:
     lines = [f"POST {path} HTTP/1.1", "Host: gravixd", f"Content-Type: {content_type}"]
     if length is not None:
         lines.append(f"Content-Length: {length}")
     return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
 
 
-def request(body: bytes, content_type: str = "application/json", path: str = "/v1/facts",
-            extra: str = "") -> bytes:
+def request(
+    body: bytes, content_type: str = "application/json", path: str = "/v1/facts", extra: str = ""
+) -> bytes:
     return head(path, content_type, len(body), extra) + body
 
 
@@ -89,7 +93,9 @@ def exchange(port: int, chunks: Iterator[bytes] | list[bytes], timeout: float = 
         return Reply(None, {}, {}, seconds)
     head_bytes, _, body = data.partition(b"\r\n\r\n")
     lines = head_bytes.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    headers = {
+        k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
+    }
     return Reply(int(lines[0].split()[1]), json.loads(body) if body else {}, headers, seconds)
 
 
@@ -118,68 +124,168 @@ class Case:
 
 
 CASES = [
-    Case("slowloris head, trickled byte by byte",
-         lambda: [bytes([b]) if i % 2 == 0 else 0.15
-                  for i, b in enumerate(b"POST /v1/facts HTTP/1.1\r\nHost: x\r\nX-Slow: 1234567890")],
-         None),
-    Case("slowloris body, stalls after 10 of 100 bytes",
-         lambda: [head(length=100), b'{"service"', 3.0], 408, "timeout"),
-    Case("header flood (20 KiB of headers)",
-         lambda: [head(extra="".join(f"X-Flood-{i}: {'a' * 90}\r\n" for i in range(220)))], 431,
-         "headers_too_large"),
-    Case("header line without a colon", lambda: [b"POST /v1/facts HTTP/1.1\r\nHost x\r\n\r\n"],
-         400, "bad_request", "other"),
-    Case("gzip bomb (256 MiB of zeros in ~256 KiB)",
-         lambda: [request(gzip_bomb(256 << 20), extra="Content-Encoding: gzip\r\n")], 413,
-         "too_large"),
-    Case("corrupt gzip", lambda: [request(b"\x1f\x8b\x08\x00garbage-garbage",
-                                          extra="Content-Encoding: gzip\r\n")],
-         400, "invalid_gzip"),
-    Case("Content-Length above the limit", lambda: [head(length=MAX_BODY_BYTES * 4)], 413,
-         "too_large"),
-    Case("chunked body above the limit",
-         lambda: [head(length=None, extra="Transfer-Encoding: chunked\r\n")]
-         + [b"%x\r\n%s\r\n" % (65536, b"[" * 65536) for _ in range(20)] + [b"0\r\n\r\n"],
-         413, "too_large"),
-    Case("deeply nested JSON arrays", lambda: [request(b"[" * 200_000 + b"]" * 200_000)], 400,
-         "validation"),
-    Case("deeply nested untyped JSON", lambda: [request(b'{"x":' * 100_000 + b"1" + b"}" * 100_000)],
-         400, None),
-    Case("deeply nested attributes",
-         lambda: [request(b'{"service":"s","attributes":' + b'{"a":' * 50_000 + b"1"
-                          + b"}" * 50_000 + b"}")], 400, "validation"),
-    Case("huge JSON array above the limit",
-         lambda: [request(b"[" + b",".join([b'{"service":"s"}'] * 80_000) + b"]")], 413,
-         "too_large"),
-    Case("huge number", lambda: [request(b'{"service":"s","status_code":' + b"9" * 5000 + b"}")],
-         400, "validation"),
-    Case("wrong type", lambda: [request(b'[{"service":"s"},{"service":"s","status_code":"x"}]')],
-         400, "validation"),
-    Case("invalid UTF-8 in JSON", lambda: [request(b'{"service":"\xff\xfe"}')], 400,
-         "invalid_utf8"),
-    Case("invalid UTF-8 in NDJSON",
-         lambda: [request(b'{"service":"ok"}\n{"service":"\xc3\x28"}\n', "application/x-ndjson")],
-         400, "invalid_utf8"),
+    Case(
+        "slowloris head, trickled byte by byte",
+        lambda: [
+            bytes([b]) if i % 2 == 0 else 0.15
+            for i, b in enumerate(b"POST /v1/facts HTTP/1.1\r\nHost: x\r\nX-Slow: 1234567890")
+        ],
+        None,
+    ),
+    Case(
+        "slowloris body, stalls after 10 of 100 bytes",
+        lambda: [head(length=100), b'{"service"', 3.0],
+        408,
+        "timeout",
+    ),
+    Case(
+        "header flood (20 KiB of headers)",
+        lambda: [head(extra="".join(f"X-Flood-{i}: {'a' * 90}\r\n" for i in range(220)))],
+        431,
+        "headers_too_large",
+    ),
+    Case(
+        "header line without a colon",
+        lambda: [b"POST /v1/facts HTTP/1.1\r\nHost x\r\n\r\n"],
+        400,
+        "bad_request",
+        "other",
+    ),
+    Case(
+        "gzip bomb (256 MiB of zeros in ~256 KiB)",
+        lambda: [request(gzip_bomb(256 << 20), extra="Content-Encoding: gzip\r\n")],
+        413,
+        "too_large",
+    ),
+    Case(
+        "corrupt gzip",
+        lambda: [request(b"\x1f\x8b\x08\x00garbage-garbage", extra="Content-Encoding: gzip\r\n")],
+        400,
+        "invalid_gzip",
+    ),
+    Case(
+        "Content-Length above the limit",
+        lambda: [head(length=MAX_BODY_BYTES * 4)],
+        413,
+        "too_large",
+    ),
+    Case(
+        "chunked body above the limit",
+        lambda: (
+            [head(length=None, extra="Transfer-Encoding: chunked\r\n")]
+            + [b"%x\r\n%s\r\n" % (65536, b"[" * 65536) for _ in range(20)]
+            + [b"0\r\n\r\n"]
+        ),
+        413,
+        "too_large",
+    ),
+    Case(
+        "deeply nested JSON arrays",
+        lambda: [request(b"[" * 200_000 + b"]" * 200_000)],
+        400,
+        "validation",
+    ),
+    Case(
+        "deeply nested untyped JSON",
+        lambda: [request(b'{"x":' * 100_000 + b"1" + b"}" * 100_000)],
+        400,
+        None,
+    ),
+    Case(
+        "deeply nested attributes",
+        lambda: [
+            request(
+                b'{"service":"s","attributes":' + b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"}"
+            )
+        ],
+        400,
+        "validation",
+    ),
+    Case(
+        "huge JSON array above the limit",
+        lambda: [request(b"[" + b",".join([b'{"service":"s"}'] * 80_000) + b"]")],
+        413,
+        "too_large",
+    ),
+    Case(
+        "huge number",
+        lambda: [request(b'{"service":"s","status_code":' + b"9" * 5000 + b"}")],
+        400,
+        "validation",
+    ),
+    Case(
+        "wrong type",
+        lambda: [request(b'[{"service":"s"},{"service":"s","status_code":"x"}]')],
+        400,
+        "validation",
+    ),
+    Case(
+        "invalid UTF-8 in JSON", lambda: [request(b'{"service":"\xff\xfe"}')], 400, "invalid_utf8"
+    ),
+    Case(
+        "invalid UTF-8 in NDJSON",
+        lambda: [request(b'{"service":"ok"}\n{"service":"\xc3\x28"}\n', "application/x-ndjson")],
+        400,
+        "invalid_utf8",
+    ),
     Case("truncated JSON", lambda: [request(b'{"service":"s","route":"/x')], 400, "invalid_json"),
-    Case("protobuf truncated varint", lambda: [request(b"\x0a\x80\x80\x80", "application/x-protobuf")],
-         400, "invalid_protobuf"),
-    Case("protobuf invalid wire type", lambda: [request(b"\x0f\x01", "application/x-protobuf")],
-         400, "invalid_protobuf"),
-    Case("protobuf length past the end",
-         lambda: [request(b"\x0a\x7f\x12\x01a", "application/x-protobuf")], 400, "invalid_protobuf"),
-    Case("protobuf field of the wrong wire type (service as varint)",
-         lambda: [request(b"\x0a\x02\x10\x01", "application/x-protobuf")], 400, "validation"),
-    Case("protobuf invalid UTF-8 string",
-         lambda: [request(pb_fact(b"\xff\xfe"), "application/x-protobuf")], 400, None),
-    Case("unknown content type", lambda: [request(b"{}", "text/plain")], 415,
-         "unsupported_media_type"),
-    Case("unknown encoding", lambda: [request(b"{}", extra="Content-Encoding: br\r\n")], 415,
-         "unsupported_encoding"),
+    Case(
+        "protobuf truncated varint",
+        lambda: [request(b"\x0a\x80\x80\x80", "application/x-protobuf")],
+        400,
+        "invalid_protobuf",
+    ),
+    Case(
+        "protobuf invalid wire type",
+        lambda: [request(b"\x0f\x01", "application/x-protobuf")],
+        400,
+        "invalid_protobuf",
+    ),
+    Case(
+        "protobuf length past the end",
+        lambda: [request(b"\x0a\x7f\x12\x01a", "application/x-protobuf")],
+        400,
+        "invalid_protobuf",
+    ),
+    Case(
+        "protobuf field of the wrong wire type (service as varint)",
+        lambda: [request(b"\x0a\x02\x10\x01", "application/x-protobuf")],
+        400,
+        "validation",
+    ),
+    Case(
+        "protobuf invalid UTF-8 string",
+        lambda: [request(pb_fact(b"\xff\xfe"), "application/x-protobuf")],
+        400,
+        None,
+    ),
+    Case(
+        "unknown content type",
+        lambda: [request(b"{}", "text/plain")],
+        415,
+        "unsupported_media_type",
+    ),
+    Case(
+        "unknown encoding",
+        lambda: [request(b"{}", extra="Content-Encoding: br\r\n")],
+        415,
+        "unsupported_encoding",
+    ),
     Case("no length", lambda: [head(length=None)], 411, "length_required"),
-    Case("unknown path", lambda: [request(b"{}", path="/v1/../etc/passwd")], 404, "not_found",
-         "other"),
-    Case("binary garbage instead of HTTP", lambda: [bytes(range(256)) * 8], 400, "bad_request",
-         "other"),
+    Case(
+        "unknown path",
+        lambda: [request(b"{}", path="/v1/../etc/passwd")],
+        404,
+        "not_found",
+        "other",
+    ),
+    Case(
+        "binary garbage instead of HTTP",
+        lambda: [bytes(range(256)) * 8],
+        400,
+        "bad_request",
+        "other",
+    ),
 ]
 
 
@@ -201,8 +307,12 @@ class GoodClient(threading.Thread):
             trace_id = f"good-{n}"
             n += 1
             try:
-                conn.request("POST", "/v1/facts", json.dumps({"service": "good", "trace_id": trace_id}),
-                             {"Content-Type": "application/json"})
+                conn.request(
+                    "POST",
+                    "/v1/facts",
+                    json.dumps({"service": "good", "trace_id": trace_id}),
+                    {"Content-Type": "application/json"},
+                )
                 response = conn.getresponse()
                 response.read()
             except (OSError, http.client.HTTPException) as exc:
@@ -229,7 +339,9 @@ def hostile_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]
         yield daemon
 
 
-def test_hostile_inputs_get_their_status_and_others_keep_getting_202(hostile_daemon: Daemon) -> None:
+def test_hostile_inputs_get_their_status_and_others_keep_getting_202(
+    hostile_daemon: Daemon,
+) -> None:
     d = hostile_daemon
     assert d.proc is not None
     rss_before_kib = vm_kib(d.proc.pid, "VmRSS")
@@ -256,7 +368,10 @@ def test_hostile_inputs_get_their_status_and_others_keep_getting_202(hostile_dae
     finally:
         good.stop.set()
         good.join(15)
-    assert results["slowloris body, stalls after 10 of 100 bytes"].seconds < REQUEST_TIMEOUT_SECONDS + 2.5
+    assert (
+        results["slowloris body, stalls after 10 of 100 bytes"].seconds
+        < REQUEST_TIMEOUT_SECONDS + 2.5
+    )
     assert good.errors == []
     assert len(good.statuses) > 50 and set(good.statuses) == {202}
 
@@ -268,18 +383,24 @@ def test_hostile_inputs_get_their_status_and_others_keep_getting_202(hostile_dae
 
     for case in CASES:
         if case.status is not None:
-            assert value("ingestion_requests_total", endpoint=case.endpoint,
-                         code=str(case.status)) >= 1, case.name
+            assert (
+                value("ingestion_requests_total", endpoint=case.endpoint, code=str(case.status))
+                >= 1
+            ), case.name
     for reason in ("invalid_json", "invalid_utf8", "invalid_protobuf", "too_large", "timeout"):
-        assert value("ingestion_events_rejected_total", stream="facts", source="http",
-                     reason=reason) >= 1, reason
+        assert (
+            value("ingestion_events_rejected_total", stream="facts", source="http", reason=reason)
+            >= 1
+        ), reason
     assert value("ingestion_requests_total", endpoint="/v1/facts", code="202") == len(good.statuses)
 
     # Bounded memory: the 256 MiB bomb and the 4 MiB floods cost about the body limit.
     grown_kib = vm_kib(d.proc.pid, "VmHWM") - rss_before_kib
     assert grown_kib < 64 * 1024, f"peak RSS grew {grown_kib} KiB under hostile input"
-    print(f"\nhostile input: {len(CASES)} cases, peak RSS growth {grown_kib} KiB, "
-          f"{len(good.statuses)} good requests all 202")
+    print(
+        f"\nhostile input: {len(CASES)} cases, peak RSS growth {grown_kib} KiB, "
+        f"{len(good.statuses)} good requests all 202"
+    )
 
     # The daemon is still up and the good client's events are all there after a drain.
     assert d.post("/v1/facts", b'{"service":"after"}')[0] == 202
@@ -300,8 +421,9 @@ def test_in_flight_bytes_cap_answers_503_before_buffering_more(tmp_path: Path) -
             first.sendall(head(length=len(body)) + body[:30_000])  # stalls mid-body
             time.sleep(0.3)
             # The cap is checked as bytes arrive, once a request head is parsed.
-            reply = exchange(d.http_port, [head(length=len(body)) + body[:20_000], 0.2,
-                                           body[20_000:40_000]])
+            reply = exchange(
+                d.http_port, [head(length=len(body)) + body[:20_000], 0.2, body[20_000:40_000]]
+            )
             assert reply.status == 503
             assert reply.body["reason"] == "overloaded"
             assert "in flight" in reply.body["error"]
@@ -348,4 +470,6 @@ def test_in_flight_requests_cap_sheds_with_503_not_memory(tmp_path: Path) -> Non
         assert set(statuses) <= {202, 503}
         assert statuses.count(202) > 0
         assert statuses.count(503) > 0, "8 concurrent clients never exceeded 1 request in flight"
-        assert d.metric("ingestion_load_shed_total", limit="in_flight_requests") == statuses.count(503)
+        assert d.metric("ingestion_load_shed_total", limit="in_flight_requests") == statuses.count(
+            503
+        )

@@ -22,7 +22,8 @@ def hup_and_wait(d: Daemon, event: str) -> dict:
     d.signal(signal.SIGHUP)
     return wait_for(
         lambda: next((e for e in d.log_events(offset) if e.get("event") == event), None),
-        timeout=10, what=f"the {event} log event",
+        timeout=10,
+        what=f"the {event} log event",
     )
 
 
@@ -76,9 +77,11 @@ def test_sighup_applies_limits_from_the_config_file(tmp_path: Path) -> None:
         assert reloaded["ignored_until_restart"] == ["segment_format"]
 
         # Invalid TOML, an unknown key, a bad value: each rejected, the limits stay.
-        for text, named in [("max_body_bytes = \n", "gravixd.toml"),
-                            ('max_body_bytes = 4096\nmax_bodybytes = 1\n', "max_bodybytes"),
-                            ('max_body_bytes = "lots"\n', "max_body_bytes")]:
+        for text, named in [
+            ("max_body_bytes = \n", "gravixd.toml"),
+            ("max_body_bytes = 4096\nmax_bodybytes = 1\n", "max_bodybytes"),
+            ('max_body_bytes = "lots"\n', "max_body_bytes"),
+        ]:
             config.write_text(text)
             rejected = hup_and_wait(d, "reload_rejected")
             assert named in rejected["error"], rejected

@@ -16,12 +16,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import trio
-
 from daemon import column, read_store
 from faulty_store import FaultyStore
+from inproc_daemon import running_daemon
+
 from gravixd.errors import PermanentStoreError
 from gravixd.stores.local import LocalStore
-from inproc_daemon import running_daemon
 
 FAST_SEGMENTS = {
     "segment_max_events": 20,
@@ -33,10 +33,17 @@ FAST_SEGMENTS = {
 
 
 def facts_body(prefix: str, start: int, count: int) -> bytes:
-    return json.dumps([
-        {"service": "outage", "route": "/r", "status_code": 200, "trace_id": f"{prefix}-{start + i}"}
-        for i in range(count)
-    ]).encode()
+    return json.dumps(
+        [
+            {
+                "service": "outage",
+                "route": "/r",
+                "status_code": 200,
+                "trace_id": f"{prefix}-{start + i}",
+            }
+            for i in range(count)
+        ]
+    ).encode()
 
 
 async def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
@@ -48,8 +55,7 @@ async def wait_until(predicate, timeout: float = 20.0, what: str = "condition") 
 async def test_outage_sheds_load_then_drains_without_loss(tmp_path: Path) -> None:
     store = FaultyStore(LocalStore(tmp_path / "store"))
     acked: list[str] = []
-    async with running_daemon(tmp_path, store=store, max_spool_bytes="48KiB",
-                              **FAST_SEGMENTS) as d:
+    async with running_daemon(tmp_path, store=store, max_spool_bytes="48KiB", **FAST_SEGMENTS) as d:
         assert await d.side_get("/readyz") == 200
         status, _, _ = await d.post("/v1/facts", facts_body("before", 0, 10))
         assert status == 202
@@ -107,8 +113,9 @@ async def test_permanent_store_error_quarantines_counts_and_logs(
 ) -> None:
     caplog.set_level(logging.INFO)
     store = FaultyStore(LocalStore(tmp_path / "store"))
-    store.fail_puts(PermanentStoreError("injected: access denied"),
-                    match=lambda key: key.startswith("events/"))
+    store.fail_puts(
+        PermanentStoreError("injected: access denied"), match=lambda key: key.startswith("events/")
+    )
     async with running_daemon(tmp_path, store=store, **FAST_SEGMENTS) as d:
         events = [{"service": "svc", "kind": "deploy", "trace_id": f"e-{i}"} for i in range(5)]
         status, _, _ = await d.post("/v1/events", json.dumps(events).encode())
@@ -129,7 +136,9 @@ async def test_permanent_store_error_quarantines_counts_and_logs(
     quarantined_files = list((tmp_path / "spool" / "quarantine" / "events").iterdir())
     assert len(quarantined_files) == 1
     with pa.ipc.open_file(pa.memory_map(str(quarantined_files[0]))) as reader:
-        assert sorted(reader.read_all().column("trace_id").to_pylist()) == [f"e-{i}" for i in range(5)]
+        assert sorted(reader.read_all().column("trace_id").to_pylist()) == [
+            f"e-{i}" for i in range(5)
+        ]
     # The other stream was unaffected.
     assert sorted(column(read_store(tmp_path / "store", "facts"), "trace_id")) == [
         f"f-{i}" for i in range(5)

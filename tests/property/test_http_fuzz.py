@@ -50,16 +50,22 @@ if native.AVAILABLE:
 
 # --- the HTTP protocol ------------------------------------------------------------------------
 
+
 def valid_request(body: bytes, path: bytes = b"/v1/facts", extra: bytes = b"") -> bytes:
-    return (b"POST " + path + b" HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n" % len(body) + extra + b"\r\n" + body)
+    return (
+        b"POST " + path + b" HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n" % len(body) + extra + b"\r\n" + body
+    )
 
 
 GOOD = valid_request(b'{"service":"s"}')
-CHUNKED = (b"POST /v1/events HTTP/1.1\r\nHost: h\r\nContent-Type: application/x-ndjson\r\n"
-           b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"ser\r\n0\r\n\r\n")
-GZIPPED = valid_request(zlib.compress(b'{"service":"s"}', wbits=31),
-                        extra=b"Content-Encoding: gzip\r\n")
+CHUNKED = (
+    b"POST /v1/events HTTP/1.1\r\nHost: h\r\nContent-Type: application/x-ndjson\r\n"
+    b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"ser\r\n0\r\n\r\n'
+)
+GZIPPED = valid_request(
+    zlib.compress(b'{"service":"s"}', wbits=31), extra=b"Content-Encoding: gzip\r\n"
+)
 SEEDS = [GOOD, CHUNKED, GZIPPED, valid_request(b"[]", b"/v1/events", b"Expect: 100-continue\r\n")]
 
 
@@ -99,7 +105,9 @@ def run_protocol(data: bytes, splits: list[int]) -> list[object]:
         for _ in range(1000):
             event = protocol.next_event()
             events.append(event)
-            assert isinstance(event, NeedData | SendInterim | ErrorResponse | IngestRequest | Closed)
+            assert isinstance(
+                event, NeedData | SendInterim | ErrorResponse | IngestRequest | Closed
+            )
             if isinstance(event, ErrorResponse):
                 assert event.status in ERROR_STATUSES, event
                 response = h11.Connection(h11.CLIENT)
@@ -151,11 +159,14 @@ def test_valid_requests_parse_the_same_whatever_the_split(splits: list[int]) -> 
     data = GOOD + GZIPPED + CHUNKED
     requests = [e for e in run_protocol(data, splits) if isinstance(e, IngestRequest)]
     assert [(r.stream, r.body) for r in requests] == [
-        ("facts", b'{"service":"s"}'), ("facts", b'{"service":"s"}'), ("events", b'{"ser'),
+        ("facts", b'{"service":"s"}'),
+        ("facts", b'{"service":"s"}'),
+        ("events", b'{"ser'),
     ]
 
 
 # --- the decoders ---------------------------------------------------------------------------
+
 
 def check_decoded(stream: str, call) -> pa.RecordBatch | None:
     try:
@@ -172,10 +183,25 @@ def check_decoded(stream: str, call) -> pa.RecordBatch | None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["service", "route", "status_code", "trace_id",
-                                       "attributes", "severity", "timestamp_unix_nano", "x"]),
-                      children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "service",
+                    "route",
+                    "status_code",
+                    "trace_id",
+                    "attributes",
+                    "severity",
+                    "timestamp_unix_nano",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
     max_leaves=20,
 )
 
@@ -189,8 +215,11 @@ def test_json_decoders_accept_or_explain(stream: str, value: object) -> None:
 
 
 @FUZZ
-@given(stream=st.sampled_from(sorted(STREAMS)), body=st.binary(max_size=512),
-       media=st.sampled_from(["application/json", "application/x-ndjson"]))
+@given(
+    stream=st.sampled_from(sorted(STREAMS)),
+    body=st.binary(max_size=512),
+    media=st.sampled_from(["application/json", "application/x-ndjson"]),
+)
 def test_json_decoders_on_random_bytes(stream: str, body: bytes, media: str) -> None:
     check_decoded(stream, lambda: decode(stream, media, body, 1))
 
@@ -199,14 +228,22 @@ def protobuf_seed(stream: str) -> bytes:
     if stream == "facts":
         batch = events_pb2.RequestFactBatch()
         for i in range(3):
-            f = batch.facts.add(service=f"svc{i}", route="/r", status_code=200, trace_id=f"t{i}",
-                                duration_ms=1.5, bytes_in=i, timestamp_unix_nano=10**18 + i)
+            f = batch.facts.add(
+                service=f"svc{i}",
+                route="/r",
+                status_code=200,
+                trace_id=f"t{i}",
+                duration_ms=1.5,
+                bytes_in=i,
+                timestamp_unix_nano=10**18 + i,
+            )
             f.attributes["k"] = "v"
     else:
         batch = events_pb2.ServiceEventBatch()
         for i in range(3):
-            e = batch.events.add(service=f"svc{i}", kind="deploy", severity=2, message="m",
-                                 trace_id=f"t{i}")
+            e = batch.events.add(
+                service=f"svc{i}", kind="deploy", severity=2, message="m", trace_id=f"t{i}"
+            )
             e.attributes["k"] = "v"
     return batch.SerializeToString()
 

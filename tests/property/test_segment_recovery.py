@@ -32,10 +32,14 @@ NOW_NS = 1_764_000_000_000_000_000
 
 
 def facts_batch(first: int, count: int) -> pa.RecordBatch:
-    body = b"[" + b",".join(
-        b'{"service":"s","trace_id":"t-%d","attributes":{"k":"v%d"}}' % (i, i)
-        for i in range(first, first + count)
-    ) + b"]"
+    body = (
+        b"["
+        + b",".join(
+            b'{"service":"s","trace_id":"t-%d","attributes":{"k":"v%d"}}' % (i, i)
+            for i in range(first, first + count)
+        )
+        + b"]"
+    )
     return as_record_batch("facts", decode_json("facts", body, NOW_NS))
 
 
@@ -72,10 +76,17 @@ def fast_dir() -> Iterator[Path]:
 def new_spool(spool_dir: Path) -> Spool:
     spool = Spool(
         spool_dir,
-        SpoolSettings(segment_max_bytes=1 << 20, segment_max_events=1000,
-                      segment_max_age_seconds=60, segment_format="arrow",
-                      segment_compression="zstd", max_spool_bytes=1 << 30),
-        Metrics(), on_sealed=lambda segment: None, clock_unix_ms=lambda: 0,
+        SpoolSettings(
+            segment_max_bytes=1 << 20,
+            segment_max_events=1000,
+            segment_max_age_seconds=60,
+            segment_format="arrow",
+            segment_compression="zstd",
+            max_spool_bytes=1 << 30,
+        ),
+        Metrics(),
+        on_sealed=lambda segment: None,
+        clock_unix_ms=lambda: 0,
     )
     return spool
 
@@ -151,14 +162,17 @@ def test_recovery_at_every_byte_offset(fast_dir: Path) -> None:
     assert quarantined == HEADER_BYTES and truncated > 0
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     cut=st.integers(min_value=0, max_value=len(SEGMENT)),
     position=st.integers(min_value=0, max_value=len(SEGMENT) - 1),
     flip=st.integers(min_value=1, max_value=255),
 )
-def test_recovery_of_a_corrupted_byte_never_raises(fast_dir: Path, cut: int, position: int,
-                                                   flip: int) -> None:
+def test_recovery_of_a_corrupted_byte_never_raises(
+    fast_dir: Path, cut: int, position: int, flip: int
+) -> None:
     """A flipped byte anywhere (bit rot, a bad sector): recovery keeps a valid prefix of the
     events or quarantines the file; it never raises and never invents an event."""
     data = bytearray(SEGMENT[:cut])
@@ -189,8 +203,9 @@ GARBAGE_FILES = {
 
 
 @pytest.mark.parametrize("content", GARBAGE_FILES.values(), ids=GARBAGE_FILES.keys())
-def test_garbage_open_segment_is_quarantined_and_others_recover(fast_dir: Path,
-                                                                content: bytes) -> None:
+def test_garbage_open_segment_is_quarantined_and_others_recover(
+    fast_dir: Path, content: bytes
+) -> None:
     spool_dir = fast_dir / "spool"
     open_dir = spool_dir / "open" / "facts"
     open_dir.mkdir(parents=True)
@@ -237,8 +252,11 @@ def test_spool_check_reports_without_changing_anything(fast_dir: Path) -> None:
     (open_dir / f"{new_segment_id(1_764_000_000_000, 9)}.arrows").write_bytes(b"")
 
     def snapshot() -> dict[str, bytes]:
-        return {str(p.relative_to(spool_dir)): p.read_bytes()
-                for p in sorted(spool_dir.rglob("*")) if p.is_file()}
+        return {
+            str(p.relative_to(spool_dir)): p.read_bytes()
+            for p in sorted(spool_dir.rglob("*"))
+            if p.is_file()
+        }
 
     before = snapshot()
     reports = {r.name: r for r in inspect_spool(spool_dir)}
