@@ -6,7 +6,9 @@ For the bench bodies (bench/bodies.py: realistic request facts, ~145 bytes each 
 attributes) at 1000 and 10000 events a body, it reports events/s and MB/s of body bytes for
 both paths, their ratio, the raw-TCP case (delimited RequestFact frames turned into one batch
 by prefixing each with tag 0x0a), and whether decoding in worker threads pays: the C call
-releases the GIL, so two threads should approach twice one thread's rate on two cores.
+releases the GIL, so two threads should approach twice one thread's rate on two cores, and a
+busy event loop should keep running while a worker thread decodes (it does; but the worker
+then waits for the GIL to wrap the buffers, up to the 5 ms switch interval each time).
 
 Nothing here tunes the figures; each is the best of `--repeat` timed loops of `--seconds`.
 `measure(events, seconds)` is what the bench harness may call.
@@ -74,6 +76,33 @@ def _offload_rate(fn: Callable[[], Any], seconds: float) -> float:
         return _loop(lambda: pool.submit(fn).result(), seconds)
 
 
+def _busy_loop_share(fn: Callable[[], Any], seconds: float) -> tuple[float, float]:
+    """A worker thread calls `fn` back to back while this thread runs a Python loop, as a
+    busy event loop would. Returns (worker calls/s, this loop's speed relative to alone)."""
+
+    def spin() -> float:
+        count, end = 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            count += 1
+        return count / seconds
+
+    alone = spin()
+    stop, calls = threading.Event(), [0]
+
+    def work() -> None:
+        while not stop.is_set():
+            fn()
+            calls[0] += 1
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    t0 = time.perf_counter()
+    shared = spin()
+    stop.set()
+    worker.join()
+    return calls[0] / (time.perf_counter() - t0), shared / alone
+
+
 def measure(events: int, seconds: float = 3.0, repeat: int = 3) -> dict[str, Any]:
     """Decode-only figures for one body size; native figures only when the extension is built."""
     facts = bodies.make_facts(events)
@@ -117,6 +146,9 @@ def measure(events: int, seconds: float = 3.0, repeat: int = 3) -> dict[str, Any
     out["native_tcp_frames_python_split"] = figures(_best(tcp, seconds, repeat))
     out["native_2_threads"] = figures(_threads_rate(fast, 2, seconds))
     out["native_offloaded_1_thread"] = figures(_offload_rate(fast, seconds))
+    rate, loop_share = _busy_loop_share(fast, seconds)
+    out["native_in_worker_while_loop_busy"] = figures(rate)
+    out["busy_loop_speed_while_worker_decodes"] = round(loop_share, 2)
     return out
 
 
@@ -135,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(value, dict):
                 rate, mb = value["events_per_second"] / 1e6, value["mb_per_second"]
                 print(f"  {key:34} {rate:6.2f}M events/s {mb:8.1f} MB/s")
+        if "busy_loop_speed_while_worker_decodes" in r:
+            share = r["busy_loop_speed_while_worker_decodes"]
+            print(f"  busy main loop keeps {share:.0%} of its speed while a worker decodes")
         if "ratio_native_to_pure" in r:
             print(f"  native / pure: {r['ratio_native_to_pure']}x")
     if args.json:
