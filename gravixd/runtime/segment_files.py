@@ -83,8 +83,11 @@ class OpenSegment:
             raise DurabilityError(f"Could not create spool segment {path}: {exc}") from exc
         return segment
 
-    def append_sync(self, batches: list[pa.RecordBatch]) -> int:
-        """Write the batches and fdatasync; returns bytes written.
+    def append_sync(self, messages: list[pa.Buffer], rows: int) -> int:
+        """Write serialized record batch messages and fdatasync; returns bytes written.
+
+        Only system calls happen here (they release the GIL): serializing is the caller's,
+        so this worker thread barely competes with the event loop for the GIL.
 
         On failure the file is cut back to its last durable length, so the segment still
         holds only whole batches, and DurabilityError is raised: nothing of this round was
@@ -92,7 +95,7 @@ class OpenSegment:
         """
         good_size = self.size_bytes
         try:
-            written = self._write_all([b.serialize() for b in batches])
+            written = self._write_all(messages)
             os.fdatasync(self._fd)
         except OSError as exc:
             try:
@@ -103,7 +106,7 @@ class OpenSegment:
             self.size_bytes = good_size
             kind = "disk full" if exc.errno == errno.ENOSPC else "write failed"
             raise DurabilityError(f"Could not make {self.path.name} durable ({kind}: {exc})") from exc
-        self.rows += sum(b.num_rows for b in batches)
+        self.rows += rows
         return written
 
     def _write_all(self, buffers: list[bytes | pa.Buffer]) -> int:

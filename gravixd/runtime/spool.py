@@ -273,7 +273,8 @@ class StreamSpool:
                 self.spool.bytes_used += self._segment.size_bytes
             segment = self._segment
             started = trio.current_time()
-            written = await trio.to_thread.run_sync(self._append_sync, segment, batches)
+            messages, rows = self._serialize(batches)
+            written = await trio.to_thread.run_sync(segment.append_sync, messages, rows)
             metrics.fsync_latency.labels(self.stream).observe(trio.current_time() - started)
             metrics.group_commit_batches.observe(len(batches))
             self.spool.bytes_used += written
@@ -288,12 +289,14 @@ class StreamSpool:
         finally:
             round_.done.set()
 
-    def _append_sync(self, segment: OpenSegment, pending: list[Decoded]) -> int:
+    def _serialize(self, pending: list[Decoded]) -> tuple[list[pa.Buffer], int]:
+        """One round's appends as IPC messages, built here on the event loop: a worker
+        thread running Python would wait for the GIL behind it, for milliseconds."""
         try:
             batches = _record_batches(self.stream, pending)
+            return [b.serialize() for b in batches], sum(b.num_rows for b in batches)
         except Exception as exc:  # noqa: BLE001 - never expected: Rows are validated
             raise DurabilityError(f"Could not build a record batch ({exc!r})") from exc
-        return segment.append_sync(batches)
 
     async def _rotate(self) -> None:
         segment, self._segment = self._segment, None
