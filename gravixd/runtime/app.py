@@ -52,18 +52,14 @@ def store_from_config(config: Config) -> ObjectStore:
 
 
 def select_protobuf_decoder(config: Config) -> tuple[Callable[[str, bytes, int], Any], str]:
-    """The native C decoder when built and enabled, else the pure `protobuf` path."""
+    """The native C decoder when built and enabled (`native`, env GRAVIXD_NATIVE), else
+    the pure `protobuf` path; falling back for lack of the extension logs one line."""
+    from .. import native
     from ..core.decode import decode_protobuf_pure
 
     if not config.native:
         return decode_protobuf_pure, "pure"
-    try:
-        from .. import native
-    except ImportError:
-        return decode_protobuf_pure, "pure"
-    if not native.AVAILABLE:
-        return decode_protobuf_pure, "pure"
-    return native.decode_protobuf, "native"
+    return native.select_protobuf_decoder({})
 
 
 def http_settings(config: Config) -> HttpSettings:

@@ -10,6 +10,7 @@ closes the segment and hands it to the sealer task, so compression never delays 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -37,6 +38,7 @@ _RECEIVED_MODE_MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
 # Many tiny batches (single-event requests) are merged before writing: one IPC message costs
 # ~300 bytes of metadata, which would otherwise dwarf a 200-byte event.
 _MERGE_BELOW_ROWS_PER_BATCH: Final = 64
+_SEAL_RETRY_MAX_SECONDS: Final = 30.0
 # Sealed segments waiting for the sealer per stream; beyond it the committer waits.
 _SEAL_QUEUE_DEPTH: Final = 16
 
@@ -323,30 +325,38 @@ class StreamSpool:
             await self._idle.wait()
 
     async def _sealer(self) -> None:
-        s = self.spool.settings
         async for segment in self._seal_receive:
-            try:
-                sealed = await trio.to_thread.run_sync(
-                    files.seal_sync, self.spool.dir, self.stream, segment.segment_id,
-                    segment.path, s.segment_format, s.segment_compression,
-                )
-            except Exception as exc:  # noqa: BLE001 - any failure is a rotation error
-                self.spool.metrics.rotation_errors.labels(self.stream).inc()
-                log.error("segment seal failed; it stays in the spool for the next start",
-                          extra={"event": "spool_seal_failed", "segment": segment.segment_id,
-                                 "stream": self.stream, "error": repr(exc)})
-                sealed = None
+            sealed = await self._seal_with_retries(segment)
+            self.spool.metrics.segments_sealed.labels(self.stream).inc()
+            self.spool.bytes_used += (sealed.size_bytes if sealed else 0) - segment.size_bytes
+            if sealed is not None:
+                self.spool.on_sealed(sealed)
             else:
-                self.spool.metrics.segments_sealed.labels(self.stream).inc()
-                self.spool.bytes_used += (sealed.size_bytes if sealed else 0) - segment.size_bytes
-                if sealed is not None:
-                    self.spool.on_sealed(sealed)
-                else:
-                    self.spool.release(0)  # an empty segment freed its header's bytes
+                self.spool.release(0)  # an empty segment freed its header's bytes
             self._sealing -= 1
             if not self._sealing:
                 self._idle.set()
                 self._idle = trio.Event()
+
+    async def _seal_with_retries(self, segment: OpenSegment) -> SealedSegment | None:
+        """Seal, retrying with backoff: a full disk fails the seal until space returns, and
+        the segment's events are durable in the open file meanwhile (a restart seals it too)."""
+        s = self.spool.settings
+        for attempt in itertools.count():
+            try:
+                return await trio.to_thread.run_sync(
+                    files.seal_sync, self.spool.dir, self.stream, segment.segment_id,
+                    segment.path, s.segment_format, s.segment_compression,
+                )
+            except Exception as exc:  # noqa: BLE001 - any failure is a rotation error
+                delay = min(_SEAL_RETRY_MAX_SECONDS, 0.5 * 2**attempt)
+                self.spool.metrics.rotation_errors.labels(self.stream).inc()
+                log.error("segment seal failed; retrying", extra={
+                    "event": "spool_seal_failed", "segment": segment.segment_id,
+                    "stream": self.stream, "attempt": attempt + 1,
+                    "retry_in_seconds": delay, "error": repr(exc)})
+                await trio.sleep(delay)
+        raise AssertionError("unreachable")
 
 
 def _is_segment_id(name: str) -> bool:
