@@ -107,9 +107,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     segment_format: Annotated[
         Literal["arrow", "parquet"], _doc("object format of uploaded segments")
     ] = "arrow"
+    # lz4 seals at ~3x zstd's speed (7.0M vs 2.35M rows/s here) for ~1.85x the bytes:
+    # segments are short-lived on the hot core; `gravixd rollup` writes zstd Parquet.
     segment_compression: Annotated[
         Literal["zstd", "lz4", "none"], _doc("compression of uploaded segments")
-    ] = "zstd"
+    ] = "lz4"
 
     # HTTP limits. 16 KiB of headers: h11's own default, and what nginx and node allow.
     max_body_bytes: Annotated[Bytes, _doc("decompressed request body limit")] = 8 * MiB

@@ -143,9 +143,9 @@ class OpenSegment:
         self.path.unlink(missing_ok=True)
 
 
-def read_segment(stream: str, path: Path) -> ScanResult:
+def read_segment(stream: str, path: Path, validate: bool = True) -> ScanResult:
     with pa.memory_map(str(path), "r") as source:
-        return scan_segment(stream, source.read_buffer())
+        return scan_segment(stream, source.read_buffer(), validate)
 
 
 def seal_sync(
@@ -162,7 +162,7 @@ def seal_sync(
     Returns None when the segment held no rows (it is simply removed).
     """
     if scan is None:
-        scan = read_segment(stream, open_path)
+        scan = read_segment(stream, open_path, validate=False)
     if not scan.batches:
         open_path.unlink(missing_ok=True)
         return None

@@ -63,7 +63,7 @@ DEFAULTS = [
     ("segment_max_events", 1_000_000),
     ("segment_max_age_seconds", 60.0),
     ("segment_format", "arrow"),
-    ("segment_compression", "zstd"),
+    ("segment_compression", "lz4"),
     ("max_spool_bytes", GiB),
     ("auth_tokens", []),
     ("auth_tokens_file", ""),
