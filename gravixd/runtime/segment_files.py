@@ -67,6 +67,7 @@ class OpenSegment:
         self.created_unix_ms = created_unix_ms
         self.size_bytes = 0
         self.rows = 0
+        self.failed = False  # an fsync failed: the file may have lost writes; stop using it
         self._fd = -1
 
     @classmethod
@@ -83,20 +84,16 @@ class OpenSegment:
             raise DurabilityError(f"Could not create spool segment {path}: {exc}") from exc
         return segment
 
-    def append_sync(self, messages: list[pa.Buffer], rows: int) -> int:
-        """Write serialized record batch messages and fdatasync; returns bytes written.
+    def write(self, messages: list[pa.Buffer], rows: int) -> int:
+        """Append serialized record batch messages (into the page cache; `sync` makes them
+        durable); returns bytes written.
 
-        Only system calls happen here (they release the GIL): serializing is the caller's,
-        so this worker thread barely competes with the event loop for the GIL.
-
-        On failure the file is cut back to its last durable length, so the segment still
-        holds only whole batches, and DurabilityError is raised: nothing of this round was
-        made durable.
+        On failure the file is cut back to its length before this call, so the segment
+        still holds only whole batches, and DurabilityError is raised.
         """
         good_size = self.size_bytes
         try:
             written = self._write_all(messages)
-            os.fdatasync(self._fd)
         except OSError as exc:
             try:
                 os.ftruncate(self._fd, good_size)
@@ -105,9 +102,17 @@ class OpenSegment:
                 pass  # recovery at next start scans for the last whole batch anyway
             self.size_bytes = good_size
             kind = "disk full" if exc.errno == errno.ENOSPC else "write failed"
-            raise DurabilityError(f"Could not make {self.path.name} durable ({kind}: {exc})") from exc
+            raise DurabilityError(f"Could not write {self.path.name} ({kind}: {exc})") from exc
         self.rows += rows
         return written
+
+    def sync(self) -> None:
+        """fdatasync: what was written so far is durable. Blocking; run it in a thread."""
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self.failed = True
+            raise DurabilityError(f"Could not make {self.path.name} durable ({exc})") from exc
 
     def _write_all(self, buffers: list[bytes | pa.Buffer]) -> int:
         views = [memoryview(b) for b in buffers]

@@ -10,6 +10,7 @@ closes the segment and hands it to the sealer task, so compression never delays 
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import math
@@ -39,6 +40,8 @@ _RECEIVED_MODE_MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
 # ~300 bytes of metadata, which would otherwise dwarf a 200-byte event.
 _MERGE_BELOW_ROWS_PER_BATCH: Final = 64
 _SEAL_RETRY_MAX_SECONDS: Final = 30.0
+# Group commits written and waiting for their fsync at once; beyond it the committer waits.
+_MAX_SYNCS_IN_FLIGHT: Final = 4
 # Sealed segments waiting for the sealer per stream; beyond it the committer waits.
 _SEAL_QUEUE_DEPTH: Final = 16
 
@@ -67,11 +70,13 @@ class SpoolSettings:
 class _Round:
     """The batches one fsync makes durable; their appenders wait on `done`."""
 
-    __slots__ = ("done", "error")
+    __slots__ = ("done", "error", "segment", "synced")
 
     def __init__(self) -> None:
         self.done = trio.Event()
         self.error: DurabilityError | None = None
+        self.segment: OpenSegment | None = None
+        self.synced = False
 
 
 class Spool:
@@ -202,6 +207,9 @@ class StreamSpool:
         self._sealing = 0
         # The open segment has one writer at a time: the committer, or a shutdown's seal_now.
         self._writer_lock = trio.Lock()
+        self._in_flight: collections.deque[_Round] = collections.deque()  # written, syncing
+        self._synced = trio.Event()  # set whenever _in_flight becomes empty
+        self._syncs: trio.Nursery
 
     async def append(self, batch: Decoded, wait_durable: bool) -> None:
         """Add a batch to the next group commit.
@@ -221,6 +229,7 @@ class StreamSpool:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sealer)
+            self._syncs = nursery
             task_status.started()
             await self._committer()
 
@@ -232,7 +241,7 @@ class StreamSpool:
             async with self._writer_lock:
                 if self._pending:
                     await self._commit_round()
-                if self._segment is not None and self._rotation_due():
+                if self._segment is not None and (self._segment.failed or self._rotation_due()):
                     await self._rotate()
 
     def _age_deadline(self) -> float:
@@ -258,15 +267,21 @@ class StreamSpool:
         )
 
     async def _commit_round(self) -> None:
+        """Write the pending batches now and start their fsync; the round completes when
+        it does. Rounds overlap (a new one is written while earlier fsyncs run), up to
+        _MAX_SYNCS_IN_FLIGHT, and complete in order."""
+        while len(self._in_flight) >= _MAX_SYNCS_IN_FLIGHT:
+            await self._in_flight[0].done.wait()
         batches, round_ = self._pending, self._round
         self._pending, self._pending_bytes, self._round = [], 0, _Round()
-        metrics = self.spool.metrics
         now_ms = self.spool.clock_unix_ms()
         try:
-            if self._segment is not None and hour_of_unix_ms(now_ms) != hour_of_unix_ms(
-                self._segment.created_unix_ms
+            if self._segment is not None and (
+                self._segment.failed
+                # never let a segment straddle two hour partitions
+                or hour_of_unix_ms(now_ms) != hour_of_unix_ms(self._segment.created_unix_ms)
             ):
-                await self._rotate()  # never let a segment straddle two hour partitions
+                await self._rotate()
             if self._segment is None:
                 segment_id = new_segment_id(now_ms, secrets.randbits(80))
                 self._segment = await trio.to_thread.run_sync(
@@ -274,22 +289,49 @@ class StreamSpool:
                 )
                 self.spool.bytes_used += self._segment.size_bytes
             segment = self._segment
-            started = trio.current_time()
             messages, rows = self._serialize(batches)
-            written = await trio.to_thread.run_sync(segment.append_sync, messages, rows)
-            metrics.fsync_latency.labels(self.stream).observe(trio.current_time() - started)
-            metrics.group_commit_batches.observe(len(batches))
-            self.spool.bytes_used += written
+            # Into the page cache, on the event loop: writes stay in order without a lock.
+            self.spool.bytes_used += segment.write(messages, rows)
         except DurabilityError as exc:
-            metrics.spool_write_errors.labels(self.stream).inc()
-            log.error("spool write failed", extra={"event": "spool_write_failed",
-                      "stream": self.stream, "batches": len(batches), "error": str(exc)})
-            round_.error = exc
-            # A segment that failed a write is closed now: the next round starts a fresh one.
-            if self._segment is not None:
-                await self._rotate()
-        finally:
+            self._write_failed(round_, len(batches), exc)
             round_.done.set()
+            if self._segment is not None:
+                await self._rotate()  # the next round starts a fresh segment
+            return
+        round_.segment = segment
+        self._in_flight.append(round_)
+        self.spool.metrics.group_commit_batches.observe(len(batches))
+        self._syncs.start_soon(self._sync, round_, len(batches), trio.current_time())
+
+    async def _sync(self, round_: _Round, batches: int, started: float) -> None:
+        segment = round_.segment
+        assert segment is not None
+        try:
+            await trio.to_thread.run_sync(segment.sync)
+        except DurabilityError as exc:
+            self._write_failed(round_, batches, exc)
+        self.spool.metrics.fsync_latency.labels(self.stream).observe(trio.current_time() - started)
+        round_.synced = True
+        # In order: a later fsync that returned first may not have seen an earlier one's
+        # error (the kernel reports a writeback error once), so it waits for the earlier.
+        while self._in_flight and self._in_flight[0].synced:
+            done = self._in_flight.popleft()
+            if done.error is None and done.segment is not None and done.segment.failed:
+                done.error = DurabilityError(
+                    f"an earlier fsync of {done.segment.path.name} failed; not acknowledged"
+                )
+            done.done.set()
+        if not self._in_flight:
+            self._synced.set()
+            self._synced = trio.Event()
+
+    def _write_failed(self, round_: _Round, batches: int, exc: DurabilityError) -> None:
+        self.spool.metrics.spool_write_errors.labels(self.stream).inc()
+        log.error("spool write failed", extra={"event": "spool_write_failed",
+                  "stream": self.stream, "batches": batches, "error": str(exc)})
+        round_.error = exc
+        if round_.segment is not None:
+            round_.segment.failed = True
 
     def _serialize(self, pending: list[Decoded]) -> tuple[list[pa.Buffer], int]:
         """One round's appends as IPC messages, built here on the event loop: a worker
@@ -301,6 +343,10 @@ class StreamSpool:
             raise DurabilityError(f"Could not build a record batch ({exc!r})") from exc
 
     async def _rotate(self) -> None:
+        if self._segment is None:
+            return
+        while self._in_flight:  # close only once no fsync uses the file
+            await self._synced.wait()
         segment, self._segment = self._segment, None
         if segment is None:
             return

@@ -1,0 +1,95 @@
+"""Group commit: concurrent appends share fsyncs, rounds complete in order, and a failed
+fsync fails every round that may depend on it (never a 202 for data that may be lost)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from gravixd.core.decode import decode
+from gravixd.errors import DurabilityError
+from gravixd.metrics import Metrics
+from gravixd.runtime import segment_files
+from gravixd.runtime.spool import Spool, SpoolSettings
+
+NOW_MS = 1_764_000_000_000
+
+
+def make_spool(tmp_path: Path, sealed: list) -> Spool:
+    settings = SpoolSettings(
+        segment_max_bytes=64 << 20, segment_max_events=1_000_000, segment_max_age_seconds=3600,
+        segment_format="arrow", segment_compression="lz4", max_spool_bytes=1 << 30,
+    )
+    spool = Spool(tmp_path, settings, Metrics(), sealed.append, clock_unix_ms=lambda: NOW_MS)
+    spool.recover_sync()
+    return spool
+
+
+def event(i: int):
+    return decode("facts", "application/json", b'{"service":"s","trace_id":"%d"}' % i, 1)
+
+
+async def test_concurrent_appends_share_fsyncs_and_all_land(tmp_path: Path) -> None:
+    sealed: list = []
+    spool = make_spool(tmp_path, sealed)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(spool.run)
+        async with trio.open_nursery() as clients:
+            for i in range(200):
+                clients.start_soon(spool.streams["facts"].append, event(i), True)
+        await spool.seal_all()
+        nursery.cancel_scope.cancel()
+    metrics = spool.metrics.registry
+    rounds = metrics.get_sample_value("spool_group_commit_batches_count")
+    assert rounds is not None and rounds < 200  # fsyncs were shared
+    [segment] = sealed
+    assert segment.rows == 200
+
+
+async def test_a_failed_fsync_fails_its_round_and_the_rounds_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sealed: list = []
+    spool = make_spool(tmp_path, sealed)
+    first_sync_entered = threading.Event()
+    calls = 0
+    real_sync = segment_files.OpenSegment.sync
+
+    def flaky_sync(self: segment_files.OpenSegment) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            first_sync_entered.set()
+            time.sleep(0.3)  # the second round's fsync returns first
+            self.failed = True
+            raise DurabilityError("injected EIO")
+        real_sync(self)
+
+    monkeypatch.setattr(segment_files.OpenSegment, "sync", flaky_sync)
+    stream = spool.streams["facts"]
+    outcomes: dict[str, str] = {}
+
+    async def append(name: str, i: int) -> None:
+        try:
+            await stream.append(event(i), True)
+            outcomes[name] = "ok"
+        except DurabilityError:
+            outcomes[name] = "failed"
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(spool.run)
+        async with trio.open_nursery() as clients:
+            clients.start_soon(append, "first", 1)
+            await trio.to_thread.run_sync(first_sync_entered.wait)
+            clients.start_soon(append, "second", 2)  # written while the first fsync runs
+        assert outcomes == {"first": "failed", "second": "failed"}
+        await append("after", 3)  # a fresh segment takes new writes
+        assert outcomes["after"] == "ok"
+        await spool.seal_all()
+        nursery.cancel_scope.cancel()
+    assert spool.metrics.registry.get_sample_value(
+        "spool_write_errors_total", {"stream": "facts"}) >= 1
