@@ -52,7 +52,9 @@ def _emit(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gravixd", description="High-throughput ingestion daemon.")
+    parser = argparse.ArgumentParser(
+        prog="gravixd", description="High-throughput ingestion daemon."
+    )
     parser.add_argument("--version", action="version", version=f"gravixd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

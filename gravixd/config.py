@@ -409,7 +409,11 @@ def _file_values(path: str) -> list[_Raw]:
 def _env_values(environ: Mapping[str, str]) -> list[_Raw]:
     raws: dict[str, _Raw] = {}
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV or name.startswith(_EMIT_ENV_PREFIX):
+        if (
+            not name.startswith(ENV_PREFIX)
+            or name == CONFIG_ENV
+            or name.startswith(_EMIT_ENV_PREFIX)
+        ):
             continue
         source = f"env {name}"
         # GRAVIXD_AUTH_TOKENS_FILE is the key auth_tokens_file, not a _FILE form of auth_tokens.

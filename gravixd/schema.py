@@ -61,6 +61,7 @@ def severity_name(number: int) -> str:
         return SEVERITY_NAMES[number]
     return str(number)
 
+
 # The attributes map is stored with its entries sorted by key, keys unique (the last of
 # duplicate keys wins, as in protobuf and JSON): one canonical form whatever the wire order,
 # so that every decoder yields identical tables.

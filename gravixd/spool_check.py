@@ -32,12 +32,17 @@ def inspect_spool(spool_dir: str | Path) -> list[SegmentReport]:
     for stream in STREAMS:
         for path in sorted((root / "open" / stream).glob(f"*{OPEN_EXTENSION}")):
             scan = read_segment(stream, path)
-            reports.append(SegmentReport(
-                "open", stream, path.name, scan.total_bytes,
-                rows=scan.rows if scan.readable else None,
-                torn_bytes=scan.total_bytes - scan.good_bytes if scan.readable else 0,
-                error=scan.error,
-            ))
+            reports.append(
+                SegmentReport(
+                    "open",
+                    stream,
+                    path.name,
+                    scan.total_bytes,
+                    rows=scan.rows if scan.readable else None,
+                    torn_bytes=scan.total_bytes - scan.good_bytes if scan.readable else 0,
+                    error=scan.error,
+                )
+            )
         for area in ("sealed", "quarantine"):
             for path in sorted((root / area / stream).glob("*")):
                 reports.append(SegmentReport(area, stream, path.name, path.stat().st_size))
@@ -57,5 +62,6 @@ def check_spool(spool_dir: str | Path, fmt: str = "text") -> int:
                 detail += f", torn tail of {r.torn_bytes} bytes"
             if r.error and r.rows is None:
                 detail += f" ({r.error})"
-            print(f"  {r.area:10} {r.stream:6} {r.name}  {r.bytes} bytes  {detail if r.area == 'open' else ''}")
+            shown = detail if r.area == "open" else ""
+            print(f"  {r.area:10} {r.stream:6} {r.name}  {r.bytes} bytes  {shown}")
     return 1 if unreadable else 0

@@ -6,6 +6,7 @@ Every listener binds port 0 on 127.0.0.1; the bound ports are read from the daem
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -28,8 +29,13 @@ _START_TIMEOUT_SECONDS = 30.0
 class Daemon:
     """`python -m gravixd serve` with its spool and store under `workdir`."""
 
-    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None,
-                 store_url: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        store_url: str | None = None,
+    ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.spool_dir = self.workdir / "spool"
@@ -63,8 +69,9 @@ class Daemon:
         self.starts += 1
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child
         offset = self.log_path.stat().st_size
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, env=self.env,
-                                     cwd=self.workdir)
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=log, env=self.env, cwd=self.workdir
+        )
         log.close()
         deadline = time.monotonic() + _START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
@@ -75,10 +82,14 @@ class Daemon:
                 self.tcp_ports = serving.get("tcp_ports") or []
                 return self
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gravixd exited with {self.proc.returncode}:\n{self.log_text()}")
+                raise RuntimeError(
+                    f"gravixd exited with {self.proc.returncode}:\n{self.log_text()}"
+                )
             time.sleep(0.05)
         self.kill()
-        raise RuntimeError(f"gravixd did not start within {_START_TIMEOUT_SECONDS} s:\n{self.log_text()}")
+        raise RuntimeError(
+            f"gravixd did not start within {_START_TIMEOUT_SECONDS} s:\n{self.log_text()}"
+        )
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -123,18 +134,21 @@ class Daemon:
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.stop(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
 
     # --- clients -------------------------------------------------------------------------
 
     def connection(self, timeout: float = 30.0) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
 
-    def post(self, path: str, body: bytes, content_type: str = "application/json",
-             headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], Any]:
+    def post(
+        self,
+        path: str,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any], Any]:
         conn = self.connection()
         try:
             conn.request("POST", path, body, {"Content-Type": content_type, **(headers or {})})
@@ -190,7 +204,8 @@ def column(table: pa.Table, name: str) -> list[Any]:
 def sorted_rows(table: pa.Table, key: str = "trace_id") -> list[dict[str, Any]]:
     """Rows as dicts (timestamps as int nanoseconds), sorted by `key`, for equality checks."""
     table = table.set_column(
-        table.schema.get_field_index("timestamp"), "timestamp",
+        table.schema.get_field_index("timestamp"),
+        "timestamp",
         table.column("timestamp").cast(pa.int64()),
     )
     rows = table.to_pylist()
@@ -199,8 +214,9 @@ def sorted_rows(table: pa.Table, key: str = "trace_id") -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r[key])
 
 
-def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Any, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -19,28 +19,32 @@ def _drop_defaults(event: dict[str, Any], defaults: dict[str, Any]) -> dict[str,
     return {k: v for k, v in event.items() if k == "service" or v != defaults.get(k)}
 
 
-facts = st.fixed_dictionaries({
-    "timestamp_unix_nano": timestamp,
-    "service": service,
-    "route": text,
-    "method": st.sampled_from(["GET", "POST", "PUT", "DELETE", ""]),
-    "status_code": st.integers(0, 999),
-    "duration_ms": st.floats(allow_nan=False, allow_infinity=False),
-    "bytes_in": st.integers(0, MAX_INT64),
-    "bytes_out": st.integers(0, MAX_INT64),
-    "trace_id": text,
-    "attributes": attributes,
-})
+facts = st.fixed_dictionaries(
+    {
+        "timestamp_unix_nano": timestamp,
+        "service": service,
+        "route": text,
+        "method": st.sampled_from(["GET", "POST", "PUT", "DELETE", ""]),
+        "status_code": st.integers(0, 999),
+        "duration_ms": st.floats(allow_nan=False, allow_infinity=False),
+        "bytes_in": st.integers(0, MAX_INT64),
+        "bytes_out": st.integers(0, MAX_INT64),
+        "trace_id": text,
+        "attributes": attributes,
+    }
+)
 
-events = st.fixed_dictionaries({
-    "timestamp_unix_nano": timestamp,
-    "service": service,
-    "kind": text,
-    "severity": st.integers(0, 5),
-    "message": text,
-    "trace_id": text,
-    "attributes": attributes,
-})
+events = st.fixed_dictionaries(
+    {
+        "timestamp_unix_nano": timestamp,
+        "service": service,
+        "kind": text,
+        "severity": st.integers(0, 5),
+        "message": text,
+        "trace_id": text,
+        "attributes": attributes,
+    }
+)
 
 STREAM_EVENTS = {"facts": facts, "events": events}
 

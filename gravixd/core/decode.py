@@ -209,7 +209,9 @@ def _int64_value(index: int, field: str, value: int | str, minimum: int) -> int:
         except ValueError:
             raise _FieldError(index, field, "Expected `int` or decimal string", value) from None
         if not minimum <= value <= MAX_INT64:
-            raise _FieldError(index, field, f"Expected `int` >= {minimum} and <= {MAX_INT64}", value)
+            raise _FieldError(
+                index, field, f"Expected `int` >= {minimum} and <= {MAX_INT64}", value
+            )
     return value
 
 
@@ -335,16 +337,8 @@ def _int64_column(values: list[Any], field: str, minimum: int) -> pa.Array:
         return pa.array(values, pa.int64())
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         pass  # some values are strings: convert one by one to say which is wrong
-    converted = []
-    for index, value in enumerate(values):
-        if isinstance(value, str):
-            try:
-                value = int(value, 10)
-            except ValueError:
-                raise _FieldError(index, field, "Expected `int` or decimal string", value) from None
-        if not minimum <= value <= MAX_INT64:
-            raise _FieldError(index, field, f"Expected `int` >= {minimum} and <= {MAX_INT64}", value)
-        converted.append(value)
+    # msgspec already range-checked the ints; the strings are checked here.
+    converted = [_int64_value(i, field, value, minimum) for i, value in enumerate(values)]
     return pa.array(converted, pa.int64())
 
 
@@ -437,7 +431,8 @@ def decode_protobuf_pure(stream: str, body: bytes, received_unix_nano: int) -> p
     except ProtobufDecodeError as exc:
         name = message_type.DESCRIPTOR.full_name
         raise DecodeError(
-            f"Expected a `{name}` protobuf message, got {len(body)} bytes that do not parse ({exc})",
+            f"Expected a `{name}` protobuf message, "
+            f"got {len(body)} bytes that do not parse ({exc})",
             "invalid_protobuf",
         ) from None
     items = getattr(batch, field)

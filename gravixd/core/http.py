@@ -121,7 +121,9 @@ class _Body:
                 out = inflater.decompress(data, self.limit_bytes - self.size_bytes + 1)
             except zlib.error as exc:
                 raise _RejectRequest(
-                    400, "invalid_gzip", f"Expected a gzip body, got bytes that do not inflate ({exc})"
+                    400,
+                    "invalid_gzip",
+                    f"Expected a gzip body, got bytes that do not inflate ({exc})",
                 ) from None
             self._append(out)
             data = inflater.unconsumed_tail
@@ -145,8 +147,9 @@ class _Body:
     def finish(self) -> bytes:
         if self._inflater is not None:
             raise _RejectRequest(
-                400, "invalid_gzip", f"Expected a complete gzip stream, got one truncated after "
-                f"{self.wire_bytes} bytes"
+                400,
+                "invalid_gzip",
+                f"Expected a complete gzip stream, got one truncated after {self.wire_bytes} bytes",
             )
         if self.gzip and self.wire_bytes == 0:
             return b""
@@ -219,7 +222,7 @@ class IngestProtocol:
         in-flight budget); the connection closes afterwards. Closed when nothing can be sent."""
         if self._conn.our_state is not h11.SEND_RESPONSE:
             return CLOSED  # no request head parsed yet: h11 has nothing to answer
-        
+
         return self._reject(_RejectRequest(status, reason, message, headers))
 
     @property
@@ -270,12 +273,16 @@ class IngestProtocol:
         header_bytes = sum(len(name) + len(value) + 4 for name, value in request.headers)
         if header_bytes > self.limits.max_header_bytes:
             raise _RejectRequest(
-                431, "headers_too_large",
-                f"Expected at most {self.limits.max_header_bytes} bytes of headers, got {header_bytes}",
+                431,
+                "headers_too_large",
+                f"Expected at most {self.limits.max_header_bytes} bytes of headers, "
+                f"got {header_bytes}",
             )
         if request.method != b"POST":
             raise _RejectRequest(
-                405, "method_not_allowed", f"Expected method POST, got {_s(request.method)}",
+                405,
+                "method_not_allowed",
+                f"Expected method POST, got {_s(request.method)}",
                 [(b"allow", b"POST")],
             )
         headers = dict(request.headers)  # h11 lowercases names
@@ -285,24 +292,31 @@ class IngestProtocol:
         if self._media_type not in CONTENT_TYPES:
             expected = ", ".join(sorted(CONTENT_TYPES))
             got = _s(headers.get(b"content-type", b"(none)"))
-            raise _RejectRequest(415, "unsupported_media_type", f"Expected Content-Type {expected}, got {got}")
+            raise _RejectRequest(
+                415, "unsupported_media_type", f"Expected Content-Type {expected}, got {got}"
+            )
         encoding = headers.get(b"content-encoding", b"identity").strip().lower()
         if encoding not in (b"identity", b"gzip", b"x-gzip"):
             raise _RejectRequest(
-                415, "unsupported_encoding",
+                415,
+                "unsupported_encoding",
                 f"Expected Content-Encoding identity or gzip, got {_s(encoding)}",
             )
         gzip = encoding != b"identity"
         length = headers.get(b"content-length")
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
         if length is None and not chunked:
-            raise _RejectRequest(411, "length_required", "Expected Content-Length or chunked body, got neither")
+            raise _RejectRequest(
+                411, "length_required", "Expected Content-Length or chunked body, got neither"
+            )
         # A compressed body can't shrink when inflated by much, so the wire limit is the
         # decompressed one; checking it up front spares reading a body we would refuse.
         if length is not None and int(length) > self.limits.max_body_bytes:
             raise _RejectRequest(
-                413, "too_large",
-                f"Expected a body of at most {self.limits.max_body_bytes} bytes, got Content-Length {int(length)}",
+                413,
+                "too_large",
+                f"Expected a body of at most {self.limits.max_body_bytes} bytes, "
+                f"got Content-Length {int(length)}",
             )
         self._body = _Body(self.limits.max_body_bytes, gzip)
         if self._conn.they_are_waiting_for_100_continue:
@@ -321,7 +335,9 @@ class IngestProtocol:
         if scheme.lower() != b"bearer" or not token or not matched:
             got = "no Authorization header" if not authorization else "a token that does not match"
             raise _RejectRequest(
-                401, "unauthorized", f"Expected Authorization: Bearer <token>, got {got}",
+                401,
+                "unauthorized",
+                f"Expected Authorization: Bearer <token>, got {got}",
                 [(b"www-authenticate", b'Bearer realm="gravixd"')],
             )
 
@@ -337,7 +353,11 @@ class IngestProtocol:
         body = self.error_body(reject.status, reject.reason, reject.message)
         data = self.respond(reject.status, body, headers)
         return ErrorResponse(
-            endpoint, reject.status, reject.reason, reject.message, data,
+            endpoint,
+            reject.status,
+            reject.reason,
+            reject.message,
+            data,
             close=unread_body or self.must_close,
         )
 
@@ -359,7 +379,12 @@ class IngestProtocol:
         reason = "headers_too_large" if status == 431 else "bad_request"
         message = f"Expected an HTTP/1.1 request, got a malformed one ({exc})"
         body = _encode_json(self.error_body(status, reason, message))
-        headers = [_SERVER_HEADER, _JSON_HEADER, (b"content-length", b"%d" % len(body)), (b"connection", b"close")]
+        headers = [
+            _SERVER_HEADER,
+            _JSON_HEADER,
+            (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close"),
+        ]
         try:
             data = self._conn.send(h11.Response(status_code=status, headers=headers))
             data += self._conn.send(h11.Data(data=body))  # type: ignore[operator]

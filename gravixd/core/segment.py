@@ -114,7 +114,9 @@ def scan_segment(stream: str, data: bytes | pa.Buffer, validate: bool = True) ->
         schema = pa.ipc.read_schema(message)
     except (EOFError, OSError, pa.ArrowException) as exc:
         result.readable = False
-        result.error = f"Expected an Arrow IPC stream schema at byte 0, got unreadable bytes ({exc})"
+        result.error = (
+            f"Expected an Arrow IPC stream schema at byte 0, got unreadable bytes ({exc})"
+        )
         return result
     if not schema.equals(expected_schema):
         result.readable = False

@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import logging
 import signal
-import sys
 import ssl
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -122,14 +122,18 @@ class Daemon:
             clock_unix_ms=lambda: time.time_ns() // 1_000_000,
         )
         self.uploader = Uploader(
-            self.store, self.spool, self.metrics,
+            self.store,
+            self.spool,
+            self.metrics,
             concurrency=config.upload_concurrency,
             retry_initial_seconds=config.upload_retry_initial_seconds,
             retry_max_seconds=config.upload_retry_max_seconds,
             clock_unix_seconds=time.time,
         )
         self.pipeline = Pipeline(self.spool, self.metrics, ack=config.ack, protobuf_decoder=decoder)
-        self.http = HttpServer(self.pipeline, self.metrics, http_settings(config), _ssl_context(config))
+        self.http = HttpServer(
+            self.pipeline, self.metrics, http_settings(config), _ssl_context(config)
+        )
         self.state = "starting"
         self.ports = Ports()
         self.notifier = SdNotifier.from_environ()
@@ -148,8 +152,10 @@ class Daemon:
             for segment in recovered:
                 self.uploader.submit(segment)
             if recovered:
-                log.info("spool recovered", extra={"event": "spool_recovered",
-                         "segments": len(recovered)})
+                log.info(
+                    "spool recovered",
+                    extra={"event": "spool_recovered", "segments": len(recovered)},
+                )
             async with trio.open_nursery() as nursery:
                 host, port = parse_listen(config.metrics_listen)
                 self.ports.metrics = await nursery.start(
@@ -160,20 +166,31 @@ class Daemon:
                 if config.rollup_interval_seconds > 0:
                     from ..rollup import run_rollup_schedule
 
-                    nursery.start_soon(functools.partial(
-                        run_rollup_schedule, self.store, config.rollup_interval_seconds,
-                        target_file_bytes=config.rollup_target_file_bytes,
-                    ))
+                    nursery.start_soon(
+                        functools.partial(
+                            run_rollup_schedule,
+                            self.store,
+                            config.rollup_interval_seconds,
+                            target_file_bytes=config.rollup_target_file_bytes,
+                        )
+                    )
                 async with trio.open_nursery() as connections:
                     with trio.CancelScope() as accepting:
                         async with trio.open_nursery() as listeners:
                             await self._start_listeners(listeners, connections)
                             self.state = "serving"
-                            log.info("gravixd serving", extra={
-                                "event": "serving", "version": __version__,
-                                "decoder": self.decoder_name, "http_port": self.ports.http,
-                                "metrics_port": self.ports.metrics, "tcp_ports": self.ports.tcp,
-                                "store": self.store.url})
+                            log.info(
+                                "gravixd serving",
+                                extra={
+                                    "event": "serving",
+                                    "version": __version__,
+                                    "decoder": self.decoder_name,
+                                    "http_port": self.ports.http,
+                                    "metrics_port": self.ports.metrics,
+                                    "tcp_ports": self.ports.tcp,
+                                    "store": self.store.url,
+                                },
+                            )
                             if self.notifier:
                                 self.notifier.ready()
                                 self.notifier.status(f"serving; decoder {self.decoder_name}")
@@ -200,15 +217,27 @@ class Daemon:
         if config.tcp_listen:
             tcp.append((config.tcp_listen, "facts", "ndjson", config.tcp_max_line_bytes))
         for extra in config.tcp_listeners:
-            default = config.tcp_max_line_bytes if extra.framing == "ndjson" else config.tcp_max_frame_bytes
-            tcp.append((extra.listen, extra.stream, extra.framing, extra.max_frame_bytes or default))
+            default = (
+                config.tcp_max_line_bytes
+                if extra.framing == "ndjson"
+                else config.tcp_max_frame_bytes
+            )
+            tcp.append(
+                (extra.listen, extra.stream, extra.framing, extra.max_frame_bytes or default)
+            )
         limiter = trio.CapacityLimiter(config.max_connections)
         self.ports.tcp = []
         for listen, stream, framing, max_frame_bytes in tcp:
             port = await listeners.start(
-                lambda task_status, l=listen, s=stream, f=framing, m=max_frame_bytes: serve_tcp_listener(
-                    self.pipeline, parse_listen(l), s, f, m, config.max_connections,
-                    connection_limiter=limiter, task_status=task_status,
+                functools.partial(
+                    serve_tcp_listener,
+                    self.pipeline,
+                    parse_listen(listen),
+                    stream,
+                    framing,
+                    max_frame_bytes,
+                    config.max_connections,
+                    connection_limiter=limiter,
                 )
             )
             self.ports.tcp.append(port)
@@ -217,8 +246,10 @@ class Daemon:
         """Listeners are closed; finish in-flight requests, seal, upload, all by a deadline."""
         self.state = "draining"
         self.http.draining = True
-        log.info("draining", extra={"event": "draining",
-                 "deadline_seconds": self.config.drain_timeout_seconds})
+        log.info(
+            "draining",
+            extra={"event": "draining", "deadline_seconds": self.config.drain_timeout_seconds},
+        )
         if self.notifier:
             self.notifier.stopping()
         deadline = trio.current_time() + self.config.drain_timeout_seconds
@@ -231,8 +262,14 @@ class Daemon:
             await self.spool.seal_all()
             await self.uploader.wait_drained()
         left = self.uploader.backlog
-        log.info("drained", extra={"event": "drained", "segments_left_in_spool": left,
-                 "deadline_hit": cancel_scope.cancelled_caught})
+        log.info(
+            "drained",
+            extra={
+                "event": "drained",
+                "segments_left_in_spool": left,
+                "deadline_hit": cancel_scope.cancelled_caught,
+            },
+        )
 
     async def _watchdog(self) -> None:
         assert self.notifier is not None
@@ -253,8 +290,10 @@ class Daemon:
             new = self.reload_config().config
             settings = http_settings(new)
         except (ConfigError, OSError) as exc:
-            log.error("reload rejected; keeping the running configuration",
-                      extra={"event": "reload_rejected", "error": str(exc)})
+            log.error(
+                "reload rejected; keeping the running configuration",
+                extra={"event": "reload_rejected", "error": str(exc)},
+            )
         else:
             self.http.settings = settings
             spool = self.spool.settings
@@ -263,12 +302,27 @@ class Daemon:
             spool.segment_max_events = new.segment_max_events
             spool.segment_max_age_seconds = new.segment_max_age_seconds
             logging.getLogger().setLevel(new.log_level.upper())
-            fixed = [k for k in ("http_listen", "tcp_listen", "metrics_listen", "spool_dir",
-                                 "store_url", "ack", "segment_format")
-                     if getattr(new, k) != getattr(self.config, k)]
-            log.info("configuration reloaded", extra={"event": "reloaded",
-                     "auth_tokens": len(settings.auth_tokens),
-                     "ignored_until_restart": fixed})
+            fixed = [
+                k
+                for k in (
+                    "http_listen",
+                    "tcp_listen",
+                    "metrics_listen",
+                    "spool_dir",
+                    "store_url",
+                    "ack",
+                    "segment_format",
+                )
+                if getattr(new, k) != getattr(self.config, k)
+            ]
+            log.info(
+                "configuration reloaded",
+                extra={
+                    "event": "reloaded",
+                    "auth_tokens": len(settings.auth_tokens),
+                    "ignored_until_restart": fixed,
+                },
+            )
         if self.notifier:
             self.notifier.ready()
 

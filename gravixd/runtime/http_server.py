@@ -157,9 +157,10 @@ class HttpServer:
                         if started is None:
                             return
                         event = protocol.reject_now(
-                            408, "timeout",
-                            f"Expected the whole request within {settings.request_timeout_seconds} s, "
-                            f"got only part of it",
+                            408,
+                            "timeout",
+                            "Expected the whole request within "
+                            f"{settings.request_timeout_seconds} s, got only part of it",
                         )
                     else:
                         if started is None:
@@ -174,7 +175,8 @@ class HttpServer:
                         ):
                             self.metrics.load_shed.labels("in_flight_bytes").inc()
                             event = protocol.reject_now(
-                                503, "overloaded",
+                                503,
+                                "overloaded",
                                 f"Expected at most {settings.max_in_flight_bytes} request bytes in "
                                 f"flight, got more; retry later",
                                 _RETRY_AFTER,
@@ -194,7 +196,12 @@ class HttpServer:
                     self.metrics.events_rejected.labels(
                         _stream_of(event.endpoint), "http", event.reason
                     ).inc()
-                    status, data, endpoint, close = event.status, event.data, event.endpoint, event.close
+                    status, data, endpoint, close = (
+                        event.status,
+                        event.data,
+                        event.endpoint,
+                        event.close,
+                    )
                 else:
                     return  # Closed
                 await stream.send_all(data)
@@ -211,7 +218,11 @@ class HttpServer:
         metrics, pipeline, load = self.metrics, self.pipeline, self.load
         if load.in_flight_requests >= self.settings.max_in_flight_requests:
             metrics.load_shed.labels("in_flight_requests").inc()
-            return 503, _error(503, "overloaded", "Expected fewer requests in flight; retry later"), _RETRY_AFTER
+            return (
+                503,
+                _error(503, "overloaded", "Expected fewer requests in flight; retry later"),
+                _RETRY_AFTER,
+            )
         if pipeline.spool.full:
             metrics.load_shed.labels("spool").inc()
             return 503, _error(503, "spool_full", _spool_full_message(pipeline)), _RETRY_AFTER
@@ -220,8 +231,11 @@ class HttpServer:
         try:
             try:
                 batch = decode(
-                    request.stream, request.media_type, request.body,
-                    pipeline.now_unix_nano(), pipeline.protobuf_decoder,
+                    request.stream,
+                    request.media_type,
+                    request.body,
+                    pipeline.now_unix_nano(),
+                    pipeline.protobuf_decoder,
                 )
             except DecodeError as exc:
                 metrics.events_rejected.labels(request.stream, "http", exc.reason).inc()
@@ -233,8 +247,15 @@ class HttpServer:
                     metrics.load_shed.labels("spool").inc()
                     return 503, _error(503, "spool_full", str(exc)), _RETRY_AFTER
                 except DurabilityError as exc:
-                    return 503, _error(503, "not_durable", f"{exc}; nothing of this request was kept, "
-                                       "retry later"), _RETRY_AFTER
+                    return (
+                        503,
+                        _error(
+                            503,
+                            "not_durable",
+                            f"{exc}; nothing of this request was kept, retry later",
+                        ),
+                        _RETRY_AFTER,
+                    )
             return 202, {"accepted": batch.num_rows}, []
         finally:
             load.in_flight_requests -= 1

@@ -46,7 +46,9 @@ class Pipeline:
         await self.spool.streams[stream].append(batch, wait_durable=self.ack == "durable")
         counter = self._accepted.get((stream, source))
         if counter is None:
-            counter = self._accepted[stream, source] = self.metrics.events_accepted.labels(stream, source)
+            counter = self._accepted[stream, source] = self.metrics.events_accepted.labels(
+                stream, source
+            )
         counter.inc(batch.num_rows)
 
     async def wait_writable(self) -> None:

@@ -29,6 +29,7 @@ from ..core.segment import (
     stream_header,
 )
 from ..errors import DurabilityError
+from ..fsutil import fsync_dir
 
 _TMP_SUFFIX: Final = ".tmp"
 
@@ -41,14 +42,6 @@ class SealedSegment:
     size_bytes: int
     rows: int
     segment_format: str
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def make_dirs(spool_dir: Path, streams: list[str]) -> None:
@@ -71,7 +64,9 @@ class OpenSegment:
         self._fd = -1
 
     @classmethod
-    def create(cls, spool_dir: Path, stream: str, segment_id: str, created_unix_ms: int) -> OpenSegment:
+    def create(
+        cls, spool_dir: Path, stream: str, segment_id: str, created_unix_ms: int
+    ) -> OpenSegment:
         path = spool_dir / "open" / stream / f"{segment_id}{OPEN_EXTENSION}"
         segment = cls(path, stream, segment_id, created_unix_ms)
         segment._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
@@ -180,7 +175,10 @@ def seal_sync(
             pq.write_table(table, tmp, compression=codec or "none")
         else:
             options = pa.ipc.IpcWriteOptions(compression=codec)
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=options) as writer:
+            with (
+                pa.OSFile(str(tmp), "wb") as sink,
+                pa.ipc.new_file(sink, table.schema, options=options) as writer,
+            ):
                 writer.write_table(table)
         with open(tmp, "rb+") as written:
             os.fsync(written.fileno())
@@ -191,7 +189,9 @@ def seal_sync(
         raise
     open_path.unlink(missing_ok=True)
     fsync_dir(open_path.parent)
-    return SealedSegment(stream, segment_id, final, final.stat().st_size, table.num_rows, segment_format)
+    return SealedSegment(
+        stream, segment_id, final, final.stat().st_size, table.num_rows, segment_format
+    )
 
 
 def quarantine(spool_dir: Path, stream: str, path: Path) -> Path:

@@ -98,7 +98,9 @@ class Spool:
         self.bytes_used = 0
         self.streams = {name: StreamSpool(self, name) for name in STREAMS}
         self.space_freed = trio.Event()
-        metrics.register_gauges("spool_bytes", "Bytes held in the local spool.", lambda: self.bytes_used)
+        metrics.register_gauges(
+            "spool_bytes", "Bytes held in the local spool.", lambda: self.bytes_used
+        )
 
     @property
     def full(self) -> bool:
@@ -150,9 +152,15 @@ class Spool:
 
     def _quarantine_stray_sync(self, stream: str, path: Path) -> None:
         target = files.quarantine(self.dir, stream, path)
-        log.error("stray file in the spool quarantined", extra={
-                  "event": "spool_segment_quarantined", "stream": stream, "path": str(target),
-                  "error": f"Expected a file named <segment id>.<ext>, got {path.name!r}"})
+        log.error(
+            "stray file in the spool quarantined",
+            extra={
+                "event": "spool_segment_quarantined",
+                "stream": stream,
+                "path": str(target),
+                "error": f"Expected a file named <segment id>.<ext>, got {path.name!r}",
+            },
+        )
         self.metrics.segments_quarantined.labels("unreadable").inc()
 
     def _recover_open_sync(self, stream: str, segment_id: str, path: Path) -> SealedSegment | None:
@@ -164,22 +172,39 @@ class Spool:
         if scan is None or not scan.readable:
             target = files.quarantine(self.dir, stream, path)
             reason = scan.error if scan is not None else error
-            log.error("segment quarantined", extra={"event": "spool_segment_quarantined",
-                      "segment": segment_id, "stream": stream, "path": str(target), "error": reason})
+            log.error(
+                "segment quarantined",
+                extra={
+                    "event": "spool_segment_quarantined",
+                    "segment": segment_id,
+                    "stream": stream,
+                    "path": str(target),
+                    "error": reason,
+                },
+            )
             self.metrics.segments_recovered.labels("quarantined").inc()
             self.metrics.segments_quarantined.labels("unreadable").inc()
             return None
         if scan.torn:
-            log.warning("torn segment tail cut", extra={"event": "spool_torn_tail_truncated",
-                        "segment": segment_id, "stream": stream, "kept_bytes": scan.good_bytes,
-                        "dropped_bytes": scan.total_bytes - scan.good_bytes, "error": scan.error})
+            log.warning(
+                "torn segment tail cut",
+                extra={
+                    "event": "spool_torn_tail_truncated",
+                    "segment": segment_id,
+                    "stream": stream,
+                    "kept_bytes": scan.good_bytes,
+                    "dropped_bytes": scan.total_bytes - scan.good_bytes,
+                    "error": scan.error,
+                },
+            )
             os.truncate(path, scan.good_bytes)
             self.metrics.segments_recovered.labels("truncated").inc()
         else:
             self.metrics.segments_recovered.labels("sealed").inc()
         s = self.settings
-        return files.seal_sync(self.dir, stream, segment_id, path, s.segment_format,
-                               s.segment_compression, scan)
+        return files.seal_sync(
+            self.dir, stream, segment_id, path, s.segment_format, s.segment_compression, scan
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -202,7 +227,9 @@ class StreamSpool:
         self._pending_bytes = 0
         self._round = _Round()
         self._wakeup = trio.Event()
-        self._seal_send, self._seal_receive = trio.open_memory_channel[OpenSegment](_SEAL_QUEUE_DEPTH)
+        self._seal_send, self._seal_receive = trio.open_memory_channel[OpenSegment](
+            _SEAL_QUEUE_DEPTH
+        )
         self._idle = trio.Event()  # set when nothing is pending or being sealed
         self._sealing = 0
         # The open segment has one writer at a time: the committer, or a shutdown's seal_now.
@@ -218,7 +245,9 @@ class StreamSpool:
             DurabilityError: the commit carrying this batch failed (nothing of it is durable).
         """
         self._pending.append(batch)
-        self._pending_bytes += batch.nbytes if isinstance(batch, pa.RecordBatch) else 512 * batch.num_rows
+        self._pending_bytes += (
+            batch.nbytes if isinstance(batch, pa.RecordBatch) else 512 * batch.num_rows
+        )
         round_ = self._round
         self._wakeup.set()
         if wait_durable or self._pending_bytes > _RECEIVED_MODE_MAX_PENDING_BYTES:
@@ -327,8 +356,15 @@ class StreamSpool:
 
     def _write_failed(self, round_: _Round, batches: int, exc: DurabilityError) -> None:
         self.spool.metrics.spool_write_errors.labels(self.stream).inc()
-        log.error("spool write failed", extra={"event": "spool_write_failed",
-                  "stream": self.stream, "batches": batches, "error": str(exc)})
+        log.error(
+            "spool write failed",
+            extra={
+                "event": "spool_write_failed",
+                "stream": self.stream,
+                "batches": batches,
+                "error": str(exc),
+            },
+        )
         round_.error = exc
         if round_.segment is not None:
             round_.segment.failed = True
@@ -356,8 +392,14 @@ class StreamSpool:
             self.spool.bytes_used += segment.size_bytes - size_before
         except OSError as exc:
             # The EOS marker is optional: a stream that ends on a batch boundary reads whole.
-            log.warning("segment close failed", extra={"event": "spool_close_failed",
-                        "segment": segment.segment_id, "error": str(exc)})
+            log.warning(
+                "segment close failed",
+                extra={
+                    "event": "spool_close_failed",
+                    "segment": segment.segment_id,
+                    "error": str(exc),
+                },
+            )
         self._sealing += 1
         await self._seal_send.send(segment)
 
@@ -391,16 +433,28 @@ class StreamSpool:
         for attempt in itertools.count():
             try:
                 return await trio.to_thread.run_sync(
-                    files.seal_sync, self.spool.dir, self.stream, segment.segment_id,
-                    segment.path, s.segment_format, s.segment_compression,
+                    files.seal_sync,
+                    self.spool.dir,
+                    self.stream,
+                    segment.segment_id,
+                    segment.path,
+                    s.segment_format,
+                    s.segment_compression,
                 )
             except Exception as exc:  # noqa: BLE001 - any failure is a rotation error
                 delay = min(_SEAL_RETRY_MAX_SECONDS, 0.5 * 2**attempt)
                 self.spool.metrics.rotation_errors.labels(self.stream).inc()
-                log.error("segment seal failed; retrying", extra={
-                    "event": "spool_seal_failed", "segment": segment.segment_id,
-                    "stream": self.stream, "attempt": attempt + 1,
-                    "retry_in_seconds": delay, "error": repr(exc)})
+                log.error(
+                    "segment seal failed; retrying",
+                    extra={
+                        "event": "spool_seal_failed",
+                        "segment": segment.segment_id,
+                        "stream": self.stream,
+                        "attempt": attempt + 1,
+                        "retry_in_seconds": delay,
+                        "error": repr(exc),
+                    },
+                )
                 await trio.sleep(delay)
         raise AssertionError("unreachable")
 

@@ -52,7 +52,9 @@ class Uploader:
         self._drained = trio.Event()
         self.last_error: str | None = None
         metrics.register_gauges(
-            "upload_queue_segments", "Sealed segments waiting for or in upload.", lambda: self.backlog
+            "upload_queue_segments",
+            "Sealed segments waiting for or in upload.",
+            lambda: self.backlog,
         )
 
     @property
@@ -106,9 +108,16 @@ class Uploader:
                 delay = random.uniform(
                     0, min(self.retry_max_seconds, self.retry_initial_seconds * 2**attempt)
                 )
-                log.warning("upload failed, retrying", extra={"event": "upload_retry",
-                            "key": key, "attempt": attempt + 1, "retry_in_seconds": round(delay, 3),
-                            "error": str(exc)})
+                log.warning(
+                    "upload failed, retrying",
+                    extra={
+                        "event": "upload_retry",
+                        "key": key,
+                        "attempt": attempt + 1,
+                        "retry_in_seconds": round(delay, 3),
+                        "error": str(exc),
+                    },
+                )
                 attempt += 1
                 self.metrics.upload_retries.inc()
                 await trio.sleep(delay)
@@ -121,17 +130,28 @@ class Uploader:
         self.metrics.last_upload_timestamp.set(self.clock_unix_seconds())
         await trio.to_thread.run_sync(segment.path.unlink, True)
         self.spool.release(segment.size_bytes)
-        log.debug("segment uploaded", extra={"event": "upload_done", "key": key,
-                  "bytes": segment.size_bytes})
+        log.debug(
+            "segment uploaded",
+            extra={"event": "upload_done", "key": key, "bytes": segment.size_bytes},
+        )
 
     def _quarantine(self, segment: SealedSegment, key: str, exc: Exception) -> None:
         try:
             target = files.quarantine(self.spool.dir, segment.stream, segment.path)
         except OSError as move_error:
-            log.error("could not quarantine segment", extra={"event": "upload_quarantine_failed",
-                      "key": key, "error": str(move_error)})
+            log.error(
+                "could not quarantine segment",
+                extra={"event": "upload_quarantine_failed", "key": key, "error": str(move_error)},
+            )
             return
         self.metrics.segments_quarantined.labels("store_rejected").inc()
         self.spool.release(segment.size_bytes)
-        log.error("store rejected segment; quarantined", extra={"event": "upload_quarantined",
-                  "key": key, "path": str(target), "error": str(exc)})
+        log.error(
+            "store rejected segment; quarantined",
+            extra={
+                "event": "upload_quarantined",
+                "key": key,
+                "path": str(target),
+                "error": str(exc),
+            },
+        )

@@ -15,6 +15,7 @@ from pathlib import Path
 import trio
 
 from ..errors import ObjectNotFound, PermanentStoreError, StoreError
+from ..fsutil import fsync_dir
 from .base import Body, ObjectStore, validate_key
 
 _TMP_SUFFIX = ".gravixd-tmp"
@@ -50,7 +51,7 @@ class LocalStore(ObjectStore):
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except PermissionError as exc:
             raise PermanentStoreError(f"Permission denied writing {path}: {exc}") from exc
         except OSError as exc:
@@ -89,11 +90,3 @@ class LocalStore(ObjectStore):
                     keys.append(key)
         keys.sort()
         return keys
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -17,10 +17,10 @@ from gravixd.schema import STREAMS
 
 RECEIVED_NS = 1_764_000_000_000_000_000
 
+
 def _decode(stream: str, *args: Any) -> Any:
     """decode() as a record batch, whether it deferred a small request's columns or not."""
     return as_record_batch(stream, decode(stream, *args))
-
 
 
 def _protobuf_decoders() -> list[Any]:
@@ -67,8 +67,12 @@ def test_64_bit_integers_may_be_decimal_strings(items: list[dict[str, Any]]) -> 
 
 
 def test_zero_timestamp_means_time_of_receipt() -> None:
-    batch = _decode("facts", "application/json", b'[{"service":"a"},{"service":"b",'
-                   b'"timestamp_unix_nano":5}]', RECEIVED_NS)
+    batch = _decode(
+        "facts",
+        "application/json",
+        b'[{"service":"a"},{"service":"b","timestamp_unix_nano":5}]',
+        RECEIVED_NS,
+    )
     assert batch.column("timestamp").cast("int64").to_pylist() == [RECEIVED_NS, 5]
 
 

@@ -14,51 +14,132 @@ NOW = 1_700_000_000_000_000_000
 
 # (stream, content type, body, expected message, reason)
 CASES = [
-    ("facts", "application/json", b'[{"service":"a"},{"service":"b","status_code":"x"}]',
-     "Expected `int`, got `str` - at `$[1].status_code`", "validation"),
-    ("facts", "application/json", b'{"service":"a","status_code":1000}',
-     "Expected `int` <= 999 - at `$.status_code`", "validation"),
-    ("facts", "application/json", b'[{"route":"/x"}]',
-     "Object missing required field `service` - at `$[0]`", "validation"),
-    ("facts", "application/json", b'[{"service":""}]',
-     "Expected `str` of length >= 1 - at `$[0].service`", "validation"),
-    ("facts", "application/json", b'[{"service":"a","bytes_in":-1}]',
-     "Expected `int` >= 0 - at `$[0].bytes_in`", "validation"),
-    ("facts", "application/json", b'[{"service":"a","bytes_out":"12x"}]',
-     "Expected `int` or decimal string, got `12x` - at `$[0].bytes_out`", "validation"),
-    ("facts", "application/json", b'[{"service":"a","attributes":{"k":1}}]',
-     "Expected `str`, got `int` - at `$[0].attributes[...]`", "validation"),
-    ("facts", "application/json", b'[{"service":"a"}',
-     "Expected a JSON object or array: Input data was truncated", "invalid_json"),
-    ("facts", "application/json", b'"just a string"',
-     "Expected `object | array`, got `str`", "validation"),
-    ("facts", "application/json", b'{"service":"caf\xe9"}',
-     "Expected UTF-8 text, got invalid byte 0xe9 at byte 15", "invalid_utf8"),
-    ("events", "application/json", b'[{"service":"a","severity":"LOUD"}]',
-     "Expected one of UNSPECIFIED, DEBUG, INFO, WARN, ERROR, FATAL (or a number), got `LOUD` "
-     "- at `$[0].severity`", "validation"),
-    ("facts", "application/x-ndjson", b'{"service":"a"}\n\n{"service":"b","status_code":-4}\n',
-     "line 3: Expected `int` >= 0 - at `$.status_code`", "validation"),
-    ("facts", "application/x-ndjson", b'{"service":"a"}\n{"service":"b",\n',
-     "line 2: Expected a JSON object: Input data was truncated", "invalid_json"),
-    ("facts", "application/x-protobuf", b"\x0a\x05\x12\x03api\x0a",
-     None, "invalid_protobuf"),
-    ("facts", "application/x-protobuf",
-     pb.RequestFactBatch(facts=[pb.RequestFact(service="a"), pb.RequestFact(route="/x")])
-     .SerializeToString(),
-     "Expected `str` of length >= 1, got `` - at `$.facts[1].service`", "validation"),
-    ("facts", "application/x-protobuf",
-     pb.RequestFactBatch(facts=[pb.RequestFact(service="a", status_code=1000)]).SerializeToString(),
-     "Expected `int` <= 999, got `1000` - at `$.facts[0].status_code`", "validation"),
-    ("facts", "application/x-protobuf",
-     pb.RequestFactBatch(facts=[pb.RequestFact(service="a", bytes_in=2**64 - 1)]).SerializeToString(),
-     f"Expected `int` <= {2**63 - 1}, got `{2**64 - 1}` - at `$.facts[0].bytes_in`", "validation"),
+    (
+        "facts",
+        "application/json",
+        b'[{"service":"a"},{"service":"b","status_code":"x"}]',
+        "Expected `int`, got `str` - at `$[1].status_code`",
+        "validation",
+    ),
+    (
+        "facts",
+        "application/json",
+        b'{"service":"a","status_code":1000}',
+        "Expected `int` <= 999 - at `$.status_code`",
+        "validation",
+    ),
+    (
+        "facts",
+        "application/json",
+        b'[{"route":"/x"}]',
+        "Object missing required field `service` - at `$[0]`",
+        "validation",
+    ),
+    (
+        "facts",
+        "application/json",
+        b'[{"service":""}]',
+        "Expected `str` of length >= 1 - at `$[0].service`",
+        "validation",
+    ),
+    (
+        "facts",
+        "application/json",
+        b'[{"service":"a","bytes_in":-1}]',
+        "Expected `int` >= 0 - at `$[0].bytes_in`",
+        "validation",
+    ),
+    (
+        "facts",
+        "application/json",
+        b'[{"service":"a","bytes_out":"12x"}]',
+        "Expected `int` or decimal string, got `12x` - at `$[0].bytes_out`",
+        "validation",
+    ),
+    (
+        "facts",
+        "application/json",
+        b'[{"service":"a","attributes":{"k":1}}]',
+        "Expected `str`, got `int` - at `$[0].attributes[...]`",
+        "validation",
+    ),
+    (
+        "facts",
+        "application/json",
+        b'[{"service":"a"}',
+        "Expected a JSON object or array: Input data was truncated",
+        "invalid_json",
+    ),
+    (
+        "facts",
+        "application/json",
+        b'"just a string"',
+        "Expected `object | array`, got `str`",
+        "validation",
+    ),
+    (
+        "facts",
+        "application/json",
+        b'{"service":"caf\xe9"}',
+        "Expected UTF-8 text, got invalid byte 0xe9 at byte 15",
+        "invalid_utf8",
+    ),
+    (
+        "events",
+        "application/json",
+        b'[{"service":"a","severity":"LOUD"}]',
+        "Expected one of UNSPECIFIED, DEBUG, INFO, WARN, ERROR, FATAL (or a number), got `LOUD` "
+        "- at `$[0].severity`",
+        "validation",
+    ),
+    (
+        "facts",
+        "application/x-ndjson",
+        b'{"service":"a"}\n\n{"service":"b","status_code":-4}\n',
+        "line 3: Expected `int` >= 0 - at `$.status_code`",
+        "validation",
+    ),
+    (
+        "facts",
+        "application/x-ndjson",
+        b'{"service":"a"}\n{"service":"b",\n',
+        "line 2: Expected a JSON object: Input data was truncated",
+        "invalid_json",
+    ),
+    ("facts", "application/x-protobuf", b"\x0a\x05\x12\x03api\x0a", None, "invalid_protobuf"),
+    (
+        "facts",
+        "application/x-protobuf",
+        pb.RequestFactBatch(
+            facts=[pb.RequestFact(service="a"), pb.RequestFact(route="/x")]
+        ).SerializeToString(),
+        "Expected `str` of length >= 1, got `` - at `$.facts[1].service`",
+        "validation",
+    ),
+    (
+        "facts",
+        "application/x-protobuf",
+        pb.RequestFactBatch(
+            facts=[pb.RequestFact(service="a", status_code=1000)]
+        ).SerializeToString(),
+        "Expected `int` <= 999, got `1000` - at `$.facts[0].status_code`",
+        "validation",
+    ),
+    (
+        "facts",
+        "application/x-protobuf",
+        pb.RequestFactBatch(
+            facts=[pb.RequestFact(service="a", bytes_in=2**64 - 1)]
+        ).SerializeToString(),
+        f"Expected `int` <= {2**63 - 1}, got `{2**64 - 1}` - at `$.facts[0].bytes_in`",
+        "validation",
+    ),
 ]
+
 
 def _decode(stream: str, *args: Any) -> Any:
     """decode() as a record batch, whether it deferred a small request's columns or not."""
     return as_record_batch(stream, decode(stream, *args))
-
 
 
 @pytest.mark.parametrize(("stream", "media_type", "body", "message", "reason"), CASES)
@@ -84,14 +165,18 @@ def test_unknown_json_keys_and_protobuf_fields_are_ignored() -> None:
 
 
 def test_severity_names_and_numbers() -> None:
-    body = (b'[{"service":"a","severity":"SEVERITY_ERROR"},{"service":"a","severity":"warn"},'
-            b'{"service":"a","severity":1},{"service":"a","severity":42},{"service":"a"}]')
+    body = (
+        b'[{"service":"a","severity":"SEVERITY_ERROR"},{"service":"a","severity":"warn"},'
+        b'{"service":"a","severity":1},{"service":"a","severity":42},{"service":"a"}]'
+    )
     batch = _decode("events", "application/json", body, NOW)
     assert batch.column("severity").to_pylist() == ["ERROR", "WARN", "DEBUG", "42", "UNSPECIFIED"]
 
 
 def test_attributes_are_stored_sorted_by_key() -> None:
-    batch = _decode("facts", "application/json", b'{"service":"a","attributes":{"z":"1","a":"2"}}', NOW)
+    batch = _decode(
+        "facts", "application/json", b'{"service":"a","attributes":{"z":"1","a":"2"}}', NOW
+    )
     assert batch.column("attributes").to_pylist() == [[("a", "2"), ("z", "1")]]
 
 
@@ -100,7 +185,8 @@ def test_lenient_ndjson_skips_bad_lines_and_says_where() -> None:
     batch, errors = decode_ndjson_lenient("facts", body, NOW, first_line=10, first_offset=1000)
     assert batch.column("service").to_pylist() == ["a", "c"]
     assert [(e.line, e.byte_offset, e.reason) for e in errors] == [
-        (11, 1016, "invalid_json"), (13, 1044, "validation"),
+        (11, 1016, "invalid_json"),
+        (13, 1044, "validation"),
     ]
     assert errors[1].message == "line 13: Object missing required field `service`"
 

@@ -46,8 +46,13 @@ def _parts(data: bytes, size: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
 
 
-def run(data: bytes, *, step: int | None = None, limits: HttpLimits | None = None,
-        tokens: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
+def run(
+    data: bytes,
+    *,
+    step: int | None = None,
+    limits: HttpLimits | None = None,
+    tokens: tuple[str, ...] = (),
+) -> list[tuple[Any, ...]]:
     """Feed `data` (in `step`-byte pieces), answer every request with 202, record events."""
     protocol = IngestProtocol(limits or HttpLimits(), tokens)
     seen: list[tuple[Any, ...]] = []
@@ -69,7 +74,11 @@ def run(data: bytes, *, step: int | None = None, limits: HttpLimits | None = Non
                 status_line = event.data.split(b"\r\n", 1)[0]
                 assert status_line.startswith(b"HTTP/1.1 %d " % event.status)
                 body = json.loads(event.data.split(b"\r\n\r\n", 1)[1])
-                assert body == {"error": event.message, "reason": event.reason, "status": event.status}
+                assert body == {
+                    "error": event.message,
+                    "reason": event.reason,
+                    "status": event.status,
+                }
                 seen.append(("error", event.status, event.reason, event.close))
                 if event.close:
                     return seen
@@ -103,15 +112,20 @@ def test_chunked_and_gzip_bodies(step: int | None) -> None:
 
 
 def test_concatenated_gzip_members_are_one_body() -> None:
-    data = request(gzip.compress(b"[{") + gzip.compress(b'"service":"a"}]'),
-                   headers={"Content-Encoding": "gzip"})
+    data = request(
+        gzip.compress(b"[{") + gzip.compress(b'"service":"a"}]'),
+        headers={"Content-Encoding": "gzip"},
+    )
     assert run(data)[0][3] == b'[{"service":"a"}]'
 
 
 @pytest.mark.parametrize("step", [None, 1])
 def test_expect_100_continue(step: int | None) -> None:
     data = request(headers={"Expect": "100-continue"})
-    assert run(data, step=step)[:2] == [("continue",), ("request", "facts", "application/json", BODY)]
+    assert run(data, step=step)[:2] == [
+        ("continue",),
+        ("request", "facts", "application/json", BODY),
+    ]
 
 
 def test_content_type_parameters_and_case_are_ignored() -> None:
@@ -122,20 +136,45 @@ def test_content_type_parameters_and_case_are_ignored() -> None:
 # (request bytes, expected (status, reason), whether the connection stays open)
 ERROR_CASES = {
     "unknown path": (request(path="/v2/facts"), 404, "not_found", True),
-    "wrong method": (request(b"", method="GET", headers={"Content-Length": None,
-                     "Content-Type": None}), 405, "method_not_allowed", True),
-    "no length": (request(headers={"Content-Length": None}).replace(BODY, b""), 411,
-                  "length_required", True),
-    "unknown type": (request(headers={"Content-Type": "text/csv"}), 415,
-                     "unsupported_media_type", True),
+    "wrong method": (
+        request(b"", method="GET", headers={"Content-Length": None, "Content-Type": None}),
+        405,
+        "method_not_allowed",
+        True,
+    ),
+    "no length": (
+        request(headers={"Content-Length": None}).replace(BODY, b""),
+        411,
+        "length_required",
+        True,
+    ),
+    "unknown type": (
+        request(headers={"Content-Type": "text/csv"}),
+        415,
+        "unsupported_media_type",
+        True,
+    ),
     "no type": (request(headers={"Content-Type": None}), 415, "unsupported_media_type", True),
-    "unknown encoding": (request(headers={"Content-Encoding": "br"}), 415,
-                         "unsupported_encoding", True),
+    "unknown encoding": (
+        request(headers={"Content-Encoding": "br"}),
+        415,
+        "unsupported_encoding",
+        True,
+    ),
     "too large by length": (request(b"x" * 2000), 413, "too_large", True),
     "too large chunked": (request(b"x" * 2000, chunked=True), 413, "too_large", True),
-    "not gzip": (request(b"plain", headers={"Content-Encoding": "gzip"}), 400, "invalid_gzip", True),
-    "truncated gzip": (request(gzip.compress(BODY)[:-9], headers={"Content-Encoding": "gzip"}),
-                       400, "invalid_gzip", True),
+    "not gzip": (
+        request(b"plain", headers={"Content-Encoding": "gzip"}),
+        400,
+        "invalid_gzip",
+        True,
+    ),
+    "truncated gzip": (
+        request(gzip.compress(BODY)[:-9], headers={"Content-Encoding": "gzip"}),
+        400,
+        "invalid_gzip",
+        True,
+    ),
     "headers too large": (request(headers={"X-Pad": "p" * 1200}), 431, "headers_too_large", True),
     "garbage": (b"NOT HTTP AT ALL\r\n\r\n", 400, "bad_request", False),
 }
@@ -166,11 +205,18 @@ def test_gzip_bomb_is_stopped_at_the_decompressed_limit() -> None:
 
 @pytest.mark.parametrize(
     ("authorization", "accepted"),
-    [(None, False), ("Bearer nope", False), ("Basic s3cret", False), ("Bearer s3cret", True),
-     ("bearer other-token", True)],
+    [
+        (None, False),
+        ("Bearer nope", False),
+        ("Basic s3cret", False),
+        ("Bearer s3cret", True),
+        ("bearer other-token", True),
+    ],
 )
 def test_bearer_tokens(authorization: str | None, accepted: bool) -> None:
-    events = run(request(headers={"Authorization": authorization}), tokens=("s3cret", "other-token"))
+    events = run(
+        request(headers={"Authorization": authorization}), tokens=("s3cret", "other-token")
+    )
     if accepted:
         assert events[0][0] == "request"
     else:

@@ -22,8 +22,15 @@ REGENERATE = (
 def test_generated_code_is_not_stale(tmp_path: Path) -> None:
     out = tmp_path / "events.desc"
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I", str(ROOT / "proto"),
-         f"--descriptor_set_out={out}", "gravix/v1/events.proto"],
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I",
+            str(ROOT / "proto"),
+            f"--descriptor_set_out={out}",
+            "gravix/v1/events.proto",
+        ],
         check=True,
     )
     fresh = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file[0]
@@ -42,9 +49,25 @@ def _drop_json_names(messages: Iterable[descriptor_pb2.DescriptorProto]) -> None
 
 def test_field_numbers_never_change() -> None:
     numbers = {f.name: f.number for f in events_pb2.RequestFact.DESCRIPTOR.fields}
-    assert numbers == {"timestamp_unix_nano": 1, "service": 2, "route": 3, "method": 4,
-                       "status_code": 5, "duration_ms": 6, "bytes_in": 7, "bytes_out": 8,
-                       "trace_id": 9, "attributes": 10}
+    assert numbers == {
+        "timestamp_unix_nano": 1,
+        "service": 2,
+        "route": 3,
+        "method": 4,
+        "status_code": 5,
+        "duration_ms": 6,
+        "bytes_in": 7,
+        "bytes_out": 8,
+        "trace_id": 9,
+        "attributes": 10,
+    }
     numbers = {f.name: f.number for f in events_pb2.ServiceEvent.DESCRIPTOR.fields}
-    assert numbers == {"timestamp_unix_nano": 1, "service": 2, "kind": 3, "severity": 4,
-                       "message": 5, "trace_id": 6, "attributes": 7}
+    assert numbers == {
+        "timestamp_unix_nano": 1,
+        "service": 2,
+        "kind": 3,
+        "severity": 4,
+        "message": 5,
+        "trace_id": 6,
+        "attributes": 7,
+    }

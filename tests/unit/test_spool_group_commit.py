@@ -21,8 +21,12 @@ NOW_MS = 1_764_000_000_000
 
 def make_spool(tmp_path: Path, sealed: list) -> Spool:
     settings = SpoolSettings(
-        segment_max_bytes=64 << 20, segment_max_events=1_000_000, segment_max_age_seconds=3600,
-        segment_format="arrow", segment_compression="lz4", max_spool_bytes=1 << 30,
+        segment_max_bytes=64 << 20,
+        segment_max_events=1_000_000,
+        segment_max_age_seconds=3600,
+        segment_format="arrow",
+        segment_compression="lz4",
+        max_spool_bytes=1 << 30,
     )
     spool = Spool(tmp_path, settings, Metrics(), sealed.append, clock_unix_ms=lambda: NOW_MS)
     spool.recover_sync()
@@ -91,5 +95,7 @@ async def test_a_failed_fsync_fails_its_round_and_the_rounds_after_it(
         assert outcomes["after"] == "ok"
         await spool.seal_all()
         nursery.cancel_scope.cancel()
-    assert spool.metrics.registry.get_sample_value(
-        "spool_write_errors_total", {"stream": "facts"}) >= 1
+    assert (
+        spool.metrics.registry.get_sample_value("spool_write_errors_total", {"stream": "facts"})
+        >= 1
+    )
