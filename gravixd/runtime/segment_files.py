@@ -69,14 +69,16 @@ class OpenSegment:
     ) -> OpenSegment:
         path = spool_dir / "open" / stream / f"{segment_id}{OPEN_EXTENSION}"
         segment = cls(path, stream, segment_id, created_unix_ms)
-        segment._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
+            segment._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             segment._write_all([stream_header(stream)])
             os.fdatasync(segment._fd)
             fsync_dir(path.parent)
         except OSError as exc:
             segment.discard()
-            raise DurabilityError(f"Could not create spool segment {path}: {exc}") from exc
+            raise DurabilityError(
+                f"Could not create spool segment {path.name} ({_failure(exc)})"
+            ) from exc
         return segment
 
     def write(self, messages: list[pa.Buffer], rows: int) -> int:
@@ -96,8 +98,7 @@ class OpenSegment:
             except OSError:
                 pass  # recovery at next start scans for the last whole batch anyway
             self.size_bytes = good_size
-            kind = "disk full" if exc.errno == errno.ENOSPC else "write failed"
-            raise DurabilityError(f"Could not write {self.path.name} ({kind}: {exc})") from exc
+            raise DurabilityError(f"Could not write {self.path.name} ({_failure(exc)})") from exc
         self.rows += rows
         return written
 
@@ -107,7 +108,9 @@ class OpenSegment:
             os.fdatasync(self._fd)
         except OSError as exc:
             self.failed = True
-            raise DurabilityError(f"Could not make {self.path.name} durable ({exc})") from exc
+            raise DurabilityError(
+                f"Could not make {self.path.name} durable ({_failure(exc)})"
+            ) from exc
 
     def _write_all(self, buffers: list[bytes | pa.Buffer]) -> int:
         views = [memoryview(b) for b in buffers]
@@ -141,6 +144,12 @@ class OpenSegment:
             os.close(self._fd)
             self._fd = -1
         self.path.unlink(missing_ok=True)
+
+
+def _failure(exc: OSError) -> str:
+    """An OSError as a client-facing reason: "disk full" is the one operators act on."""
+    kind = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "write failed"
+    return f"{kind}: {exc.strerror or exc}"
 
 
 def read_segment(stream: str, path: Path, validate: bool = True) -> ScanResult:
