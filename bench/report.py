@@ -307,6 +307,66 @@ def render(docs: dict[str, dict[str, Any]], chart: str | None) -> str:
     return "\n".join(lines)
 
 
+README_START = "<!-- bench-results:start (written by python -m bench.report) -->"
+README_END = "<!-- bench-results:end -->"
+# The cases the README shows; RESULTS.md has every row.
+_README_CASES = (
+    "single", "json-1000", "ndjson-1000", "json-1000-gzip", "protobuf-1000",
+    "json-10000", "protobuf-10000",
+)  # fmt: skip
+
+
+def readme_section(docs: dict[str, dict[str, Any]], chart_path: str | None) -> str:
+    """The README's results: machine, command, targets, gravixd vs peers, the chart."""
+    http, tcp = docs.get("http"), docs.get("tcp")
+    lines: list[str] = []
+    prelim = [name for name, doc in docs.items() if doc.get("preliminary")]
+    if prelim:
+        lines += [f"> Preliminary ({', '.join(prelim)}): see bench/results/RESULTS.md.", ""]
+    first = next(iter(docs.values()), None)
+    if first:
+        lines += machine_lines(first)
+    lines += [
+        "Command: `python -m bench.run all` (then `python -m bench.report` rewrites this section, "
+        "`bench/results/RESULTS.md` and the chart). Medians of the runs; ratios are gravixd's "
+        "median over the peer's, same suite run. Load: `wrk -t1 -c8` posting one body file.",
+        "",
+        "| case (events/request) | gravixd events/s | p50 / p99 ms | FastAPI peer | gravixd ÷ "
+        "FastAPI | trio+h11, no work | gravixd ÷ trio+h11 | nginx 204 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for case in _README_CASES:
+        ours = find(http, case, "gravixd")
+        if ours is None:
+            continue
+        m = ours.get("median", {})
+        fast, bare, nginx = (eps(find(http, case, s)) for s in ("fastapi", "trio_h11", "nginx"))
+        lines.append(
+            f"| {case} | {_si(eps(ours))} | {_num(m.get('latency_p50_ms'), 2)} / "
+            f"{_num(m.get('latency_p99_ms'), 2)} | {_si(fast)} | {_ratio(eps(ours), fast)} "
+            f"| {_si(bare)} | {_ratio(eps(ours), bare)} | {_si(nginx)} |"
+        )
+    for case in ("tcp-ndjson", "tcp-protobuf"):
+        row = find(tcp, case, "gravixd", "tcp_send")
+        if row is not None:
+            lines.append(f"| {case} (raw TCP) | {_si(eps(row))} | – | – | – | – | – | – |")
+    lines += ["", "Targets from the issues, met or not:", "", *targets(docs)]
+    if chart_path:
+        lines += [f"![gravixd vs peers]({chart_path})", ""]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, section: str) -> bool:
+    """Replace the text between the README's markers; False when it has none."""
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    text = text[: start + len(README_START)] + "\n" + section + "\n" + text[end:]
+    readme.write_text(text)
+    return True
+
+
 def chart(docs: dict[str, dict[str, Any]], path: Path) -> bool:
     """A bar chart of events/s per case, gravixd against its peers, one panel per scenario."""
     try:
@@ -402,6 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     out = results_dir / "RESULTS.md"
     out.write_text(render(docs, "chart.png" if has_chart else None))
     print(f"wrote {out}" + (f" and {results_dir / 'chart.png'}" if has_chart else ""))
+    if results_dir == RESULTS_DIR:
+        readme = RESULTS_DIR.parents[1] / "README.md"
+        section = readme_section(docs, "bench/results/chart.png" if has_chart else None)
+        if update_readme(readme, section):
+            print(f"updated the results section of {readme}")
     return 0
 
 
