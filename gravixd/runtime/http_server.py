@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+import pyarrow as pa
 import trio
 
 from ..core.decode import decode
@@ -54,7 +55,7 @@ class HttpSettings:
 class _Load:
     connections: int = 0
     in_flight_requests: int = 0
-    buffered_bytes: int = 0
+    in_flight_bytes: int = 0
     idle: trio.Event = field(default_factory=trio.Event)
 
 
@@ -135,7 +136,7 @@ class HttpServer:
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         settings = self.settings
         protocol = IngestProtocol(settings.limits, settings.auth_tokens)
-        buffered = 0  # this connection's share of load.buffered_bytes
+        buffered = 0  # this connection's share of load.in_flight_bytes
         started: float | None = None  # when the current request's first byte came
         try:
             while True:
@@ -167,10 +168,10 @@ class HttpServer:
                             started = trio.current_time()
                         self.metrics.bytes_received.labels("http").inc(len(data))
                         buffered += len(data)
-                        self.load.buffered_bytes += len(data)
+                        self.load.in_flight_bytes += len(data)
                         protocol.receive_data(data)
                         if (
-                            self.load.buffered_bytes > settings.max_in_flight_bytes
+                            self.load.in_flight_bytes > settings.max_in_flight_bytes
                             and protocol.request_started
                         ):
                             self.metrics.load_shed.labels("in_flight_bytes").inc()
@@ -207,12 +208,12 @@ class HttpServer:
                 await stream.send_all(data)
                 self._observe(endpoint, status, started)
                 started = None
-                self.load.buffered_bytes -= buffered
+                self.load.in_flight_bytes -= buffered
                 buffered = 0
                 if close or (self.draining and not protocol.request_started):
                     return
         finally:
-            self.load.buffered_bytes -= buffered
+            self.load.in_flight_bytes -= buffered
 
     async def _handle(self, request: IngestRequest) -> tuple[int, object, list]:
         metrics, pipeline, load = self.metrics, self.pipeline, self.load
@@ -228,6 +229,7 @@ class HttpServer:
             return 503, _error(503, "spool_full", _spool_full_message(pipeline)), _RETRY_AFTER
         load.in_flight_requests += 1
         metrics.requests_in_flight.inc()
+        decoded_bytes = 0  # counted against max_in_flight_bytes too, until the response
         try:
             try:
                 batch = decode(
@@ -240,6 +242,9 @@ class HttpServer:
             except DecodeError as exc:
                 metrics.events_rejected.labels(request.stream, "http", exc.reason).inc()
                 return 400, _error(400, exc.reason, exc.message), []
+            if isinstance(batch, pa.RecordBatch):
+                decoded_bytes = batch.nbytes
+                load.in_flight_bytes += decoded_bytes
             if batch.num_rows:
                 try:
                     await pipeline.ingest(request.stream, batch, "http")
@@ -258,6 +263,7 @@ class HttpServer:
                     )
             return 202, {"accepted": batch.num_rows}, []
         finally:
+            load.in_flight_bytes -= decoded_bytes
             load.in_flight_requests -= 1
             metrics.requests_in_flight.dec()
 
