@@ -43,6 +43,11 @@ class HttpLimits:
 # --- what next_event() returns -----------------------------------------------------------------
 
 
+def error_body(status: int, reason: str, message: str) -> dict[str, object]:
+    """The JSON body of every error response: the message, a bounded reason, the status."""
+    return {"error": message, "reason": reason, "status": status}
+
+
 class NeedData:
     """Feed more bytes (or b"" at EOF) with receive_data()."""
 
@@ -237,9 +242,6 @@ class IngestProtocol:
             self._conn.our_state is h11.DONE and self._conn.their_state is not h11.DONE
         )
 
-    def error_body(self, status: int, reason: str, message: str) -> dict[str, object]:
-        return {"error": message, "reason": reason, "status": status}
-
     # --- internals -------------------------------------------------------------------------
 
     def _handle(self, event: object) -> Event | None:
@@ -350,7 +352,7 @@ class IngestProtocol:
         if unread_body:
             headers.append((b"connection", b"close"))
         endpoint = self._endpoint
-        body = self.error_body(reject.status, reject.reason, reject.message)
+        body = error_body(reject.status, reject.reason, reject.message)
         data = self.respond(reject.status, body, headers)
         return ErrorResponse(
             endpoint,
@@ -378,7 +380,7 @@ class IngestProtocol:
         status = exc.error_status_hint
         reason = "headers_too_large" if status == 431 else "bad_request"
         message = f"Expected an HTTP/1.1 request, got a malformed one ({exc})"
-        body = _encode_json(self.error_body(status, reason, message))
+        body = _encode_json(error_body(status, reason, message))
         headers = [
             _SERVER_HEADER,
             _JSON_HEADER,

@@ -25,6 +25,7 @@ from ..core.http import (
     IngestRequest,
     NeedData,
     SendInterim,
+    error_body,
 )
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
@@ -221,12 +222,14 @@ class HttpServer:
             metrics.load_shed.labels("in_flight_requests").inc()
             return (
                 503,
-                _error(503, "overloaded", "Expected fewer requests in flight; retry later"),
+                error_body(503, "overloaded", "Expected fewer requests in flight; retry later"),
                 _RETRY_AFTER,
             )
-        if pipeline.spool.full:
+        try:
+            pipeline.check_writable()  # before decoding: shedding should cost little
+        except SpoolFullError as exc:
             metrics.load_shed.labels("spool").inc()
-            return 503, _error(503, "spool_full", _spool_full_message(pipeline)), _RETRY_AFTER
+            return 503, error_body(503, "spool_full", str(exc)), _RETRY_AFTER
         load.in_flight_requests += 1
         metrics.requests_in_flight.inc()
         decoded_bytes = 0  # counted against max_in_flight_bytes too, until the response
@@ -241,7 +244,7 @@ class HttpServer:
                 )
             except DecodeError as exc:
                 metrics.events_rejected.labels(request.stream, "http", exc.reason).inc()
-                return 400, _error(400, exc.reason, exc.message), []
+                return 400, error_body(400, exc.reason, exc.message), []
             if isinstance(batch, pa.RecordBatch):
                 decoded_bytes = batch.nbytes
                 load.in_flight_bytes += decoded_bytes
@@ -250,11 +253,11 @@ class HttpServer:
                     await pipeline.ingest(request.stream, batch, "http")
                 except SpoolFullError as exc:
                     metrics.load_shed.labels("spool").inc()
-                    return 503, _error(503, "spool_full", str(exc)), _RETRY_AFTER
+                    return 503, error_body(503, "spool_full", str(exc)), _RETRY_AFTER
                 except DurabilityError as exc:
                     return (
                         503,
-                        _error(
+                        error_body(
                             503,
                             "not_durable",
                             f"{exc}; nothing of this request was kept, retry later",
@@ -279,16 +282,5 @@ class HttpServer:
         observe(trio.current_time() - started)  # type: ignore[operator]
 
 
-def _error(status: int, reason: str, message: str) -> dict[str, object]:
-    return {"error": message, "reason": reason, "status": status}
-
-
 def _stream_of(endpoint: str) -> str:
     return endpoint.rsplit("/", 1)[-1] if endpoint.startswith("/v1/") else "none"
-
-
-def _spool_full_message(pipeline: Pipeline) -> str:
-    return (
-        f"Expected spool below max_spool_bytes={pipeline.spool.settings.max_spool_bytes}, got "
-        f"{pipeline.spool.bytes_used} bytes waiting for upload; retry later"
-    )

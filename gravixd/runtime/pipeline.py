@@ -38,11 +38,7 @@ class Pipeline:
             SpoolFullError: the spool is above max_spool_bytes; nothing was appended.
             DurabilityError: the write or fsync failed; nothing of the batch is durable.
         """
-        if self.spool.full:
-            raise SpoolFullError(
-                f"Expected spool below max_spool_bytes={self.spool.settings.max_spool_bytes}, "
-                f"got {self.spool.bytes_used} bytes waiting for upload"
-            )
+        self.check_writable()
         await self.spool.streams[stream].append(batch, wait_durable=self.ack == "durable")
         counter = self._accepted.get((stream, source))
         if counter is None:
@@ -50,6 +46,14 @@ class Pipeline:
                 stream, source
             )
         counter.inc(batch.num_rows)
+
+    def check_writable(self) -> None:
+        """Raises SpoolFullError while the spool is above max_spool_bytes (shed load)."""
+        if self.spool.full:
+            raise SpoolFullError(
+                f"Expected spool below max_spool_bytes={self.spool.settings.max_spool_bytes}, "
+                f"got {self.spool.bytes_used} bytes waiting for upload; retry later"
+            )
 
     async def wait_writable(self) -> None:
         """Return once the spool is below max_spool_bytes (TCP backpressure)."""
