@@ -344,8 +344,12 @@ def _int64_column(values: list[Any], field: str, minimum: int) -> pa.Array:
 
 def timestamp_column(nanos: pa.Array, received_unix_nano: int) -> pa.Array:
     """int64 nanoseconds -> timestamp[ns, UTC], 0 meaning "time of receipt"."""
-    nanos = pc.if_else(pc.equal(nanos, 0), pa.scalar(received_unix_nano, pa.int64()), nanos)
+    if received_unix_nano:  # 0: the zeros were already replaced (small requests' rows)
+        nanos = pc.if_else(pc.equal(nanos, 0), pa.scalar(received_unix_nano, pa.int64()), nanos)
     return nanos.view(TIMESTAMP_TYPE)
+
+
+_PYTHON_SORT_MAX_ROWS: Final = 64
 
 
 def attributes_column(maps: Sequence[Mapping[str, str]]) -> pa.Array:
@@ -355,6 +359,21 @@ def attributes_column(maps: Sequence[Mapping[str, str]]) -> pa.Array:
     produces, whatever order the wire had (protobuf map order is unspecified). The sort is
     one Arrow sort over (row, key), not a Python sort per row.
     """
+    if len(maps) <= _PYTHON_SORT_MAX_ROWS:
+        # A few rows (one group commit of small requests): sorting each in Python beats
+        # the fixed cost of the five Arrow compute calls below (~38 µs for 6 rows).
+        offsets_list, keys_list, values_list = [0], [], []
+        for attrs in maps:
+            for key in sorted(attrs):
+                keys_list.append(key)
+                values_list.append(attrs[key])
+            offsets_list.append(len(keys_list))
+        return pa.MapArray.from_arrays(
+            pa.array(offsets_list, pa.int32()),
+            pa.array(keys_list, pa.string()),
+            pa.array(values_list, pa.string()),
+            type=ATTRIBUTES_TYPE,
+        )
     offsets = pa.array(list(itertools.accumulate(map(len, maps), initial=0)), pa.int32())
     keys = pa.array(list(itertools.chain.from_iterable(maps)), pa.string())
     values = pa.array(list(itertools.chain.from_iterable(m.values() for m in maps)), pa.string())

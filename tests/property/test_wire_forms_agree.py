@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import batches, to_protobuf
 
-from gravixd.core.decode import as_record_batch, decode
+from gravixd.core.decode import as_record_batch, attributes_column, decode
 from gravixd.runtime.app import select_protobuf_decoder
 from gravixd.schema import STREAMS
 
@@ -81,3 +81,21 @@ def test_active_decoder_is_reported() -> None:
 
     _, name = select_protobuf_decoder(load({}, {"GRAVIXD_NATIVE": "0"}).config)
     assert name == "pure"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    maps=st.lists(
+        st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=5),
+        min_size=0,
+        max_size=150,
+    )
+)
+def test_attributes_are_sorted_the_same_on_the_python_and_the_arrow_paths(
+    maps: list[dict[str, str]],
+) -> None:
+    # Up to 64 rows sort in Python, more in Arrow compute: both give sorted, unique keys.
+    expected = [sorted(m.items()) for m in maps]
+    assert attributes_column(maps).to_pylist() == expected
+    big = maps * (65 // max(len(maps), 1) + 1)
+    assert attributes_column(big).to_pylist() == [sorted(m.items()) for m in big]
