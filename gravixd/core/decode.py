@@ -436,7 +436,7 @@ def _events_batch(items: Sequence[ServiceEvent], received_unix_nano: int) -> pa.
 
 # --- the pure protobuf path ------------------------------------------------------------------
 
-_BATCH_MESSAGES: Final = {
+_BATCH_MESSAGES: Final[dict[str, tuple[Any, str]]] = {
     "facts": (events_pb2.RequestFactBatch, "facts"),
     "events": (events_pb2.ServiceEventBatch, "events"),
 }

@@ -93,10 +93,13 @@ class Closed:
 CLOSED: Final = Closed()
 
 Event = NeedData | SendInterim | ErrorResponse | IngestRequest | Closed
+Header = tuple[bytes, bytes]
 
 
 class _RejectRequest(Exception):
-    def __init__(self, status: int, reason: str, message: str, headers: Iterable = ()) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, headers: Iterable[Header] = ()
+    ) -> None:
         self.status, self.reason, self.message, self.headers = status, reason, message, headers
 
 
@@ -209,20 +212,22 @@ class IngestProtocol:
             if result is not None:
                 return result
 
-    def respond(self, status: int, payload: object, headers: Iterable = ()) -> bytes:
+    def respond(self, status: int, payload: object, headers: Iterable[Header] = ()) -> bytes:
         """Serialize the response to the current request; prepares the next cycle."""
         body = _encode_json(payload)
         response_headers = [_SERVER_HEADER, _JSON_HEADER, (b"content-length", b"%d" % len(body))]
         response_headers.extend(headers)
         data = self._conn.send(h11.Response(status_code=status, headers=response_headers))
-        data += self._conn.send(h11.Data(data=body))  # type: ignore[operator]
-        data += self._conn.send(h11.EndOfMessage())  # type: ignore[operator]
+        data += self._conn.send(h11.Data(data=body))
+        data += self._conn.send(h11.EndOfMessage())
         self._reset_request()
         if self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE:
             self._conn.start_next_cycle()
-        return data  # type: ignore[return-value]
+        return data
 
-    def reject_now(self, status: int, reason: str, message: str, headers: Iterable = ()) -> Event:
+    def reject_now(
+        self, status: int, reason: str, message: str, headers: Iterable[Header] = ()
+    ) -> Event:
         """Answer the current request with an error before its end (a timeout, a full
         in-flight budget); the connection closes afterwards. Closed when nothing can be sent."""
         if self._conn.our_state is not h11.SEND_RESPONSE:
@@ -389,13 +394,13 @@ class IngestProtocol:
         ]
         try:
             data = self._conn.send(h11.Response(status_code=status, headers=headers))
-            data += self._conn.send(h11.Data(data=body))  # type: ignore[operator]
-            data += self._conn.send(h11.EndOfMessage())  # type: ignore[operator]
+            data += self._conn.send(h11.Data(data=body))
+            data += self._conn.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             return CLOSED
         endpoint = self._endpoint if self._request is not None else OTHER_ENDPOINT
         self._reset_request()
-        return ErrorResponse(endpoint, status, reason, message, data, close=True)  # type: ignore[arg-type]
+        return ErrorResponse(endpoint, status, reason, message, data, close=True)
 
     def _reset_request(self) -> None:
         self._request = None

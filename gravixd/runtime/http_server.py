@@ -12,7 +12,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, cast
 
 import pyarrow as pa
 import trio
@@ -20,6 +20,7 @@ import trio
 from ..core.decode import decode
 from ..core.http import (
     ErrorResponse,
+    Header,
     HttpLimits,
     IngestProtocol,
     IngestRequest,
@@ -149,7 +150,7 @@ class HttpServer:
                         deadline = trio.current_time() + settings.idle_timeout_seconds
                     else:
                         deadline = started + settings.request_timeout_seconds
-                    data = b""
+                    data: bytes | bytearray = b""
                     with trio.move_on_at(deadline):
                         data = await stream.receive_some(_RECEIVE_BYTES)
                         if not data:
@@ -170,7 +171,7 @@ class HttpServer:
                         self.metrics.bytes_received.labels("http").inc(len(data))
                         buffered += len(data)
                         self.load.in_flight_bytes += len(data)
-                        protocol.receive_data(data)
+                        protocol.receive_data(cast(bytes, data))  # socket.recv: bytes
                         if (
                             self.load.in_flight_bytes > settings.max_in_flight_bytes
                             and protocol.request_started
@@ -216,7 +217,7 @@ class HttpServer:
         finally:
             self.load.in_flight_bytes -= buffered
 
-    async def _handle(self, request: IngestRequest) -> tuple[int, object, list]:
+    async def _handle(self, request: IngestRequest) -> tuple[int, object, list[Header]]:
         metrics, pipeline, load = self.metrics, self.pipeline, self.load
         if load.in_flight_requests >= self.settings.max_in_flight_requests:
             metrics.load_shed.labels("in_flight_requests").inc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 
@@ -29,7 +30,8 @@ class Pipeline:
         self.ack = ack
         self.protobuf_decoder = protobuf_decoder
         self.now_unix_nano = clock_unix_nano
-        self._accepted = {}  # (stream, source) -> cached counter child: labels() is slow
+        # (stream, source) -> cached counter child: labels() is slow on a hot path.
+        self._accepted: dict[tuple[str, str], Any] = {}
 
     async def ingest(self, stream: str, batch: pa.RecordBatch, source: str) -> None:
         """Append `batch` to `stream`; returns once it is durable (ack=durable) or appended.

@@ -63,9 +63,9 @@ async def _serve_one_connection(
         status, content_type, body = _route(event, metrics, readiness)
         headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
         data = conn.send(h11.Response(status_code=status, headers=headers))
-        data += conn.send(h11.Data(data=body)) if event.method != b"HEAD" else b""  # type: ignore[operator]
-        data += conn.send(h11.EndOfMessage())  # type: ignore[operator]
-        await stream.send_all(data)  # type: ignore[arg-type]
+        data += conn.send(h11.Data(data=body)) if event.method != b"HEAD" else b""
+        data += conn.send(h11.EndOfMessage())
+        await stream.send_all(data)
         while conn.their_state is h11.SEND_BODY:  # drain a (pointless) request body
             more = conn.next_event()
             if more is h11.NEED_DATA:

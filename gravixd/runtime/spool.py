@@ -479,4 +479,5 @@ def _record_batches(stream: str, pending: list[Decoded]) -> list[pa.RecordBatch]
     rows = sum(b.num_rows for b in batches)
     if rows / len(batches) >= _MERGE_BELOW_ROWS_PER_BATCH:
         return batches
-    return pa.Table.from_batches(batches).combine_chunks().to_batches()
+    merged: list[pa.RecordBatch] = pa.Table.from_batches(batches).combine_chunks().to_batches()
+    return merged

@@ -7,6 +7,7 @@ reader never sees a partial object. Blocking file calls run in worker threads.
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import uuid
@@ -73,10 +74,10 @@ class LocalStore(ObjectStore):
         except OSError as exc:
             raise StoreError(f"Could not delete {path}: {exc}") from exc
 
-    async def list(self, prefix: str = "") -> list[str]:
+    async def list(self, prefix: str = "") -> builtins.list[str]:
         return await trio.to_thread.run_sync(self._list_sync, prefix, limiter=self._limiter)
 
-    def _list_sync(self, prefix: str) -> list[str]:
+    def _list_sync(self, prefix: str) -> builtins.list[str]:
         # Walk only the deepest directory that the prefix names fully.
         base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root / base_dir if base_dir else self.root
