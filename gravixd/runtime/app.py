@@ -33,7 +33,7 @@ from .pipeline import Pipeline
 from .sdnotify import SdNotifier
 from .side_port import serve_side_port
 from .spool import Spool, SpoolSettings
-from .tcp_server import serve_tcp_listener
+from .tcp_server import TcpDrain, serve_tcp_listener
 from .uploader import Uploader
 
 log = logging.getLogger("gravixd")
@@ -137,6 +137,7 @@ class Daemon:
         self.state = "starting"
         self.ports = Ports()
         self.notifier = SdNotifier.from_environ()
+        self.tcp_drain = TcpDrain()
 
     def readiness(self) -> str | None:
         if self.state != "serving":
@@ -238,6 +239,8 @@ class Daemon:
                     max_frame_bytes,
                     config.max_connections,
                     connection_limiter=limiter,
+                    handler_nursery=connections,
+                    drain=self.tcp_drain,
                 )
             )
             self.ports.tcp.append(port)
@@ -253,9 +256,11 @@ class Daemon:
         if self.notifier:
             self.notifier.stopping()
         deadline = trio.current_time() + self.config.drain_timeout_seconds
+        self.tcp_drain.start()  # raw TCP: stop reading; what was read is still ingested
         with trio.move_on_at(deadline):
             await self.http.wait_idle()
-        connections.cancel_scope.cancel()  # TCP streams, and HTTP ones past the deadline
+            await self.tcp_drain.wait_idle()
+        connections.cancel_scope.cancel()  # whatever is still open past the deadline
         # Shielded: this code runs inside `connections`, whose scope was just cancelled; only
         # the deadline may cut the seal and upload short.
         with trio.CancelScope(deadline=deadline, shield=True) as cancel_scope:

@@ -45,7 +45,7 @@ from ..core.framing import (
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
 
-__all__ = ["serve_tcp_listener"]
+__all__ = ["TcpDrain", "serve_tcp_listener"]
 
 log = logging.getLogger("gravixd.tcp")
 
@@ -62,6 +62,40 @@ _QUEUED_BATCHES: Final = 4
 _LOGGED_ERRORS_PER_CONNECTION: Final = 20
 
 Framing = Literal["ndjson", "protobuf"]
+
+
+class TcpDrain:
+    """A SIGTERM drain for raw TCP: stop reading, ingest what was already read, close.
+
+    Shared by every listener of a daemon. `start()` cancels each connection's pending read
+    (and any wait for spool space); the connection then treats it as end of stream, so its
+    decoded batches still reach the spool before it closes. `wait_idle()` returns once every
+    connection has closed.
+    """
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.connections = 0
+        self._reads: set[trio.CancelScope] = set()
+        self._idle = trio.Event()
+
+    def start(self) -> None:
+        self.draining = True
+        for scope in self._reads:
+            scope.cancel()
+
+    async def wait_idle(self) -> None:
+        while self.connections:
+            await self._idle.wait()
+
+    def opened(self) -> None:
+        self.connections += 1
+
+    def closed(self) -> None:
+        self.connections -= 1
+        if not self.connections:
+            self._idle.set()
+            self._idle = trio.Event()
 
 
 class Pipeline(Protocol):
@@ -86,6 +120,8 @@ async def serve_tcp_listener(
     max_connections: int,
     *,
     connection_limiter: trio.CapacityLimiter | None = None,
+    handler_nursery: trio.Nursery | None = None,
+    drain: TcpDrain | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept raw TCP connections on `listen` and ingest what they send into `stream`.
@@ -97,6 +133,10 @@ async def serve_tcp_listener(
         max_connections: open connections on this listener; further ones are closed at
             accept and counted. Pass `connection_limiter` instead to share one cap between
             listeners (the `max_connections` key counts all of them).
+        handler_nursery: where connections run (default: the listener's own nursery).
+            A daemon passes a nursery that outlives its listeners, so that a drain can stop
+            accepting while open connections finish.
+        drain: the daemon's TcpDrain, which a SIGTERM starts.
         task_status: started with the bound port once listening (`await nursery.start`).
     """
     if framing not in ("ndjson", "protobuf"):
@@ -113,9 +153,12 @@ async def serve_tcp_listener(
         cast(Framing, framing),
         max_frame_bytes,
         f"{host}:{port}",
+        drain or TcpDrain(),
     )
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, handler, port, host=host))
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, handler, port, host=host, handler_nursery=handler_nursery)
+        )
         bound_port = listeners[0].socket.getsockname()[1]
         log.info(
             "raw TCP listener ready",
@@ -136,6 +179,7 @@ async def _handle_connection(
     framing: Framing,
     max_frame_bytes: int,
     listen: str,
+    drain: TcpDrain,
     sock: trio.SocketStream,
 ) -> None:
     metrics = pipeline.metrics
@@ -152,7 +196,8 @@ async def _handle_connection(
         await trio.aclose_forcefully(sock)
         return
     metrics.connections_open.labels(SOURCE).inc()
-    connection = _Connection(pipeline, sock, stream, framing, max_frame_bytes, peer)
+    connection = _Connection(pipeline, sock, stream, framing, max_frame_bytes, peer, drain)
+    drain.opened()
     try:
         await connection.run()
     except Exception:  # a bug must close this connection, never the listener
@@ -162,6 +207,7 @@ async def _handle_connection(
             extra={"event": "tcp_connection_error", "peer": peer, "stream": stream},
         )
     finally:
+        drain.closed()
         metrics.connections_open.labels(SOURCE).dec()
         metrics.tcp_disconnects.labels(connection.close_reason).inc()
         limiter.release_on_behalf_of(borrower)
@@ -193,6 +239,7 @@ class _Connection:
     framing: Framing
     max_frame_bytes: int
     peer: str
+    drain: TcpDrain
     close_reason: str = "eof"
     framing_lost: bool = False  # a malformed protobuf frame: stop reading, then close
     logged_errors: int = 0
@@ -218,14 +265,21 @@ class _Connection:
     async def _read(self, send: trio.MemorySendChannel[pa.RecordBatch]) -> None:
         on_data, on_eof = self._framer()
         pipeline = self.pipeline
-        while True:
-            await pipeline.wait_writable()  # TCP backpressure: no reads while the spool is full
-            try:
-                data = await self.sock.receive_some(RECEIVE_BYTES)
-            except trio.BrokenResourceError:
-                # Reset by the peer: what was whole is ingested, a half frame is lost.
-                data = b""
-                self.close_reason = "error"
+        reads = self.drain._reads
+        while not self.drain.draining:
+            data = b""
+            with trio.CancelScope() as read:
+                reads.add(read)
+                try:
+                    await pipeline.wait_writable()  # TCP backpressure: no reads while full
+                    data = await self.sock.receive_some(RECEIVE_BYTES)
+                except trio.BrokenResourceError:
+                    # Reset by the peer: what was whole is ingested, a half frame is lost.
+                    self.close_reason = "error"
+                finally:
+                    reads.discard(read)
+            if read.cancelled_caught:
+                self.close_reason = "drain"  # what was read is still ingested below
             if not data:
                 break
             self._bytes.inc(len(data))

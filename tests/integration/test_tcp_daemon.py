@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,28 @@ def test_tcp_rows_in_the_store_equal_what_was_sent(tmp_path: Path) -> None:
     for stream in ("facts", "events"):
         rows = sorted_rows(read_store(daemon.store_dir, stream))
         assert rows == expected_rows(stream, sent[stream]), stream
+
+
+def test_sigterm_with_open_tcp_connections_keeps_what_they_sent(tmp_path: Path) -> None:
+    """A log shipper's connection stays open: a drain stops reading, stores what was read,
+    closes the connection, and exits well before the drain deadline."""
+    items = [{"service": "shipper", "trace_id": f"open-{i}"} for i in range(300)]
+    with Daemon(tmp_path, "--drain-timeout-seconds", "30") as daemon:
+        sock = socket.create_connection(("127.0.0.1", daemon.tcp_ports[0]), timeout=10)
+        sock.sendall(b"".join(msgspec.json.encode(i) + b"\n" for i in items))
+        wait_for(
+            lambda: (
+                daemon.metric("ingestion_events_accepted_total", stream="facts", source="tcp")
+                == len(items)
+            ),
+            what="the daemon to ingest the lines",
+        )
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 15  # not held until the 30 s deadline
+        assert sock.recv(10) == b""  # the daemon closed the connection
+        sock.close()
+    drained = [e for e in daemon.log_events() if e.get("event") == "drained"]
+    assert drained and drained[-1]["deadline_hit"] is False
+    stored = read_store(daemon.store_dir, "facts").column("trace_id").to_pylist()
+    assert sorted(stored) == sorted(i["trace_id"] for i in items)

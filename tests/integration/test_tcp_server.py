@@ -27,7 +27,7 @@ from gravixd.errors import DurabilityError, SpoolFullError
 from gravixd.eventgen import EventGenerator
 from gravixd.metrics import Metrics
 from gravixd.proto.gravix.v1 import events_pb2
-from gravixd.runtime.tcp_server import serve_tcp_listener
+from gravixd.runtime.tcp_server import TcpDrain, serve_tcp_listener
 
 NOW_NS = 1_800_000_000_000_000_000
 
@@ -466,3 +466,44 @@ async def test_bad_arguments_are_refused(pipeline: FakePipeline) -> None:
         await serve_tcp_listener(pipeline, ("127.0.0.1", 0), "facts", "csv", 10, 1)
     with pytest.raises(ValueError, match="stream"):
         await serve_tcp_listener(pipeline, ("127.0.0.1", 0), "logs", "ndjson", 10, 1)
+
+
+async def test_a_drain_stops_reading_but_ingests_what_was_read(
+    nursery: trio.Nursery, pipeline: FakePipeline
+) -> None:
+    drain = TcpDrain()
+    entered, release = trio.Event(), trio.Event()
+    real_ingest = pipeline.ingest
+
+    async def slow_ingest(stream: str, batch: pa.RecordBatch, source: str) -> None:
+        entered.set()  # the connection has read and decoded the lines
+        await release.wait()  # ... and is waiting for the spool when the drain starts
+        await real_ingest(stream, batch, source)
+
+    pipeline.ingest = slow_ingest  # type: ignore[method-assign]
+    port = await nursery.start(
+        partial(
+            serve_tcp_listener,
+            pipeline,
+            ("127.0.0.1", 0),
+            "facts",
+            "ndjson",
+            1 << 20,
+            16,
+            handler_nursery=nursery,
+            drain=drain,
+        )
+    )
+    items = [{"service": "drain", "trace_id": f"d{i}"} for i in range(100)]
+    client = await trio.open_tcp_stream("127.0.0.1", port)
+    async with client:
+        await client.send_all(ndjson(items))
+        with trio.fail_after(10):
+            await entered.wait()
+        drain.start()
+        release.set()
+        with trio.fail_after(10):
+            await drain.wait_idle()  # the connection closed by itself
+            assert await client.receive_some(10) == b""
+    assert [r["trace_id"] for r in pipeline.rows()] == [i["trace_id"] for i in items]
+    assert pipeline.sample("ingestion_tcp_closed_connections_total", reason="drain") == 1
