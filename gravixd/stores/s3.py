@@ -226,35 +226,14 @@ class S3Store(ObjectStore):
         self._client: Any = None
 
     @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        s3_endpoint_url: str = "",
-        s3_region: str = "",
-        s3_path_style: bool = False,
-        s3_access_key_id: str = "",
-        s3_secret_access_key: str = "",
-        s3_sse: str = "",
-        s3_sse_kms_key_id: str = "",
-    ) -> S3Store:
-        """Build a store from `s3://bucket/prefix` and the `s3_*` config keys ("" = unset).
+    def from_url(cls, url: str, **options: Any) -> S3Store:
+        """Build a store from `s3://bucket/prefix` and the `s3_*` config keys ("" = unset);
+        `resolve_settings` names and checks them (an unknown one is a TypeError).
 
         Cheap and non-blocking apart from reading `…_FILE` secrets: the client is built on
         first use, in a worker thread.
         """
-        settings = resolve_settings(
-            url,
-            os.environ,
-            s3_endpoint_url=s3_endpoint_url,
-            s3_region=s3_region,
-            s3_path_style=s3_path_style,
-            s3_access_key_id=s3_access_key_id,
-            s3_secret_access_key=s3_secret_access_key,
-            s3_sse=s3_sse,
-            s3_sse_kms_key_id=s3_sse_kms_key_id,
-        )
-        return cls(settings, url=url)
+        return cls(resolve_settings(url, os.environ, **options), url=url)
 
     # --- client -------------------------------------------------------------------------
 
