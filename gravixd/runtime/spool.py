@@ -17,6 +17,7 @@ import math
 import os
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -46,25 +47,16 @@ _MAX_SYNCS_IN_FLIGHT: Final = 4
 _SEAL_QUEUE_DEPTH: Final = 16
 
 
+@dataclass(slots=True, kw_only=True)
 class SpoolSettings:
-    """The spool's share of the configuration (some of it reloadable)."""
+    """The spool's share of the configuration (SIGHUP may change the limits)."""
 
-    def __init__(
-        self,
-        *,
-        segment_max_bytes: int,
-        segment_max_events: int,
-        segment_max_age_seconds: float,
-        segment_format: str,
-        segment_compression: str,
-        max_spool_bytes: int,
-    ) -> None:
-        self.segment_max_bytes = segment_max_bytes
-        self.segment_max_events = segment_max_events
-        self.segment_max_age_seconds = segment_max_age_seconds
-        self.segment_format = segment_format
-        self.segment_compression = segment_compression
-        self.max_spool_bytes = max_spool_bytes
+    segment_max_bytes: int
+    segment_max_events: int
+    segment_max_age_seconds: float
+    segment_format: str
+    segment_compression: str
+    max_spool_bytes: int
 
 
 class _Round:
