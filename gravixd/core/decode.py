@@ -16,6 +16,7 @@ words (``Expected `int` <= 999 - at `$[3].status_code` ``). A request is all-or-
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Final, TypeAlias
 
@@ -127,10 +128,9 @@ def decode_json(stream: str, body: bytes, received_unix_nano: int) -> Decoded:
         decoded = _BODY_DECODERS[stream].decode(body)
     except msgspec.ValidationError as exc:
         raise DecodeError(str(exc), "validation") from None
-    except msgspec.DecodeError as exc:
-        raise DecodeError(f"Expected a JSON object or array: {exc}", "invalid_json") from None
-    except UnicodeDecodeError:
-        raise DecodeError(_utf8_message(body), "invalid_utf8") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        message, reason = _syntax_error(exc, body, "Expected a JSON object or array")
+        raise DecodeError(message, reason) from None
     except RecursionError:
         raise DecodeError(_TOO_DEEP, "invalid_json") from None
     items, item_path = (decoded, "$[{}]") if isinstance(decoded, list) else ([decoded], "$")
@@ -265,12 +265,9 @@ def decode_ndjson_lenient(
             _small_rows(stream, [item], received_unix_nano, "$")
         except msgspec.ValidationError as exc:
             errors.append(LineError(number, start, f"line {number}: {exc}", "validation"))
-        except msgspec.DecodeError as exc:
-            msg = f"line {number}: Expected a JSON object: {exc}"
-            errors.append(LineError(number, start, msg, "invalid_json"))
-        except UnicodeDecodeError:
-            msg = f"line {number}: {_utf8_message(line)}"
-            errors.append(LineError(number, start, msg, "invalid_utf8"))
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            message, reason = _syntax_error(exc, line, "Expected a JSON object")
+            errors.append(LineError(number, start, f"line {number}: {message}", reason))
         except RecursionError:
             errors.append(LineError(number, start, f"line {number}: {_TOO_DEEP}", "invalid_json"))
         except DecodeError as exc:
@@ -285,13 +282,35 @@ def decode_ndjson_lenient(
 _TOO_DEEP: Final = "Expected JSON nested less than ~1000 levels deep, got deeper nesting"
 
 
-def _utf8_message(data: bytes) -> str:
-    """Where `data` stops being UTF-8 (msgspec's own error counts within the string)."""
+def _syntax_error(exc: Exception, data: bytes, expected: str) -> tuple[str, str]:
+    """(message, reason) for `data` that msgspec could not parse as JSON.
+
+    Whether the bytes are UTF-8 is decided here, never from msgspec's exception: up to 0.22
+    it raised `UnicodeDecodeError`, from 0.23 its own `DecodeError` ("Invalid UTF-8 encoded
+    string", no position). An earlier syntax error that msgspec placed before the bad byte
+    is still reported as that syntax error.
+    """
+    bad_byte = _first_invalid_utf8(data)
+    if bad_byte is not None:
+        placed = _BYTE_POSITION.search(str(exc))
+        if isinstance(exc, UnicodeDecodeError) or placed is None or int(placed[1]) >= bad_byte:
+            return (
+                f"Expected UTF-8 text, got invalid byte 0x{data[bad_byte]:02x} at byte {bad_byte}",
+                "invalid_utf8",
+            )
+    return f"{expected}: {exc}", "invalid_json"
+
+
+# msgspec's syntax errors end with "(byte N)".
+_BYTE_POSITION: Final = re.compile(r"\(byte (\d+)\)")
+
+
+def _first_invalid_utf8(data: bytes) -> int | None:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return f"Expected UTF-8 text, got invalid byte 0x{data[exc.start]:02x} at byte {exc.start}"
-    return "Expected UTF-8 text, got invalid bytes"
+        return exc.start
+    return None
 
 
 # --- building Arrow columns from decoded structs ------------------------------------------

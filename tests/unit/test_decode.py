@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
+from gravixd.core import decode as decode_module
 from gravixd.core.decode import as_record_batch, decode, decode_ndjson_lenient, decode_protobuf_pure
 from gravixd.errors import DecodeError
 from gravixd.proto.gravix.v1 import events_pb2 as pb
@@ -193,3 +195,65 @@ def test_lenient_ndjson_skips_bad_lines_and_says_where() -> None:
 
 def test_empty_array_is_an_empty_batch() -> None:
     assert _decode("facts", "application/json", b"[]", NOW).num_rows == 0
+
+
+# Invalid UTF-8 anywhere: the reason and the byte are gravixd's, whatever msgspec raises (it
+# raised UnicodeDecodeError up to 0.22, its own DecodeError without a position from 0.23).
+# (Unknown keys are skipped unread, as msgspec does: their bytes are never stored.)
+UTF8_CASES = [
+    ("application/json", b'{"service":"caf\xe9"}', "invalid byte 0xe9 at byte 15"),
+    (
+        "application/json",
+        b'[{"service":"a","attributes":{"k\xe9":"v"}}]',
+        "invalid byte 0xe9 at byte 32",
+    ),
+    (
+        "application/json",
+        b'{"service":"a","attributes":{"k":"\xed\xa0\x80"}}',
+        "invalid byte 0xed at byte 34",
+    ),
+    (
+        "application/x-ndjson",
+        b'{"service":"a"}\n{"service":"\xe9"}\n',
+        "invalid byte 0xe9 at byte 12",
+    ),
+]
+
+
+@pytest.mark.parametrize(("media_type", "body", "where"), UTF8_CASES)
+def test_invalid_utf8_is_classified_and_placed(media_type: str, body: bytes, where: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        _decode("facts", media_type, body, NOW)
+    assert caught.value.reason == "invalid_utf8"
+    assert caught.value.message.endswith(f"Expected UTF-8 text, got {where}")
+
+
+def test_a_syntax_error_before_the_bad_byte_is_reported_as_such() -> None:
+    with pytest.raises(DecodeError) as caught:
+        _decode("facts", "application/json", b'{"service" "a", "route":"\xe9"}', NOW)
+    assert caught.value.reason == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        UnicodeDecodeError("utf-8", b"\xe9", 0, 1, "unexpected end of data"),  # msgspec <= 0.22
+        msgspec.DecodeError("Invalid UTF-8 encoded string"),  # msgspec 0.23
+    ],
+)
+def test_either_msgspec_error_form_is_invalid_utf8(
+    raised: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both forms msgspec has used, whichever msgspec is installed."""
+
+    class Raising:
+        def decode(self, _body: bytes) -> Any:
+            raise raised
+
+    monkeypatch.setitem(decode_module._BODY_DECODERS, "facts", Raising())
+    with pytest.raises(DecodeError) as caught:
+        _decode("facts", "application/json", b'{"service":"caf\xe9"}', NOW)
+    assert (caught.value.reason, caught.value.message) == (
+        "invalid_utf8",
+        "Expected UTF-8 text, got invalid byte 0xe9 at byte 15",
+    )
