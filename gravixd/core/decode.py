@@ -204,15 +204,23 @@ def _small_rows(
 
 def _int64_value(index: int, field: str, value: int | str, minimum: int) -> int:
     if isinstance(value, str):
+        # Only ASCII digits and a sign: Python's int() would also take "١٢", "1_000", " 12 ".
+        if not _DECIMAL.fullmatch(value):
+            raise _FieldError(index, field, "Expected `int` or decimal string", value)
         try:
             value = int(value, 10)
-        except ValueError:
-            raise _FieldError(index, field, "Expected `int` or decimal string", value) from None
+        except ValueError:  # more digits than Python converts (4300): far out of range
+            raise _FieldError(
+                index, field, f"Expected `int` >= {minimum} and <= {MAX_INT64}", value
+            ) from None
         if not minimum <= value <= MAX_INT64:
             raise _FieldError(
                 index, field, f"Expected `int` >= {minimum} and <= {MAX_INT64}", value
             )
     return value
+
+
+_DECIMAL: Final = re.compile(r"[+-]?[0-9]+")
 
 
 def _severity_number(index: int, value: int | str) -> int:
@@ -290,19 +298,44 @@ def _syntax_error(exc: Exception, data: bytes, expected: str) -> tuple[str, str]
     string", no position). An earlier syntax error that msgspec placed before the bad byte
     is still reported as that syntax error.
     """
+    placed = _BYTE_POSITION.search(str(exc))
+    msgspec_byte = int(placed[1]) if placed and not isinstance(exc, UnicodeDecodeError) else None
     bad_byte = _first_invalid_utf8(data)
-    if bad_byte is not None:
-        placed = _BYTE_POSITION.search(str(exc))
-        if isinstance(exc, UnicodeDecodeError) or placed is None or int(placed[1]) >= bad_byte:
-            return (
-                f"Expected UTF-8 text, got invalid byte 0x{data[bad_byte]:02x} at byte {bad_byte}",
-                "invalid_utf8",
-            )
+    if bad_byte is not None and (msgspec_byte is None or msgspec_byte >= bad_byte):
+        got = f"invalid byte 0x{data[bad_byte]:02x} at byte {bad_byte}"
+        return f"Expected UTF-8 text, got {got}", "invalid_utf8"
+    # msgspec calls a lone surrogate escape ("\ud800") "Input data was truncated".
+    surrogate = _first_lone_surrogate(data) if bad_byte is None else None
+    if surrogate is not None and (msgspec_byte is None or msgspec_byte >= surrogate[0]):
+        got = f"lone surrogate escape `{surrogate[1]}` at byte {surrogate[0]}"
+        return f"Expected valid Unicode, got {got}", "invalid_utf8"
     return f"{expected}: {exc}", "invalid_json"
 
 
 # msgspec's syntax errors end with "(byte N)".
 _BYTE_POSITION: Final = re.compile(r"\(byte (\d+)\)")
+
+
+# A JSON escape: \uXXXX or a one-character one. Scanned left to right, an escaped backslash
+# is consumed whole, so the JSON text "\\ud800" (a backslash, then "ud800") is no surrogate.
+_ESCAPE: Final = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+
+
+def _first_lone_surrogate(data: bytes) -> tuple[int, str] | None:
+    """(byte offset, escape) of the first UTF-16 surrogate escape without its other half."""
+    high: re.Match[bytes] | None = None  # a high surrogate waiting for its low half
+    for escape in _ESCAPE.finditer(data):
+        unit = int(escape[1], 16) if escape[1] else -1
+        if high is not None:
+            if 0xDC00 <= unit <= 0xDFFF and escape.start() == high.end():
+                high = None
+                continue
+            break
+        if 0xD800 <= unit <= 0xDBFF:
+            high = escape
+        elif 0xDC00 <= unit <= 0xDFFF:
+            return escape.start(), escape[0].decode()
+    return (high.start(), high[0].decode()) if high is not None else None
 
 
 def _first_invalid_utf8(data: bytes) -> int | None:

@@ -257,3 +257,50 @@ def test_either_msgspec_error_form_is_invalid_utf8(
         "invalid_utf8",
         "Expected UTF-8 text, got invalid byte 0xe9 at byte 15",
     )
+
+
+@pytest.mark.parametrize(
+    "text", ["١٢", "1_000", " 12 ", "12 ", "\t12", "0x1f", "1e3", "", "+", "--1"]
+)
+@pytest.mark.parametrize("media_type", ["application/json", "application/x-ndjson"])
+def test_int64_strings_are_ascii_digits_only(text: str, media_type: str) -> None:
+    """Python's int() takes other scripts' digits, underscores and spaces; proto3 JSON does not."""
+    body = msgspec.json.encode({"service": "a", "bytes_in": text})
+    with pytest.raises(DecodeError) as caught:
+        _decode("facts", media_type, body, NOW)
+    expected = f"Expected `int` or decimal string, got `{text}` - at `$.bytes_in`"
+    assert caught.value.message.removeprefix("line 1: ") == expected
+    assert caught.value.reason == "validation"
+
+
+def test_int64_strings_with_a_sign_are_accepted() -> None:
+    body = b'[{"service":"a","bytes_in":"+12","bytes_out":"007","timestamp_unix_nano":"-5"}]'
+    batch = _decode("facts", "application/json", body, NOW)
+    assert batch.column("bytes_in").to_pylist() == [12]
+    assert batch.column("bytes_out").to_pylist() == [7]
+    assert batch.column("timestamp").cast("int64").to_pylist() == [-5]
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (rb'{"service":"\ud800"}', r"`\ud800` at byte 12"),
+        (rb'{"service":"a","route":"x\uDBFFy"}', r"`\uDBFF` at byte 25"),
+        (rb'{"service":"\udc00"}', r"`\udc00` at byte 12"),
+        (rb'{"service":"\ud83d\ud83d\ude00"}', r"`\ud83d` at byte 12"),
+    ],
+)
+def test_lone_surrogate_escapes_say_so(body: bytes, where: str) -> None:
+    """msgspec calls a lone "\\ud800" "Input data was truncated"."""
+    for media_type in ("application/json", "application/x-ndjson"):
+        with pytest.raises(DecodeError) as caught:
+            _decode("facts", media_type, body, NOW)
+        expected = f"Expected valid Unicode, got lone surrogate escape {where}"
+        assert caught.value.message.removeprefix("line 1: ") == expected
+        assert caught.value.reason == "invalid_utf8"
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_text() -> None:
+    body = rb'[{"service":"\ud83d\ude00"},{"service":"\\ud800"}]'
+    batch = _decode("facts", "application/json", body, NOW)
+    assert batch.column("service").to_pylist() == ["\U0001f600", "\\ud800"]
