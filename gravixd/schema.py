@@ -65,3 +65,31 @@ def severity_name(number: int) -> str:
 # The attributes map is stored with its entries sorted by key, keys unique (the last of
 # duplicate keys wins, as in protobuf and JSON): one canonical form whatever the wire order,
 # so that every decoder yields identical tables.
+
+
+# Severity names as emitters spell them, matched case-insensitively, with or without the
+# SEVERITY_ prefix (DESIGN.md section 2): syslog's and OpenTelemetry's names included.
+SEVERITY_ALIASES: Final = {
+    "unspecified": 0,
+    "trace": 1,
+    "debug": 1,
+    "info": 2,
+    "informational": 2,
+    "notice": 2,
+    "warn": 3,
+    "warning": 3,
+    "err": 4,
+    "error": 4,
+    "crit": 5,
+    "critical": 5,
+    "alert": 5,
+    "emerg": 5,
+    "emergency": 5,
+    "fatal": 5,
+    "panic": 5,
+}
+
+
+def severity_number_of_name(name: str) -> int | None:
+    """The severity number a name stands for (`"warning"`, `"SEVERITY_ERROR"`), or None."""
+    return SEVERITY_ALIASES.get(name.strip().lower().removeprefix("severity_"))

@@ -1,0 +1,579 @@
+"""OTLP/HTTP payloads -> Arrow record batches of the facts and events streams. Sans-I/O.
+
+OpenTelemetry SDKs and Collectors export `ExportTraceServiceRequest` (to `/v1/traces`) and
+`ExportLogsServiceRequest` (to `/v1/logs`), as binary protobuf or OTLP's JSON encoding. This
+module turns one such body into a `pa.RecordBatch` with exactly the schema of `facts` or
+`events` (gravixd.schema), following the mapping in DESIGN.md section 2, and encodes the
+`Export…ServiceResponse` and the `google.rpc.Status` error bodies that OTLP clients read.
+docs/otlp.md has the mapping table and the decisions taken where DESIGN is silent.
+
+The messages come from the `opentelemetry-proto` package (never hand-copied .proto files).
+A body that does not parse is a `DecodeError` (400, nothing kept); a record whose data is
+invalid (a span without a 16-byte trace id, an end before its start, a status code that is
+not one) is rejected on its own and reported in `partial_success`, the others are kept.
+Spans of a kind other than SERVER are not request facts: they are skipped and counted.
+It never does I/O and never reads a clock: `received_unix_nano` is passed in.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+import pyarrow as pa
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from ..errors import DecodeError
+from ..schema import (
+    EVENTS_SCHEMA,
+    FACTS_SCHEMA,
+    MAX_INT64,
+    MAX_STATUS_CODE,
+    SEVERITY_NAMES,
+    severity_number_of_name,
+)
+from .decode import attributes_column, timestamp_column
+
+PROTOBUF_TYPES: Final = frozenset({"application/x-protobuf", "application/protobuf"})
+JSON_TYPES: Final = frozenset({"application/json"})
+# OTLP/HTTP knows these two encodings only (no NDJSON).
+CONTENT_TYPES: Final = PROTOBUF_TYPES | JSON_TYPES
+
+UNKNOWN_SERVICE: Final = "unknown_service"  # what the OpenTelemetry spec names a nameless one
+
+# Rejected records whose messages go into partial_success.error_message: enough to see the
+# pattern, bounded so that a million bad spans cost no more than a few lines.
+MAX_ERROR_MESSAGES: Final = 5
+
+_SPAN_KIND_SERVER: Final = 2
+SPAN_KIND_NAMES: Final = ("unspecified", "internal", "server", "client", "producer", "consumer")
+
+# Attribute keys read into columns, current semantic-convention name first, then the older
+# name it replaced. Every key listed is consumed (kept out of `attributes`) whichever was
+# used: when both come, they are the same value sent twice during a semconv migration.
+_ROUTE_KEYS: Final = ("http.route",)
+_METHOD_KEYS: Final = ("http.request.method", "http.method")
+_STATUS_KEYS: Final = ("http.response.status_code", "http.status_code")
+_BYTES_IN_KEYS: Final = ("http.request.body.size", "http.request_content_length")
+_BYTES_OUT_KEYS: Final = ("http.response.body.size", "http.response_content_length")
+_EVENT_NAME_KEY: Final = "event.name"
+_SERVICE_NAME_KEY: Final = "service.name"
+
+_encode_json = msgspec.json.Encoder().encode
+_decode_json = msgspec.json.Decoder().decode
+
+# --- the outcome of one request --------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class OtlpBatch:
+    """What one OTLP request decoded to.
+
+    Attributes:
+        batch: the accepted records, in the stream's schema (may have no rows).
+        rejected: records refused for invalid data (reported in partial_success).
+        rejected_reasons: reason label -> count, for metrics.
+        errors: the first MAX_ERROR_MESSAGES rejection messages, each naming its record.
+        ignored_by_kind: spans skipped for not being SERVER spans, by kind name.
+    """
+
+    batch: pa.RecordBatch
+    rejected: int = 0
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    ignored_by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class _Rejects:
+    """Collects rejected records of one request."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.reasons: dict[str, int] = {}
+        self.messages: list[str] = []
+
+    def add(self, reason: str, where: str, message: str) -> None:
+        self.count += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        if len(self.messages) < MAX_ERROR_MESSAGES:
+            self.messages.append(f"{message} - at `{where}`")
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason, self.message = reason, message
+
+
+# --- signals ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One OTLP signal: its request and response messages and the stream it lands in."""
+
+    name: str  # "traces" | "logs"
+    stream: str  # "facts" | "events"
+    record_noun: str  # for messages: "spans" | "log records"
+    request_type: Any
+    response_type: Any
+    partial_success_type: Any
+    rejected_field: str
+    to_batch: Callable[[Any, int], OtlpBatch]
+
+
+# --- values ----------------------------------------------------------------------------------
+
+
+def any_value_text(value: Any) -> str:
+    """An `AnyValue` as the text stored in a map<string,string> or a message column.
+
+    Strings as they are; ints in decimal; bools `true`/`false`; doubles in Python's shortest
+    round-trip form (`0.1`, `2.0`, `1e+100`) and `NaN`/`Infinity`/`-Infinity` as proto3 JSON
+    spells them; bytes in base64 (as proto3 JSON); arrays and key-value lists as JSON; an
+    empty AnyValue (and `string_value_strindex`, a reference into a profiles dictionary that
+    logs and traces do not have) as "".
+    """
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return str(value.string_value)
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "double_value":
+        return _double_text(value.double_value)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    if kind in ("array_value", "kvlist_value"):
+        return _encode_json(_any_value_native(value)).decode()
+    return ""
+
+
+def _double_text(number: float) -> str:
+    if math.isfinite(number):
+        return repr(number)
+    return "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
+
+
+def _any_value_native(value: Any) -> object:
+    """An AnyValue as a JSON-encodable value (within arrays and maps)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "double_value":
+        number = value.double_value
+        return number if math.isfinite(number) else _double_text(number)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    if kind == "array_value":
+        return [_any_value_native(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _any_value_native(kv.value) for kv in value.kvlist_value.values}
+    return None
+
+
+def _take(attributes: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    """Pop every key of `keys`; the value of the first present one (an AnyValue), or None."""
+    found = None
+    for key in keys:
+        value = attributes.pop(key, None)
+        if found is None:
+            found = value
+    return found
+
+
+def _integer(value: Any, what: str, maximum: int) -> int:
+    """An AnyValue holding a whole number 0..maximum (an int, a decimal string, or an
+    integral double: emitters differ), else a _Reject naming what came."""
+    kind = value.WhichOneof("value")
+    number: int | None = None
+    if kind == "int_value":
+        number = value.int_value
+    elif kind == "string_value" and value.string_value.strip().isdigit():
+        number = int(value.string_value)
+    elif kind == "double_value" and value.double_value.is_integer():
+        number = int(value.double_value)
+    if number is None or not 0 <= number <= maximum:
+        got = any_value_text(value) if kind else "an empty value"
+        raise _Reject(f"invalid_{what}", f"Expected `{what}` an integer 0..{maximum}, got {got!r}")
+    return number
+
+
+def _resource_attributes(resource: Any) -> tuple[str, dict[str, str]]:
+    """(service name, the other resource attributes as text)."""
+    attributes = {kv.key: kv.value for kv in resource.attributes}
+    name = attributes.pop(_SERVICE_NAME_KEY, None)
+    service = any_value_text(name) if name is not None else ""
+    return service or UNKNOWN_SERVICE, {k: any_value_text(v) for k, v in attributes.items()}
+
+
+def _merged(own: dict[str, Any], resource: dict[str, str]) -> dict[str, str]:
+    """A record's remaining attributes as text, then the resource's where it has no such key."""
+    merged = dict(resource)
+    merged.update({k: any_value_text(v) for k, v in own.items()})
+    return merged
+
+
+def _trace_id_hex(trace_id: bytes, required: bool) -> str:
+    if len(trace_id) == 16 and (any(trace_id) or not required):
+        return trace_id.hex()
+    if not trace_id and not required:
+        return ""
+    expected = "a 16-byte trace_id, not all zeros" if required else "a 16-byte trace_id or none"
+    got = f"{len(trace_id)} bytes" + (" of zeros" if trace_id and not any(trace_id) else "")
+    raise _Reject("invalid_trace_id", f"Expected {expected}, got {got}")
+
+
+# --- traces -> facts -------------------------------------------------------------------------
+
+
+def spans_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
+    """An `ExportTraceServiceRequest` -> facts (SERVER spans only).
+
+    `received_unix_nano` is unused (a span's start time is required) but kept for the
+    common signature of both signals.
+    """
+    del received_unix_nano
+    rejects = _Rejects()
+    ignored: dict[str, int] = {}
+    starts: list[int] = []
+    services: list[str] = []
+    routes: list[str] = []
+    methods: list[str] = []
+    statuses: list[int] = []
+    durations: list[float] = []
+    bytes_in: list[int] = []
+    bytes_out: list[int] = []
+    trace_ids: list[str] = []
+    attributes: list[dict[str, str]] = []
+    for r, resource_spans in enumerate(request.resource_spans):
+        service, resource_attributes = _resource_attributes(resource_spans.resource)
+        for s, scope_spans in enumerate(resource_spans.scope_spans):
+            for i, span in enumerate(scope_spans.spans):
+                if span.kind != _SPAN_KIND_SERVER:
+                    kind = _kind_name(span.kind)
+                    ignored[kind] = ignored.get(kind, 0) + 1
+                    continue
+                try:
+                    trace_id = _trace_id_hex(span.trace_id, required=True)
+                    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                    if not 0 < start <= MAX_INT64 or end < start:
+                        raise _Reject(
+                            "invalid_time",
+                            f"Expected 0 < start_time_unix_nano <= end_time_unix_nano, "
+                            f"got start {start} and end {end}",
+                        )
+                    own = {kv.key: kv.value for kv in span.attributes}
+                    route = _take(own, _ROUTE_KEYS)
+                    method = _take(own, _METHOD_KEYS)
+                    status = _take(own, _STATUS_KEYS)
+                    size_in = _take(own, _BYTES_IN_KEYS)
+                    size_out = _take(own, _BYTES_OUT_KEYS)
+                    status_code = (
+                        0 if status is None else _integer(status, "status_code", MAX_STATUS_CODE)
+                    )
+                    size_in_bytes = (
+                        0 if size_in is None else _integer(size_in, "bytes_in", MAX_INT64)
+                    )
+                    size_out_bytes = (
+                        0 if size_out is None else _integer(size_out, "bytes_out", MAX_INT64)
+                    )
+                except _Reject as exc:
+                    where = f"$.resourceSpans[{r}].scopeSpans[{s}].spans[{i}]"
+                    rejects.add(exc.reason, where, exc.message)
+                    continue
+                starts.append(start)
+                services.append(service)
+                routes.append(any_value_text(route) if route is not None else span.name)
+                methods.append(any_value_text(method) if method is not None else "")
+                statuses.append(status_code)
+                durations.append((end - start) / 1e6)
+                bytes_in.append(size_in_bytes)
+                bytes_out.append(size_out_bytes)
+                trace_ids.append(trace_id)
+                attributes.append(_merged(own, resource_attributes))
+    columns = [
+        timestamp_column(pa.array(starts, pa.int64()), 0),
+        pa.array(services, pa.string()),
+        pa.array(routes, pa.string()),
+        pa.array(methods, pa.string()),
+        pa.array(statuses, pa.int32()),
+        pa.array(durations, pa.float64()),
+        pa.array(bytes_in, pa.int64()),
+        pa.array(bytes_out, pa.int64()),
+        pa.array(trace_ids, pa.string()),
+        attributes_column(attributes),
+    ]
+    batch = pa.RecordBatch.from_arrays(columns, schema=FACTS_SCHEMA)
+    return OtlpBatch(batch, rejects.count, rejects.reasons, rejects.messages, ignored)
+
+
+def _kind_name(kind: int) -> str:
+    return SPAN_KIND_NAMES[kind] if 0 <= kind < len(SPAN_KIND_NAMES) else "unknown"
+
+
+# --- logs -> events --------------------------------------------------------------------------
+
+# OpenTelemetry's SeverityNumber ranges (logs data model), 4 numbers a level: TRACE 1-4,
+# DEBUG 5-8, INFO 9-12, WARN 13-16, ERROR 17-20, FATAL 21-24. gravixd has no TRACE: it is
+# DEBUG, as the severity names in DESIGN section 2 say. Index = SeverityNumber.
+_SEVERITY_BY_OTEL_NUMBER: Final = ("UNSPECIFIED",) + tuple(
+    name for name in ("DEBUG", "DEBUG", "INFO", "WARN", "ERROR", "FATAL") for _ in range(4)
+)
+
+
+def log_severity(severity_number: int, severity_text: str) -> str:
+    """The stored severity of a log record: by number, else by text, else UNSPECIFIED."""
+    if 0 < severity_number < len(_SEVERITY_BY_OTEL_NUMBER):
+        return _SEVERITY_BY_OTEL_NUMBER[severity_number]
+    number = severity_number_of_name(severity_text) if severity_text else None
+    return SEVERITY_NAMES[number] if number is not None else "UNSPECIFIED"
+
+
+def logs_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
+    """An `ExportLogsServiceRequest` -> events. A record with neither time nor observed time
+    gets `received_unix_nano` (gravixd's "0 means time of receipt")."""
+    rejects = _Rejects()
+    times: list[int] = []
+    services: list[str] = []
+    kinds: list[str] = []
+    severities: list[str] = []
+    messages: list[str] = []
+    trace_ids: list[str] = []
+    attributes: list[dict[str, str]] = []
+    for r, resource_logs in enumerate(request.resource_logs):
+        service, resource_attributes = _resource_attributes(resource_logs.resource)
+        for s, scope_logs in enumerate(resource_logs.scope_logs):
+            for i, record in enumerate(scope_logs.log_records):
+                try:
+                    trace_id = _trace_id_hex(record.trace_id, required=False)
+                    time = record.time_unix_nano or record.observed_time_unix_nano
+                    if time > MAX_INT64:
+                        raise _Reject(
+                            "invalid_time",
+                            f"Expected time_unix_nano <= {MAX_INT64} (year 2262), got {time}",
+                        )
+                except _Reject as exc:
+                    where = f"$.resourceLogs[{r}].scopeLogs[{s}].logRecords[{i}]"
+                    rejects.add(exc.reason, where, exc.message)
+                    continue
+                own = {kv.key: kv.value for kv in record.attributes}
+                event_name = own.pop(_EVENT_NAME_KEY, None)
+                kind = record.event_name or (any_value_text(event_name) if event_name else "")
+                times.append(time)
+                services.append(service)
+                kinds.append(kind or "log")
+                severities.append(log_severity(record.severity_number, record.severity_text))
+                messages.append(any_value_text(record.body) if record.HasField("body") else "")
+                trace_ids.append(trace_id)
+                attributes.append(_merged(own, resource_attributes))
+    columns = [
+        timestamp_column(pa.array(times, pa.int64()), received_unix_nano),
+        pa.array(services, pa.string()),
+        pa.array(kinds, pa.string()),
+        pa.array(severities, pa.string()),
+        pa.array(messages, pa.string()),
+        pa.array(trace_ids, pa.string()),
+        attributes_column(attributes),
+    ]
+    batch = pa.RecordBatch.from_arrays(columns, schema=EVENTS_SCHEMA)
+    return OtlpBatch(batch, rejects.count, rejects.reasons, rejects.messages)
+
+
+TRACES: Final = Signal(
+    "traces",
+    "facts",
+    "spans",
+    trace_service_pb2.ExportTraceServiceRequest,
+    trace_service_pb2.ExportTraceServiceResponse,
+    trace_service_pb2.ExportTracePartialSuccess,
+    "rejected_spans",
+    spans_to_batch,
+)
+LOGS: Final = Signal(
+    "logs",
+    "events",
+    "log records",
+    logs_service_pb2.ExportLogsServiceRequest,
+    logs_service_pb2.ExportLogsServiceResponse,
+    logs_service_pb2.ExportLogsPartialSuccess,
+    "rejected_log_records",
+    logs_to_batch,
+)
+# The OTLP/HTTP default paths (OTLP specification, "OTLP/HTTP Request").
+SIGNALS: Final[dict[str, Signal]] = {"/v1/traces": TRACES, "/v1/logs": LOGS}
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+
+def decode_export(
+    signal: Signal, media_type: str, body: bytes, received_unix_nano: int
+) -> OtlpBatch:
+    """Decode one OTLP/HTTP request body of `media_type` and map it to the signal's stream.
+
+    Raises:
+        DecodeError: the body is not an `Export…ServiceRequest` in that encoding.
+        ValueError: a media type outside CONTENT_TYPES (a caller bug).
+    """
+    if media_type in PROTOBUF_TYPES:
+        request = _parse_protobuf(signal, body)
+    elif media_type in JSON_TYPES:
+        request = _parse_json(signal, body)
+    else:
+        raise ValueError(f"unsupported OTLP media type {media_type!r}")
+    return signal.to_batch(request, received_unix_nano)
+
+
+def _parse_protobuf(signal: Signal, body: bytes) -> Any:
+    try:
+        return signal.request_type.FromString(body)
+    except ProtobufDecodeError as exc:
+        name = signal.request_type.DESCRIPTOR.full_name
+        raise DecodeError(
+            f"Expected a protobuf `{name}`, got {len(body)} bytes that do not parse ({exc})",
+            "invalid_protobuf",
+        ) from None
+
+
+def _parse_json(signal: Signal, body: bytes) -> Any:
+    name = signal.request_type.DESCRIPTOR.full_name
+    try:
+        document = _decode_json(body)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"Expected OTLP JSON `{name}`: {exc}", "invalid_json") from None
+    except RecursionError:
+        raise DecodeError(
+            "Expected JSON nested less than ~1000 levels deep, got deeper nesting", "invalid_json"
+        ) from None
+    if not isinstance(document, dict):
+        got = type(document).__name__
+        raise DecodeError(f"Expected OTLP JSON `{name}` (an object), got `{got}` - at `$`")
+    _hex_ids_to_base64(signal, document)
+    request = signal.request_type()
+    try:
+        # Unknown fields are ignored, as the OTLP spec requires of JSON receivers.
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+    except (json_format.ParseError, RecursionError) as exc:
+        raise DecodeError(f"Expected OTLP JSON `{name}`, got {exc}", "validation") from None
+    return request
+
+
+# OTLP JSON differs from proto3 JSON in one way that matters to a parser: trace and span ids
+# are hex strings, not base64. They are rewritten to base64 before `json_format` reads them
+# (hex digits are valid base64 too, so skipping this would decode wrong ids silently).
+_HEX: Final = re.compile(r"(?:[0-9a-fA-F]{2})*")
+_ID_KEYS: Final = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+# Where ids live: signal -> (resource list, scope list, record list) keys, camelCase and the
+# proto names (json_format accepts both; being lenient costs nothing here).
+_PATHS: Final = {
+    "traces": (("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"), ("spans",)),
+    "logs": (
+        ("resourceLogs", "resource_logs"),
+        ("scopeLogs", "scope_logs"),
+        ("logRecords", "log_records"),
+    ),
+}
+
+
+def _hex_ids_to_base64(signal: Signal, document: dict[str, Any]) -> None:
+    resource_keys, scope_keys, record_keys = _PATHS[signal.name]
+    for resource_key, resources in _lists(document, resource_keys, "$"):
+        for r, resource in enumerate(resources):
+            for scope_key, scopes in _lists(resource, scope_keys, f"{resource_key}[{r}]"):
+                for s, scope in enumerate(scopes):
+                    where_scope = f"{resource_key}[{r}].{scope_key}[{s}]"
+                    for record_key, records in _lists(scope, record_keys, where_scope):
+                        for i, record in enumerate(records):
+                            where = f"$.{where_scope}.{record_key}[{i}]"
+                            _fix_ids(record, where)
+                            for link_index, link in enumerate(_dicts(record.get("links"))):
+                                _fix_ids(link, f"{where}.links[{link_index}]")
+
+
+def _lists(parent: object, keys: tuple[str, ...], where: str) -> Iterable[tuple[str, list[Any]]]:
+    """(key, list) for each of `keys` present in `parent` as a list (json_format reports any
+    other shape itself, with its path)."""
+    if not isinstance(parent, dict):
+        return ()
+    return [(key, value) for key in keys if isinstance(value := parent.get(key), list)]
+
+
+def _dicts(value: object) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _fix_ids(record: object, where: str) -> None:
+    if not isinstance(record, dict):
+        return
+    for key in _ID_KEYS:
+        value = record.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not _HEX.fullmatch(value):
+            raise DecodeError(
+                f"Expected a hex string (OTLP JSON encodes ids in hex), "
+                f"got {_bounded(value)} - at `{where}.{key}`",
+                "validation",
+            )
+        record[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+
+
+def _bounded(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+
+def encode_response(signal: Signal, media_type: str, result: OtlpBatch) -> bytes:
+    """The `Export…ServiceResponse` for a request whose records are durable, in the request's
+    encoding. `partial_success` is set only when records were rejected (OTLP: it MUST stay
+    unset on full success); spans skipped for their kind are not rejections."""
+    response = signal.response_type()
+    if result.rejected:
+        noun = signal.record_noun
+        message = f"{result.rejected} {noun} rejected: " + "; ".join(result.errors)
+        if result.rejected > len(result.errors):
+            message += f"; and {result.rejected - len(result.errors)} more"
+        partial = signal.partial_success_type(error_message=message)
+        setattr(partial, signal.rejected_field, result.rejected)
+        response.partial_success.CopyFrom(partial)
+    return _encode_message(response, media_type)
+
+
+# google.rpc.Code numbers for the Status.code field (OTLP clients do not act on it, but it
+# is there for logs): the HTTP statuses gravixd answers OTLP requests with.
+_RPC_CODES: Final = {400: 3, 401: 16, 404: 5, 413: 8, 415: 3, 503: 14}
+
+
+def encode_status(media_type: str, http_status: int, message: str) -> bytes:
+    """An OTLP error body: a `google.rpc.Status` in the request's encoding (OTLP spec:
+    every 4xx/5xx body is one), whose message is gravixd's usual expected/got/where text."""
+    status = status_pb2.Status(code=_RPC_CODES.get(http_status, 2), message=message)
+    return _encode_message(status, media_type)
+
+
+def _encode_message(message: Any, media_type: str) -> bytes:
+    if media_type in JSON_TYPES:
+        return str(json_format.MessageToJson(message, indent=None)).encode()
+    return bytes(message.SerializeToString())
+
+
+def response_content_type(media_type: str) -> bytes:
+    """OTLP: the response carries the request's Content-Type."""
+    return b"application/json" if media_type in JSON_TYPES else b"application/x-protobuf"
