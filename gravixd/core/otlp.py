@@ -195,6 +195,10 @@ def _take(attributes: dict[str, Any], keys: tuple[str, ...]) -> Any:
     return found
 
 
+# ASCII digits only: int() would also take "١٢", "1_000" and " 12 ".
+_DIGITS: Final = re.compile(r"[0-9]+")
+
+
 def _integer(value: Any, what: str, maximum: int) -> int:
     """An AnyValue holding a whole number 0..maximum (an int, a decimal string, or an
     integral double: emitters differ), else a _Reject naming what came."""
@@ -202,7 +206,7 @@ def _integer(value: Any, what: str, maximum: int) -> int:
     number: int | None = None
     if kind == "int_value":
         number = value.int_value
-    elif kind == "string_value" and value.string_value.strip().isdigit():
+    elif kind == "string_value" and _DIGITS.fullmatch(value.string_value):
         number = int(value.string_value)
     elif kind == "double_value" and value.double_value.is_integer():
         number = int(value.double_value)

@@ -258,6 +258,12 @@ REJECTED_SPANS = [
         "got '1000'",
     ),
     (
+        "status code in other digits",
+        {"attributes": {"http.response.status_code": "\u0662\u0660\u0660"}},
+        "invalid_status_code",
+        "got '\u0662\u0660\u0660'",
+    ),
+    (
         "negative body size",
         {"attributes": {"http.response.body.size": -1}},
         "invalid_bytes_out",
