@@ -1,11 +1,11 @@
 """The native protobuf fast path: the only module that touches the compiled cffi `lib`.
 
 `gravixd._native` (built from native/ at install) decodes a `RequestFactBatch` /
-`ServiceEventBatch` straight into Arrow column buffers that it malloc'd; this module wraps
-them with `pa.foreign_buffer` and `pa.Array.from_buffers`, without copying. All buffers of a
-batch belong to one `gx_result`, freed (by `ffi.gc`) once the last Arrow buffer over it is
-released. The C call releases the GIL (cffi API mode does), so a large body may decode in a
-worker thread.
+`ServiceEventBatch` straight into Arrow column buffers that it malloc'd, and exports them
+through the Arrow C Data Interface: one C call fills an `ArrowArray` (a struct array, i.e. a
+record batch) whose release callback frees every buffer, and one pyarrow call imports it
+against the schema of gravixd/schema.py, zero-copy, with no Python per column. The C call
+releases the GIL (cffi API mode does), so a large body may decode in a worker thread.
 
 `decode_protobuf` is a drop-in for `gravixd.core.decode.decode_protobuf_pure`: the same input
 gives the same record batch or the same kind of `DecodeError` (property tests hold it to
@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from .core.decode import ProtobufDecoder, decode_protobuf_pure
 from .errors import DecodeError
-from .schema import ATTRIBUTES_TYPE, EVENTS_SCHEMA, FACTS_SCHEMA, MAX_INT64, MAX_STATUS_CODE
+from .schema import EVENTS_SCHEMA, FACTS_SCHEMA, MAX_INT64, MAX_STATUS_CODE
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +53,13 @@ _ERRORS: Final = {
     12: "more than 2 GiB of column data",
 }
 _NO_MEMORY: Final = 13
+_INVALID: Final = 14  # a contract violation: the status names the row and field
 
-_STRING_COLUMNS: Final = {
-    "facts": ("service", "route", "method", "trace_id"),
-    "events": ("service", "kind", "severity", "message", "trace_id"),
+# stream -> (the C stream number, the imported schema, the batch message's name).
+_STREAMS: Final = {
+    "facts": (0, FACTS_SCHEMA, "gravix.v1.RequestFactBatch"),
+    "events": (1, EVENTS_SCHEMA, "gravix.v1.ServiceEventBatch"),
 }
-_MESSAGE_NAMES: Final = {
-    "facts": "gravix.v1.RequestFactBatch",
-    "events": "gravix.v1.ServiceEventBatch",
-}
-_ENTRIES_TYPE: Final = pa.struct(
-    [pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())]
-)
 
 
 def decode_protobuf(stream: str, body: bytes, received_unix_nano: int) -> pa.RecordBatch:
@@ -83,89 +78,67 @@ def decode_protobuf(stream: str, body: bytes, received_unix_nano: int) -> pa.Rec
     """
     if lib is None:
         raise RuntimeError(f"gravixd._native is not built: {_IMPORT_ERROR}")
-    if stream == "facts":
-        decode_c, schema, field = lib.gx_decode_facts, FACTS_SCHEMA, "facts"
-    elif stream == "events":
-        decode_c, schema, field = lib.gx_decode_events, EVENTS_SCHEMA, "events"
-    else:
-        raise ValueError(f"unknown stream {stream!r}")
-    result = lib.gx_result_new()
-    if result == ffi.NULL:
-        raise MemoryError("gx_result_new")
-    result = ffi.gc(result, lib.gx_result_free)
-    code = decode_c(ffi.from_buffer("uint8_t[]", body), len(body), received_unix_nano, result)
+    try:
+        number, schema, message = _STREAMS[stream]
+    except KeyError:
+        raise ValueError(f"unknown stream {stream!r}") from None
+    status = ffi.new("gx_status *")
+    array = ffi.new("struct ArrowArray *")
+    code = lib.gx_decode_arrow(
+        number, ffi.from_buffer("uint8_t[]", body), len(body), received_unix_nano, status, array
+    )
     if code:
-        if code == _NO_MEMORY:
-            raise MemoryError(f"decoding a {len(body)}-byte protobuf body")
-        raise DecodeError(
-            f"Expected a `{_MESSAGE_NAMES[stream]}` protobuf message, got "
-            f"{_ERRORS.get(code, f'error {code}')} at byte {result.error_offset}",
-            "invalid_protobuf",
-        )
-    _check(result, field)
-    return pa.RecordBatch.from_arrays(_columns(stream, result), schema=schema)
+        raise _error(code, status, stream, message, len(body))
+    # Takes ownership (the release callback moves to pyarrow); the schema is not re-parsed.
+    return pa.RecordBatch._import_from_c(int(ffi.cast("uintptr_t", array)), schema)
 
 
-def _check(result: Any, field: str) -> None:
+def _error(code: int, status: Any, stream: str, message: str, size: int) -> Exception:
+    if code == _NO_MEMORY:
+        return MemoryError(f"decoding a {size}-byte protobuf body")
+    if code == _INVALID:
+        return _contract_error(status, stream)
+    return DecodeError(
+        f"Expected a `{message}` protobuf message, got "
+        f"{_ERRORS.get(code, f'error {code}')} at byte {status.error_offset}",
+        "invalid_protobuf",
+    )
+
+
+def _contract_error(status: Any, field: str) -> DecodeError:
     """The contract's checks, in the pure path's order and words."""
-    if result.empty_service_row >= 0:
+    if status.empty_service_row >= 0:
         row, name, expected, got = (
-            result.empty_service_row,
+            status.empty_service_row,
             "service",
             "Expected `str` of length >= 1",
             "",
         )
-    elif field == "facts" and result.big_status_code_row >= 0:
-        row, name, got = result.big_status_code_row, "status_code", result.big_status_code
+    elif status.big_status_code_row >= 0:
+        row, name, got = status.big_status_code_row, "status_code", status.big_status_code
         expected = f"Expected `int` <= {MAX_STATUS_CODE}"
-    elif field == "facts" and result.big_bytes_in_row >= 0:
-        row, name, got = result.big_bytes_in_row, "bytes_in", result.big_bytes_in
-        expected = f"Expected `int` <= {MAX_INT64}"
-    elif field == "facts" and result.big_bytes_out_row >= 0:
-        row, name, got = result.big_bytes_out_row, "bytes_out", result.big_bytes_out
+    elif status.big_bytes_in_row >= 0:
+        row, name, got = status.big_bytes_in_row, "bytes_in", status.big_bytes_in
         expected = f"Expected `int` <= {MAX_INT64}"
     else:
-        return
-    raise DecodeError(f"{expected}, got `{got}` - at `$.{field}[{row}].{name}`")
+        row, name, got = status.big_bytes_out_row, "bytes_out", status.big_bytes_out
+        expected = f"Expected `int` <= {MAX_INT64}"
+    return DecodeError(f"{expected}, got `{got}` - at `$.{field}[{row}].{name}`")
 
 
-def _columns(stream: str, result: Any) -> list[pa.Array]:
-    rows = result.rows
-    slot = iter(range(len(result.buffers)))
+def exported_schema(stream: str) -> pa.Schema:
+    """The schema the C decoder exports for `stream` (tests hold it equal to schema.py's)."""
+    if lib is None:
+        raise RuntimeError(f"gravixd._native is not built: {_IMPORT_ERROR}")
+    schema = ffi.new("struct ArrowSchema *")
+    if lib.gx_export_schema(_STREAMS[stream][0], schema):
+        raise MemoryError("gx_export_schema")
+    return pa.Schema._import_from_c(int(ffi.cast("uintptr_t", schema)))
 
-    def buffer() -> pa.Buffer:
-        b = result.buffers[next(slot)]
-        return pa.foreign_buffer(int(ffi.cast("uintptr_t", b.data)), b.len, base=result)
 
-    def fixed(type_: pa.DataType) -> pa.Array:
-        return pa.Array.from_buffers(type_, rows, [None, buffer()], null_count=0)
-
-    def string(length: int = rows) -> pa.Array:
-        return pa.Array.from_buffers(pa.string(), length, [None, buffer(), buffer()], null_count=0)
-
-    def attributes() -> pa.Array:
-        offsets = buffer()
-        entries = result.map_entries
-        keys, values = string(entries), string(entries)
-        items = pa.StructArray.from_arrays([keys, values], fields=list(_ENTRIES_TYPE))
-        return pa.Array.from_buffers(
-            ATTRIBUTES_TYPE, rows, [None, offsets], null_count=0, children=[items]
-        )
-
-    # Slot order is gravix_decode.h's enum, which follows the schema's column order.
-    if stream == "facts":
-        return [
-            fixed(pa.int64()).view(FACTS_SCHEMA.field("timestamp").type),
-            string(), string(), string(),
-            fixed(pa.int32()), fixed(pa.float64()), fixed(pa.int64()), fixed(pa.int64()),
-            string(),
-            attributes(),
-        ]  # fmt: skip
-    return [
-        fixed(pa.int64()).view(EVENTS_SCHEMA.field("timestamp").type),
-        string(), string(), string(), string(), string(),
-        attributes(),
-    ]  # fmt: skip
+def live_exports() -> int:
+    """Decoded batches whose C buffers are not yet freed (for leak tests)."""
+    return int(lib.gx_live_exports()) if lib is not None else 0
 
 
 def select_protobuf_decoder(

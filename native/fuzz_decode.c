@@ -9,6 +9,13 @@
  * both streams. On success it checks the result's invariants (offsets start at 0, never
  * decrease, end at the data length; row counts agree). Any sanitizer report, failed
  * invariant or crash exits non-zero. Prints "rounds N ok M" at the end.
+ *
+ * Each mutant also goes through the Arrow export (gx_decode_arrow): the exported tree is
+ * walked (every buffer read, so ASan sees a dangling one), then released either whole or
+ * after moving one column out, which must outlive its parent; LeakSanitizer and
+ * gx_live_exports() check that the release callbacks free everything. And it is read as a
+ * delimited stream (gx_decode_stream_arrow) whole and cut in two at a random point, as TCP
+ * reads arrive: the cut must not change how many rows come out or where it stops.
  */
 #define _POSIX_C_SOURCE 199309L
 #include "gravix_decode.h"
@@ -76,6 +83,104 @@ static void check(const gx_result *r, int facts) {
         check_string(r, GX_E_ATTR_KEY_OFFSETS, GX_E_ATTR_KEY_DATA, m);
         check_string(r, GX_E_ATTR_VALUE_OFFSETS, GX_E_ATTR_VALUE_DATA, m);
     }
+}
+
+/* Reads every byte of every buffer of an exported array (offsets checked against data). */
+static int64_t walk(const struct ArrowArray *a, int depth) {
+    if (!a->release) die("walk released array", depth);
+    if (a->null_count != 0 || a->offset != 0 || a->buffers[0] != NULL) die("nulls", depth);
+    int64_t sum = 0;
+    if (a->n_buffers == 3) { /* string: offsets, data */
+        const int32_t *offsets = a->buffers[1];
+        const uint8_t *data = a->buffers[2];
+        if (offsets[0] != 0) die("string offsets start", depth);
+        for (int64_t i = 0; i < a->length; i++) {
+            if (offsets[i + 1] < offsets[i]) die("string offsets order", depth);
+        }
+        for (int32_t i = 0; i < offsets[a->length]; i++) sum += data[i];
+    } else if (a->n_buffers == 2 && a->n_children == 1) { /* map: entry offsets */
+        const int32_t *offsets = a->buffers[1];
+        if (offsets[a->length] != a->children[0]->length) die("map offsets end", depth);
+    } else if (a->n_buffers == 2) { /* fixed width: 4 or 8 bytes, read 4 at a time */
+        const uint8_t *data = a->buffers[1];
+        for (int64_t i = 0; i < a->length * 4; i++) sum += data[i];
+    }
+    for (int64_t i = 0; i < a->n_children; i++) {
+        if (a->children[i]->length != (depth == 0 || depth == 2 ? a->length
+                                                                 : a->children[i]->length))
+            die("child length", depth);
+        sum += walk(a->children[i], depth + 1);
+    }
+    return sum;
+}
+
+static void check_export(const uint8_t *body, size_t len, int facts) {
+    struct ArrowArray array;
+    gx_status st;
+    int rc = gx_decode_arrow(facts ? GX_STREAM_FACTS : GX_STREAM_EVENTS, body, len, 42, &st,
+                             &array);
+    if (rc != st.error) die("arrow return code", rc);
+    if (rc != GX_OK) {
+        if (array.release) die("exported on error", rc);
+        return;
+    }
+    if (array.length != st.rows || array.n_children != (facts ? 10 : 7)) die("shape", rc);
+    walk(&array, 0);
+    if (below(2)) {
+        array.release(&array);
+    } else { /* move one column out, release the batch, then use and release the column */
+        int64_t i = (int64_t)below((size_t)array.n_children);
+        struct ArrowArray column = *array.children[i];
+        array.children[i]->release = NULL;
+        array.release(&array);
+        walk(&column, 1);
+        column.release(&column);
+    }
+    if (array.release) die("release left the callback", 0);
+    if (gx_live_exports() != 0) die("exported batch not freed", gx_live_exports());
+}
+
+/* Decodes `data` as a delimited stream in one call; returns rows, sets the stop point. */
+static int64_t stream_once(const uint8_t *data, size_t len, int facts, int64_t max_frame,
+                           gx_status *st) {
+    struct ArrowArray array;
+    int rc = gx_decode_stream_arrow(facts ? GX_STREAM_FACTS : GX_STREAM_EVENTS, data, len, 42,
+                                    max_frame, st, &array);
+    if (rc != st->error) die("stream return code", rc);
+    if (st->consumed < 0 || (size_t)st->consumed > len) die("consumed", st->consumed);
+    if (rc != GX_OK && st->frame_start != st->consumed) die("frame start", st->frame_start);
+    if (rc != GX_OK && (st->error_offset < st->frame_start || (size_t)st->error_offset > len))
+        die("stream error offset", st->error_offset);
+    if (!array.release) {
+        if (st->rows) die("rows without an array", st->rows);
+        return 0;
+    }
+    if (array.length != st->rows || st->rows == 0) die("stream rows", st->rows);
+    walk(&array, 0);
+    array.release(&array);
+    return st->rows;
+}
+
+static void check_stream(const uint8_t *data, size_t len, int facts) {
+    int64_t max_frame = below(4) ? 1 << 20 : (int64_t)below(256);
+    gx_status whole, first, second;
+    int64_t rows = stream_once(data, len, facts, max_frame, &whole);
+    /* The same bytes in two reads: the first stops at a frame boundary at or before the
+     * cut, the second starts there. Together they must stop where the whole call did. */
+    size_t cut = below(len + 1);
+    int64_t split_rows = stream_once(data, cut, facts, max_frame, &first);
+    if (first.error == GX_OK) {
+        size_t at = (size_t)first.consumed;
+        split_rows += stream_once(data + at, len - at, facts, max_frame, &second);
+        if (second.error != whole.error || at + (size_t)second.consumed != (size_t)whole.consumed)
+            die("split stream stops elsewhere", (int64_t)cut);
+        if (split_rows != rows) die("split stream rows", split_rows);
+    } else if (first.error != whole.error || first.consumed != whole.consumed) {
+        /* An error in the first read lies in whole bytes before the cut: the whole read,
+         * with the same frames before it, meets it too. */
+        die("error before the cut differs", (int64_t)cut);
+    }
+    if (gx_live_exports() != 0) die("stream batch not freed", gx_live_exports());
 }
 
 static uint8_t *read_file(const char *path, size_t *len) {
@@ -172,6 +277,8 @@ int main(int argc, char **argv) {
                 die("error offset", r->error_offset);
             }
             gx_result_free(r);
+            check_export(exact, len, facts);
+            check_stream(exact, len, facts);
         }
         free(exact);
         rounds++;

@@ -594,6 +594,38 @@ static const uint8_t *parse_event(decoder *d, const uint8_t *p, const uint8_t *e
 
 typedef const uint8_t *(*parse_item_fn)(decoder *, const uint8_t *, const uint8_t *);
 
+/* What differs between the two streams. `columns` spells the exported columns in schema
+ * order: 'f' fixed width (one buffer slot), 's' string (offsets, data), 'm' the attributes
+ * map (entry offsets, then key and value strings). */
+typedef struct {
+    const row_buffer *row_bufs;
+    size_t n_row_bufs;
+    const int *offset_slots; /* every int32 offsets buffer, starting with one 0 */
+    size_t n_offset_slots;
+    int map_slot, key_off, value_off, n_slots;
+    parse_item_fn parse_item;
+    const char *columns;
+} stream_spec;
+
+static const int FACT_OFFSET_SLOTS[] = {
+    GX_F_SERVICE_OFFSETS, GX_F_ROUTE_OFFSETS,   GX_F_METHOD_OFFSETS,     GX_F_TRACE_ID_OFFSETS,
+    GX_F_ATTR_OFFSETS,    GX_F_ATTR_KEY_OFFSETS, GX_F_ATTR_VALUE_OFFSETS,
+};
+static const int EVENT_OFFSET_SLOTS[] = {
+    GX_E_SERVICE_OFFSETS,  GX_E_KIND_OFFSETS, GX_E_SEVERITY_OFFSETS,  GX_E_MESSAGE_OFFSETS,
+    GX_E_TRACE_ID_OFFSETS, GX_E_ATTR_OFFSETS, GX_E_ATTR_KEY_OFFSETS, GX_E_ATTR_VALUE_OFFSETS,
+};
+
+#define COUNT(a) (sizeof a / sizeof *a)
+static const stream_spec SPECS[2] = {
+    {FACT_ROW_BUFFERS, COUNT(FACT_ROW_BUFFERS), FACT_OFFSET_SLOTS, COUNT(FACT_OFFSET_SLOTS),
+     GX_F_ATTR_OFFSETS, GX_F_ATTR_KEY_OFFSETS, GX_F_ATTR_VALUE_OFFSETS, GX_F_COUNT, parse_fact,
+     "fsssffffsm"},
+    {EVENT_ROW_BUFFERS, COUNT(EVENT_ROW_BUFFERS), EVENT_OFFSET_SLOTS, COUNT(EVENT_OFFSET_SLOTS),
+     GX_E_ATTR_OFFSETS, GX_E_ATTR_KEY_OFFSETS, GX_E_ATTR_VALUE_OFFSETS, GX_E_COUNT, parse_event,
+     "fsssssm"},
+};
+
 static void shrink_to_fit(gx_buffer *b) {
     /* Keep what a long-lived batch pins close to what it uses. */
     if (b->data && b->cap - b->len > 4096 && b->cap > b->len + b->len / 4) {
@@ -605,85 +637,81 @@ static void shrink_to_fit(gx_buffer *b) {
     }
 }
 
-static int decode_batch(const uint8_t *body, size_t len, int64_t received_unix_nano,
-                        gx_result *r, const row_buffer *row_bufs, size_t n_row_bufs,
-                        const int *offset_slots, size_t n_offset_slots, int key_off,
-                        int value_off, int n_slots, parse_item_fn parse_item) {
-    decoder d;
-    memset(&d, 0, offsetof(decoder, local_entries));
-    d.body = body;
-    d.r = r;
-    d.received_unix_nano = received_unix_nano;
-    d.entries = d.local_entries;
-    d.entries_cap = LOCAL_ENTRIES;
+/* Resets `r` and sizes its buffers for about `len` bytes of input. */
+static int begin(decoder *d, const stream_spec *s, const uint8_t *body, size_t len,
+                 int64_t received_unix_nano, gx_result *r) {
+    memset(d, 0, offsetof(decoder, local_entries));
+    d->body = body;
+    d->r = r;
+    d->received_unix_nano = received_unix_nano;
+    d->entries = d->local_entries;
+    d->entries_cap = LOCAL_ENTRIES;
     r->rows = r->map_entries = 0;
     r->empty_service_row = r->big_status_code_row = -1;
     r->big_bytes_in_row = r->big_bytes_out_row = -1;
     r->error = GX_OK;
     r->error_offset = 0;
+    for (int i = 0; i < GX_MAX_BUFFERS; i++) r->buffers[i].len = 0;
 
     if (len >= (size_t)MAX_OFFSET) {
-        fail(&d, GX_ERR_TOO_LARGE, body);
-        goto done;
+        fail(d, GX_ERR_TOO_LARGE, body);
+        return 0;
     }
     /* A realistic event is ~100 bytes: start there, double when short. */
-    if (!grow_rows(&d, row_bufs, n_row_bufs, (int64_t)(len / 96) + 16) ||
-        !grow_entries(&d, key_off, value_off, (int64_t)(len / 32) + 16))
-        goto done;
-    for (size_t i = 0; i < n_offset_slots; i++) put_i32(&r->buffers[offset_slots[i]], 0);
+    if (!grow_rows(d, s->row_bufs, s->n_row_bufs, (int64_t)(len / 96) + 16) ||
+        !grow_entries(d, s->key_off, s->value_off, (int64_t)(len / 32) + 16))
+        return 0;
+    for (size_t i = 0; i < s->n_offset_slots; i++) put_i32(&r->buffers[s->offset_slots[i]], 0);
     /* Every slot gets memory, so that even empty columns have a real address for Arrow. */
-    for (int i = 0; i < n_slots; i++) {
-        if (!reserve(&d, &r->buffers[i], (int64_t)(len / 16) + 64)) goto done;
+    for (int i = 0; i < s->n_slots; i++) {
+        if (!reserve(d, &r->buffers[i], (int64_t)(len / 16) + 64)) return 0;
     }
+    return 1;
+}
 
-    const uint8_t *p = body, *end = body + len;
-    while (p < end) {
-        const uint8_t *tag_at = p;
-        uint32_t tag;
-        if (!(p = read_tag(&d, p, end, &tag))) break;
-        if (tag == 0x0a) {
-            uint32_t item_len;
-            if (!(p = read_length(&d, p, end, &item_len))) break;
-            if (!parse_item(&d, p, p + item_len)) break;
-            p += item_len;
-        } else if (!(p = skip_field(&d, p, end, tag, tag_at, MAX_DEPTH))) {
-            break;
-        }
+/* Records the outcome in `r`; GX_OK or the first error. */
+static int finish(decoder *d, const stream_spec *s, const uint8_t *body) {
+    gx_result *r = d->r;
+    if (d->entries != d->local_entries) free(d->entries);
+    if (d->error) {
+        r->error = d->error;
+        r->error_offset = d->error_at ? (int64_t)(d->error_at - body) : 0;
+        return d->error;
     }
-done:
-    if (d.entries != d.local_entries) free(d.entries);
-    if (d.error) {
-        r->error = d.error;
-        r->error_offset = d.error_at ? (int64_t)(d.error_at - body) : 0;
-        return d.error;
-    }
-    for (int i = 0; i < n_slots; i++) shrink_to_fit(&r->buffers[i]);
+    for (int i = 0; i < s->n_slots; i++) shrink_to_fit(&r->buffers[i]);
     return GX_OK;
 }
 
-static const int FACT_OFFSET_SLOTS[] = {
-    GX_F_SERVICE_OFFSETS, GX_F_ROUTE_OFFSETS,   GX_F_METHOD_OFFSETS,     GX_F_TRACE_ID_OFFSETS,
-    GX_F_ATTR_OFFSETS,    GX_F_ATTR_KEY_OFFSETS, GX_F_ATTR_VALUE_OFFSETS,
-};
-static const int EVENT_OFFSET_SLOTS[] = {
-    GX_E_SERVICE_OFFSETS,  GX_E_KIND_OFFSETS, GX_E_SEVERITY_OFFSETS,  GX_E_MESSAGE_OFFSETS,
-    GX_E_TRACE_ID_OFFSETS, GX_E_ATTR_OFFSETS, GX_E_ATTR_KEY_OFFSETS, GX_E_ATTR_VALUE_OFFSETS,
-};
+static int decode_batch(const stream_spec *s, const uint8_t *body, size_t len,
+                        int64_t received_unix_nano, gx_result *r) {
+    decoder d;
+    if (begin(&d, s, body, len, received_unix_nano, r)) {
+        const uint8_t *p = body, *end = body + len;
+        while (p < end) {
+            const uint8_t *tag_at = p;
+            uint32_t tag;
+            if (!(p = read_tag(&d, p, end, &tag))) break;
+            if (tag == 0x0a) {
+                uint32_t item_len;
+                if (!(p = read_length(&d, p, end, &item_len))) break;
+                if (!s->parse_item(&d, p, p + item_len)) break;
+                p += item_len;
+            } else if (!(p = skip_field(&d, p, end, tag, tag_at, MAX_DEPTH))) {
+                break;
+            }
+        }
+    }
+    return finish(&d, s, body);
+}
 
 int gx_decode_facts(const uint8_t *body, size_t len, int64_t received_unix_nano,
                     gx_result *result) {
-    return decode_batch(body, len, received_unix_nano, result, FACT_ROW_BUFFERS,
-                        sizeof FACT_ROW_BUFFERS / sizeof *FACT_ROW_BUFFERS, FACT_OFFSET_SLOTS,
-                        sizeof FACT_OFFSET_SLOTS / sizeof *FACT_OFFSET_SLOTS,
-                        GX_F_ATTR_KEY_OFFSETS, GX_F_ATTR_VALUE_OFFSETS, GX_F_COUNT, parse_fact);
+    return decode_batch(&SPECS[GX_STREAM_FACTS], body, len, received_unix_nano, result);
 }
 
 int gx_decode_events(const uint8_t *body, size_t len, int64_t received_unix_nano,
                      gx_result *result) {
-    return decode_batch(body, len, received_unix_nano, result, EVENT_ROW_BUFFERS,
-                        sizeof EVENT_ROW_BUFFERS / sizeof *EVENT_ROW_BUFFERS, EVENT_OFFSET_SLOTS,
-                        sizeof EVENT_OFFSET_SLOTS / sizeof *EVENT_OFFSET_SLOTS,
-                        GX_E_ATTR_KEY_OFFSETS, GX_E_ATTR_VALUE_OFFSETS, GX_E_COUNT, parse_event);
+    return decode_batch(&SPECS[GX_STREAM_EVENTS], body, len, received_unix_nano, result);
 }
 
 gx_result *gx_result_new(void) { return calloc(1, sizeof(gx_result)); }
@@ -692,4 +720,343 @@ void gx_result_free(gx_result *result) {
     if (!result) return;
     for (int i = 0; i < GX_MAX_BUFFERS; i++) free(result->buffers[i].data);
     free(result);
+}
+
+/* ---- Arrow C Data Interface export ------------------------------------------------------
+ *
+ * An exported batch is one malloc'd block holding the gx_result (whose buffers the arrays
+ * point into) and every child ArrowArray with its buffer and child pointer arrays. The
+ * block counts the ArrowArray structures still unreleased (the base one and each child):
+ * a consumer releases the base, whose callback releases the children it still holds (one
+ * it moved out is released by its new owner), and the last release frees it all. So a
+ * moved child stays valid after its parent is released, as the interface requires. */
+
+#define MAX_NODES 14 /* facts: the batch, 10 columns, the map's entries, key, value */
+
+typedef struct {
+    int64_t refs;
+    gx_result *result;
+    struct ArrowArray nodes[MAX_NODES];
+    struct ArrowArray *children[MAX_NODES];
+    const void *buffers[3 * MAX_NODES];
+} export_block;
+
+static int64_t live_exports;
+
+int64_t gx_live_exports(void) { return __atomic_load_n(&live_exports, __ATOMIC_RELAXED); }
+
+static void release_array(struct ArrowArray *array) {
+    if (!array->release) return;
+    for (int64_t i = 0; i < array->n_children; i++) {
+        struct ArrowArray *child = array->children[i];
+        if (child->release) child->release(child);
+    }
+    export_block *block = array->private_data;
+    array->release = NULL;
+    if (__atomic_sub_fetch(&block->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        gx_result_free(block->result);
+        free(block);
+        __atomic_sub_fetch(&live_exports, 1, __ATOMIC_RELAXED);
+    }
+}
+
+typedef struct {
+    export_block *block;
+    int nodes, buffers, children;
+} export_cursor;
+
+/* Fills `a` as a node of `length` with a null validity buffer and the given buffer slots
+ * (-1 ends the list), room for `n_children` children. */
+static void set_node(export_cursor *c, struct ArrowArray *a, int64_t length, int n_children,
+                     int slot0, int slot1) {
+    export_block *b = c->block;
+    a->length = length;
+    a->null_count = 0;
+    a->offset = 0;
+    a->buffers = &b->buffers[c->buffers];
+    b->buffers[c->buffers++] = NULL; /* no nulls: Arrow allows no validity bitmap */
+    a->n_buffers = 1;
+    if (slot0 >= 0) b->buffers[c->buffers++] = b->result->buffers[slot0].data, a->n_buffers++;
+    if (slot1 >= 0) b->buffers[c->buffers++] = b->result->buffers[slot1].data, a->n_buffers++;
+    a->n_children = n_children;
+    a->children = n_children ? &b->children[c->children] : NULL;
+    c->children += n_children;
+    a->dictionary = NULL;
+    a->release = release_array;
+    a->private_data = b;
+}
+
+static struct ArrowArray *next_node(export_cursor *c) { return &c->block->nodes[c->nodes++]; }
+
+/* Moves the buffers of `r` (owned from now on by `out`) into an exported struct array. */
+static int export_result(const stream_spec *s, gx_result *r, struct ArrowArray *out) {
+    export_block *b = calloc(1, sizeof *b);
+    if (!b) return GX_ERR_NO_MEMORY;
+    b->result = r;
+    export_cursor c = {b, 0, 0, 0};
+    int n_columns = (int)strlen(s->columns), slot = 0;
+    set_node(&c, out, r->rows, n_columns, -1, -1);
+    for (int i = 0; i < n_columns; i++) {
+        struct ArrowArray *column = out->children[i] = next_node(&c);
+        if (s->columns[i] == 'f') {
+            set_node(&c, column, r->rows, 0, slot, -1);
+            slot += 1;
+        } else if (s->columns[i] == 's') {
+            set_node(&c, column, r->rows, 0, slot, slot + 1);
+            slot += 2;
+        } else { /* 'm': map<string, string> = list of struct<key, value> */
+            set_node(&c, column, r->rows, 1, slot, -1);
+            struct ArrowArray *entries = column->children[0] = next_node(&c);
+            set_node(&c, entries, r->map_entries, 2, -1, -1);
+            set_node(&c, entries->children[0] = next_node(&c), r->map_entries, 0, slot + 1,
+                     slot + 2);
+            set_node(&c, entries->children[1] = next_node(&c), r->map_entries, 0, slot + 3,
+                     slot + 4);
+            slot += 5;
+        }
+    }
+    b->refs = c.nodes + 1; /* the children, and `out` itself */
+    __atomic_add_fetch(&live_exports, 1, __ATOMIC_RELAXED);
+    return GX_OK;
+}
+
+static void clear_status(gx_status *st) {
+    memset(st, 0, sizeof *st);
+    st->frame_start = st->frame_end = -1;
+    st->empty_service_row = st->big_status_code_row = -1;
+    st->big_bytes_in_row = st->big_bytes_out_row = -1;
+}
+
+static int invalid_row(const gx_result *r) {
+    return r->empty_service_row >= 0 || r->big_status_code_row >= 0 ||
+           r->big_bytes_in_row >= 0 || r->big_bytes_out_row >= 0;
+}
+
+/* The contract's checks of `r` into `st`, rows counted from `first_row`. */
+static void copy_checks(gx_status *st, const gx_result *r, int64_t first_row) {
+#define ROW(x) ((x) >= 0 ? (x) - first_row : -1)
+    st->empty_service_row = ROW(r->empty_service_row);
+    st->big_status_code_row = ROW(r->big_status_code_row);
+    st->big_status_code = r->big_status_code;
+    st->big_bytes_in_row = ROW(r->big_bytes_in_row);
+    st->big_bytes_in = r->big_bytes_in;
+    st->big_bytes_out_row = ROW(r->big_bytes_out_row);
+    st->big_bytes_out = r->big_bytes_out;
+#undef ROW
+}
+
+/* Exports `r` if it has rows (else frees it); NO_MEMORY if that fails. */
+static int export_or_free(const stream_spec *s, gx_result *r, struct ArrowArray *out) {
+    if (r->rows == 0) {
+        gx_result_free(r);
+        return GX_OK;
+    }
+    int code = export_result(s, r, out);
+    if (code) gx_result_free(r);
+    return code;
+}
+
+int gx_decode_arrow(int stream, const uint8_t *body, size_t len, int64_t received_unix_nano,
+                    gx_status *status, struct ArrowArray *out) {
+    clear_status(status);
+    out->release = NULL;
+    const stream_spec *s = &SPECS[stream == GX_STREAM_EVENTS];
+    gx_result *r = gx_result_new();
+    if (!r) return status->error = GX_ERR_NO_MEMORY;
+    int code = decode_batch(s, body, len, received_unix_nano, r);
+    status->error_offset = r->error_offset;
+    status->rows = r->rows;
+    if (!code && invalid_row(r)) {
+        copy_checks(status, r, 0);
+        code = GX_ERR_INVALID;
+    }
+    if (code) {
+        gx_result_free(r);
+        return status->error = code;
+    }
+    /* An empty batch is exported too: a body may hold no events. */
+    if ((code = export_result(s, r, out))) gx_result_free(r);
+    return status->error = code;
+}
+
+/* Undoes the last row appended to `r` (one that broke the contract): every buffer's
+ * length follows from the row count and the offsets before that row. */
+static void drop_last_row(const stream_spec *s, gx_result *r) {
+    int64_t rows = --r->rows;
+    gx_buffer *b = r->buffers;
+    int32_t entries;
+    memcpy(&entries, b[s->map_slot].data + rows * 4, 4);
+    r->map_entries = entries;
+    for (size_t i = 0; i < s->n_row_bufs; i++) {
+        b[s->row_bufs[i].slot].len = rows * s->row_bufs[i].width;
+    }
+    for (size_t i = 0; i < s->n_offset_slots; i++) {
+        int slot = s->offset_slots[i];
+        int64_t count = slot == s->key_off || slot == s->value_off ? entries : rows;
+        b[slot].len = (count + 1) * 4;
+        if (slot != s->map_slot) { /* a string column: its data follows its offsets */
+            int32_t data_end;
+            memcpy(&data_end, b[slot].data + count * 4, 4);
+            b[slot + 1].len = data_end;
+        }
+    }
+    r->empty_service_row = r->big_status_code_row = -1;
+    r->big_bytes_in_row = r->big_bytes_out_row = -1;
+}
+
+/* A frame's length prefix, read as gravixd/core/framing.py's ProtobufFramer does: up to 10
+ * bytes, any value (more than 64 bits saturates, so it compares as too large). Returns the
+ * prefix's byte count, 0 while incomplete, -1 when 10 bytes all have the continuation bit. */
+static int frame_prefix(const uint8_t *p, const uint8_t *end, uint64_t *out) {
+    uint64_t value = 0;
+    int saturated = 0;
+    for (int i = 0; i < 10; i++) {
+        if (p + i >= end) return 0;
+        uint64_t bits = p[i] & 0x7f;
+        if (i == 9 ? bits > 1 : 0) saturated = 1;
+        value |= bits << (7 * i);
+        if (p[i] < 0x80) {
+            *out = saturated ? UINT64_MAX : value;
+            return i + 1;
+        }
+    }
+    return -1;
+}
+
+int gx_decode_stream_arrow(int stream, const uint8_t *data, size_t len,
+                           int64_t received_unix_nano, int64_t max_frame_bytes,
+                           gx_status *status, struct ArrowArray *out) {
+    clear_status(status);
+    out->release = NULL;
+    const stream_spec *s = &SPECS[stream == GX_STREAM_EVENTS];
+    gx_result *r = gx_result_new();
+    if (!r) return status->error = GX_ERR_NO_MEMORY;
+    decoder d;
+    int code = GX_OK;
+    const uint8_t *p = data, *end = data + len;
+    if (begin(&d, s, data, len, received_unix_nano, r)) {
+        while (p < end) {
+            uint64_t length;
+            int prefix = frame_prefix(p, end, &length);
+            if (prefix == 0) break; /* the prefix is still arriving */
+            if (prefix < 0 || length > (uint64_t)max_frame_bytes) {
+                /* The framing is lost: nothing from here on can be trusted. */
+                code = prefix < 0 ? GX_ERR_FRAME_VARINT : GX_ERR_FRAME_TOO_LARGE;
+                status->error_offset = status->frame_start = p - data;
+                break;
+            }
+            if (length > (uint64_t)(end - p - prefix)) break; /* the frame is still arriving */
+            const uint8_t *message = p + prefix, *frame_end = message + length;
+            /* As a batch entry, the prefix must also be a valid protobuf length. */
+            if (prefix > 5 || length >= (uint64_t)MAX_OFFSET) {
+                fail(&d, GX_ERR_BAD_LENGTH, p);
+            } else if (s->parse_item(&d, message, frame_end) && invalid_row(r)) {
+                copy_checks(status, r, r->rows - 1);
+                drop_last_row(s, r);
+                code = GX_ERR_INVALID;
+            }
+            if (d.error || code) {
+                status->error_offset = status->frame_start = p - data;
+                status->frame_end = frame_end - data;
+                break;
+            }
+            p = frame_end;
+        }
+    }
+    status->consumed = p - data;
+    if (d.error) {
+        code = d.error;
+        status->error_offset = d.error_at ? d.error_at - data : 0;
+        d.error = 0; /* frames before the bad one are good and exported */
+        if (code == GX_ERR_NO_MEMORY || code == GX_ERR_TOO_LARGE) {
+            /* Buffers may be half-appended: export nothing. */
+            finish(&d, s, data);
+            gx_result_free(r);
+            status->consumed = 0;
+            return status->error = code;
+        }
+    }
+    finish(&d, s, data);
+    status->rows = r->rows;
+    int exported = export_or_free(s, r, out);
+    if (exported) {
+        status->consumed = 0;
+        status->rows = 0;
+        return status->error = exported;
+    }
+    return status->error = code;
+}
+
+/* ---- the exported schema (static strings; one malloc'd block per export) --------------- */
+
+#define ARROW_FLAG_NULLABLE 2
+#define MAX_FIELDS 14
+
+typedef struct {
+    struct ArrowSchema nodes[MAX_FIELDS];
+    struct ArrowSchema *children[MAX_FIELDS];
+} schema_block;
+
+static const char *const FACT_NAMES[] = {"timestamp",   "service",  "route",     "method",
+                                         "status_code", "duration_ms", "bytes_in", "bytes_out",
+                                         "trace_id",    "attributes"};
+static const char *const FACT_FORMATS[] = {"tsn:UTC", "u", "u", "u", "i",
+                                           "g",       "l", "l", "u", "+m"};
+static const char *const EVENT_NAMES[] = {"timestamp", "service",  "kind",      "severity",
+                                          "message",   "trace_id", "attributes"};
+static const char *const EVENT_FORMATS[] = {"tsn:UTC", "u", "u", "u", "u", "u", "+m"};
+
+static void release_schema(struct ArrowSchema *schema) {
+    if (!schema->release) return;
+    /* Children live in the root's block; a moved child needs nothing freed. */
+    for (int64_t i = 0; i < schema->n_children; i++) schema->children[i]->release = NULL;
+    void *block = schema->private_data;
+    schema->release = NULL;
+    free(block);
+}
+
+static void release_schema_child(struct ArrowSchema *schema) { schema->release = NULL; }
+
+static void set_field(struct ArrowSchema *f, const char *format, const char *name,
+                      int64_t flags, int64_t n_children, struct ArrowSchema **children) {
+    f->format = format;
+    f->name = name;
+    f->metadata = NULL;
+    f->flags = flags;
+    f->n_children = n_children;
+    f->children = children;
+    f->dictionary = NULL;
+    f->release = release_schema_child;
+    f->private_data = NULL;
+}
+
+int gx_export_schema(int stream, struct ArrowSchema *out) {
+    schema_block *b = calloc(1, sizeof *b);
+    if (!b) return GX_ERR_NO_MEMORY;
+    int facts = stream != GX_STREAM_EVENTS;
+    int n = facts ? 10 : 7;
+    const char *const *names = facts ? FACT_NAMES : EVENT_NAMES;
+    const char *const *formats = facts ? FACT_FORMATS : EVENT_FORMATS;
+    int next = 0;
+    set_field(out, "+s", "", 0, n, b->children);
+    next = n;
+    for (int i = 0; i < n; i++) {
+        struct ArrowSchema *f = b->children[i] = &b->nodes[i];
+        if (formats[i][0] == '+') { /* the map: entries struct<key not null, value> */
+            struct ArrowSchema *entries = &b->nodes[next++];
+            struct ArrowSchema **entry_children = &b->children[next];
+            entry_children[0] = &b->nodes[next++];
+            entry_children[1] = &b->nodes[next++];
+            set_field(f, formats[i], names[i], ARROW_FLAG_NULLABLE, 1, &b->children[n]);
+            b->children[n] = entries;
+            set_field(entries, "+s", "entries", 0, 2, entry_children);
+            set_field(entry_children[0], "u", "key", 0, 0, NULL);
+            set_field(entry_children[1], "u", "value", ARROW_FLAG_NULLABLE, 0, NULL);
+        } else {
+            set_field(f, formats[i], names[i], ARROW_FLAG_NULLABLE, 0, NULL);
+        }
+    }
+    out->release = release_schema;
+    out->private_data = b;
+    return GX_OK;
 }

@@ -68,7 +68,11 @@ enum {
     GX_ERR_TOO_DEEP = 10,
     GX_ERR_INVALID_UTF8 = 11,
     GX_ERR_TOO_LARGE = 12,        /* a column over Arrow's 2 GiB int32 offsets */
-    GX_ERR_NO_MEMORY = 13
+    GX_ERR_NO_MEMORY = 13,
+    /* Only from the gx_decode_*_arrow entry points: */
+    GX_ERR_INVALID = 14,          /* well-formed, but a row breaks the contract (see status) */
+    GX_ERR_FRAME_TOO_LARGE = 15,  /* stream: a length prefix above max_frame_bytes */
+    GX_ERR_FRAME_VARINT = 16      /* stream: a length prefix of 10 bytes, continuation set */
 };
 
 typedef struct {
@@ -97,6 +101,85 @@ int gx_decode_facts(const uint8_t *body, size_t len, int64_t received_unix_nano,
                     gx_result *result);
 int gx_decode_events(const uint8_t *body, size_t len, int64_t received_unix_nano,
                      gx_result *result);
+
+/* ---- the Arrow C Data Interface (https://arrow.apache.org/docs/format/CDataInterface.html)
+ * The standard's own definitions, verbatim. (Its ARROW_C_DATA_INTERFACE include guard is
+ * left out: the cdef region takes no preprocessor lines, and nothing else defines them.) */
+struct ArrowSchema {
+    const char *format;
+    const char *name;
+    const char *metadata;
+    int64_t flags;
+    int64_t n_children;
+    struct ArrowSchema **children;
+    struct ArrowSchema *dictionary;
+    void (*release)(struct ArrowSchema *);
+    void *private_data;
+};
+
+struct ArrowArray {
+    int64_t length;
+    int64_t null_count;
+    int64_t offset;
+    int64_t n_buffers;
+    int64_t n_children;
+    const void **buffers;
+    struct ArrowArray **children;
+    struct ArrowArray *dictionary;
+    void (*release)(struct ArrowArray *);
+    void *private_data;
+};
+
+enum { GX_STREAM_FACTS = 0, GX_STREAM_EVENTS = 1 };
+
+/* What a gx_decode_*_arrow call did, besides the array it exported. */
+typedef struct {
+    int32_t error;                /* GX_OK or an error code */
+    int64_t error_offset;         /* byte of the input where the bad element starts */
+    int64_t rows;                 /* rows exported */
+    /* Stream entry only: bytes of whole frames taken (a partial last frame is not), and
+     * for a frame that stopped the call (GX_ERR_INVALID or a protobuf error) where it
+     * starts and ends in the input. */
+    int64_t consumed;
+    int64_t frame_start;
+    int64_t frame_end;
+    /* GX_ERR_INVALID: the row (of this call's input) and value, as in gx_result. */
+    int64_t empty_service_row;
+    int64_t big_status_code_row;
+    uint32_t big_status_code;
+    int64_t big_bytes_in_row;
+    uint64_t big_bytes_in;
+    int64_t big_bytes_out_row;
+    uint64_t big_bytes_out;
+} gx_status;
+
+/* Decode a whole batch body of `stream` and export it as an Arrow struct array (a record
+ * batch with the schema of gravixd/schema.py). On GX_OK `*out` owns every buffer: its
+ * release callback frees them (pyarrow calls it when the last array over them goes).
+ * On any error (GX_ERR_INVALID included) nothing is exported: out->release is NULL and
+ * `*status` says why. One call, no other allocation for the caller to free. */
+int gx_decode_arrow(int stream, const uint8_t *body, size_t len, int64_t received_unix_nano,
+                    gx_status *status, struct ArrowArray *out);
+
+/* Decode a stream of varint length-delimited RequestFact / ServiceEvent messages (as
+ * protobuf's writeDelimitedTo), the whole frames at the start of [data, data + len), into
+ * one exported struct array. It stops at the end of the last whole frame (status->consumed:
+ * keep the rest for the next call), or at the first frame that
+ *   - has a length prefix above max_frame_bytes or 10 bytes long (GX_ERR_FRAME_*; the
+ *     framing is lost, error_offset = frame_start = the prefix's offset),
+ *   - does not parse (a protobuf error code; error_offset is where in the input), or
+ *   - breaks the contract (GX_ERR_INVALID; the row fields say which check, with row 0);
+ * the frames before it are exported (out->release is NULL when there are none) and
+ * consumed = frame_start. Returns status->error. */
+int gx_decode_stream_arrow(int stream, const uint8_t *data, size_t len,
+                           int64_t received_unix_nano, int64_t max_frame_bytes,
+                           gx_status *status, struct ArrowArray *out);
+
+/* The schema of `stream`'s exported arrays (a struct of the columns), for checking. */
+int gx_export_schema(int stream, struct ArrowSchema *out);
+
+/* Exported arrays whose buffers are not yet freed, process-wide (for leak tests). */
+int64_t gx_live_exports(void);
 
 /* cdef-end */
 

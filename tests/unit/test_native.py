@@ -32,7 +32,7 @@ from gravixd import native
 from gravixd.core.decode import decode, decode_protobuf_pure
 from gravixd.errors import DecodeError
 from gravixd.proto.gravix.v1 import events_pb2
-from gravixd.schema import EVENTS_SCHEMA, FACTS_SCHEMA
+from gravixd.schema import EVENTS_SCHEMA, FACTS_SCHEMA, STREAMS
 
 SVC = ld(2, b"a")  # service "a": a fact/event that passes validation
 
@@ -357,3 +357,16 @@ def test_map_entry_with_unknown_field_is_dropped_as_upb_does(attrs: bytes) -> No
     result = assert_same("facts", item(SVC + attrs))
     assert result[0] == "ok"
     assert result[1].column("attributes").to_pylist()[0] in ([], [("k", "w")])
+
+
+@pytest.mark.parametrize("stream", ["facts", "events"])
+def test_exported_arrow_schema_is_the_contracts(stream: str) -> None:
+    # decode_protobuf imports the C arrays against schema.py's schema without reading the
+    # C side's; this holds the two equal (names, types, nullability, the map's layout).
+    assert native.exported_schema(stream).equals(STREAMS[stream])
+
+
+def test_empty_body_is_an_empty_batch_with_the_schema() -> None:
+    batch = native.decode_protobuf("events", b"", RECEIVED_NS)
+    assert batch.num_rows == 0 and batch.schema.equals(STREAMS["events"])
+    batch.validate(full=True)

@@ -3,8 +3,10 @@
 native/fuzz_decode.c is compiled with gcc's -fsanitize=address,undefined together with
 native/gravix_decode.c, then mutates valid batches (facts, events, with maps, unknown fields
 and groups) for GRAVIXD_FUZZ_SECONDS (default 20) seconds, decoding each mutant as both
-streams from a block of exactly its size. Any out-of-bounds read, undefined behaviour, leak
-(LeakSanitizer runs at exit) or broken invariant fails the test.
+streams from a block of exactly its size, through the Arrow export (released whole or after
+moving a column out) and as a delimited stream, whole and cut in two. Any out-of-bounds
+read, use after free, undefined behaviour, leak (LeakSanitizer runs at exit, and the
+decoder's count of live exports must return to 0) or broken invariant fails the test.
 """
 
 from __future__ import annotations
@@ -45,7 +47,12 @@ def _seeds() -> list[bytes]:
         + ld(10, entry(b"k", b"v") + b"\x18\x01") + ld(10, entry(None, b"v"))
         + b"\x28" + varint(2**32 + 7) + b"\x20" + varint(-1)
     )  # fmt: skip
+    # Delimited streams, as raw TCP sends them, for the stream entry point.
+    delimited = b"".join(varint(f.ByteSize()) + f.SerializeToString() for f in facts)
+    delimited_events = b"".join(varint(e.ByteSize()) + e.SerializeToString() for e in events)
     return [
+        delimited,
+        delimited_events,
         events_pb2.RequestFactBatch(facts=facts).SerializeToString(),
         events_pb2.ServiceEventBatch(events=events).SerializeToString(),
         odd * 3,

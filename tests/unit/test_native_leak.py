@@ -69,3 +69,28 @@ def test_rejected_bodies_free_their_partial_buffers() -> None:
                 native.decode_protobuf("facts", body, 1)
 
     assert _grows(reject, 300) < 24 * 2**20
+
+
+def test_release_callback_frees_the_batch_when_its_last_array_goes() -> None:
+    # The C decoder counts exported batches whose buffers it has not freed: the Arrow
+    # release callback (called by pyarrow when the last array over the buffers goes) is
+    # what brings the count back.
+    before = native.live_exports()
+    batch = native.decode_protobuf("facts", _body(100), 1)
+    assert native.live_exports() == before + 1
+    attributes = batch.column("attributes").slice(10, 5)  # a child of a child, zero-copy
+    del batch
+    gc.collect()
+    assert native.live_exports() == before + 1  # still in use: not freed
+    assert attributes[0].as_py() == [("pod", "pod-10"), ("region", "eu-west-1")]
+    del attributes
+    gc.collect()
+    assert native.live_exports() == before
+
+
+def test_rejected_bodies_export_nothing() -> None:
+    before = native.live_exports()
+    for body in (_body(10) + b"\x0a\x80", _body(10) + item(b"\x28\xe8\x07")):
+        with pytest.raises(DecodeError):
+            native.decode_protobuf("facts", body, 1)
+    assert native.live_exports() == before
