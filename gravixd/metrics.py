@@ -97,6 +97,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.otlp_spans_ignored = Counter(
+            "otlp_spans_ignored",
+            "OTLP spans not stored because only SERVER spans are request facts, by span kind.",
+            ["kind"],
+            registry=r,
+        )
         self.load_shed = Counter(
             "ingestion_load_shed",
             "Requests answered 503 because a limit was full, by limit.",

@@ -19,9 +19,17 @@ from typing import Final
 import h11
 import msgspec
 
+from . import otlp
 from .decode import CONTENT_TYPES
 
-ENDPOINTS: Final = {b"/v1/facts": "facts", b"/v1/events": "events"}
+# path -> the stream it lands in. /v1/traces and /v1/logs speak OTLP/HTTP (core/otlp.py).
+ENDPOINTS: Final = {
+    b"/v1/facts": "facts",
+    b"/v1/events": "events",
+    **{path.encode(): signal.stream for path, signal in otlp.SIGNALS.items()},
+}
+# Content types by path, where they differ from gravixd's own (OTLP has no NDJSON).
+_ENDPOINT_CONTENT_TYPES: Final = {path.encode(): otlp.CONTENT_TYPES for path in otlp.SIGNALS}
 # Bounded label value for metrics: requests to any other path count as "other".
 OTHER_ENDPOINT: Final = "other"
 
@@ -83,6 +91,14 @@ class IngestRequest:
     media_type: str
     body: bytes
     wire_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class RawBody:
+    """A response body already encoded, for `respond` (OTLP answers in protobuf or JSON)."""
+
+    content_type: bytes
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,9 +229,13 @@ class IngestProtocol:
                 return result
 
     def respond(self, status: int, payload: object, headers: Iterable[Header] = ()) -> bytes:
-        """Serialize the response to the current request; prepares the next cycle."""
-        body = _encode_json(payload)
-        response_headers = [_SERVER_HEADER, _JSON_HEADER, (b"content-length", b"%d" % len(body))]
+        """Serialize the response to the current request; prepares the next cycle.
+        `payload` is encoded as JSON, unless it is a `RawBody`."""
+        if isinstance(payload, RawBody):
+            body, content_type = payload.data, (b"content-type", payload.content_type)
+        else:
+            body, content_type = _encode_json(payload), _JSON_HEADER
+        response_headers = [_SERVER_HEADER, content_type, (b"content-length", b"%d" % len(body))]
         response_headers.extend(headers)
         data = self._conn.send(h11.Response(status_code=status, headers=response_headers))
         data += self._conn.send(h11.Data(data=body))
@@ -273,9 +293,8 @@ class IngestProtocol:
         path = request.target.split(b"?", 1)[0]
         stream = ENDPOINTS.get(path)
         if stream is None:
-            raise _RejectRequest(
-                404, "not_found", f"Expected POST /v1/facts or /v1/events, got {_s(path)}"
-            )
+            paths = ", ".join(p.decode() for p in ENDPOINTS)
+            raise _RejectRequest(404, "not_found", f"Expected POST to {paths}, got {_s(path)}")
         self._endpoint, self._stream = path.decode(), stream
         header_bytes = sum(len(name) + len(value) + 4 for name, value in request.headers)
         if header_bytes > self.limits.max_header_bytes:
@@ -296,8 +315,9 @@ class IngestProtocol:
         if self._tokens:
             self._check_token(headers.get(b"authorization", b""))
         self._media_type = _media_type(headers.get(b"content-type", b""))
-        if self._media_type not in CONTENT_TYPES:
-            expected = ", ".join(sorted(CONTENT_TYPES))
+        content_types = _ENDPOINT_CONTENT_TYPES.get(path, CONTENT_TYPES)
+        if self._media_type not in content_types:
+            expected = ", ".join(sorted(content_types))
             got = _s(headers.get(b"content-type", b"(none)"))
             raise _RejectRequest(
                 415, "unsupported_media_type", f"Expected Content-Type {expected}, got {got}"
@@ -357,7 +377,11 @@ class IngestProtocol:
         if unread_body:
             headers.append((b"connection", b"close"))
         endpoint = self._endpoint
-        body = error_body(reject.status, reject.reason, reject.message)
+        body: object = error_body(reject.status, reject.reason, reject.message)
+        if endpoint in otlp.SIGNALS and self._request is not None:
+            # OTLP clients read a google.rpc.Status from every 4xx/5xx body.
+            request_type = _media_type(dict(self._request.headers).get(b"content-type", b""))
+            body = otlp_error_body(request_type, reject.status, reject.message)
         data = self.respond(reject.status, body, headers)
         return ErrorResponse(
             endpoint,
@@ -406,6 +430,13 @@ class IngestProtocol:
         self._request = None
         self._endpoint = OTHER_ENDPOINT
         self._body = None
+
+
+def otlp_error_body(media_type: str, status: int, message: str) -> RawBody:
+    """An OTLP error answer: a google.rpc.Status, in JSON for a JSON request, else protobuf."""
+    return RawBody(
+        otlp.response_content_type(media_type), otlp.encode_status(media_type, status, message)
+    )
 
 
 def _media_type(content_type: bytes) -> str:

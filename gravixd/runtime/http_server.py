@@ -19,15 +19,20 @@ import trio
 
 from ..core.decode import decode
 from ..core.http import (
+    ENDPOINTS,
     ErrorResponse,
     Header,
     HttpLimits,
     IngestProtocol,
     IngestRequest,
     NeedData,
+    RawBody,
     SendInterim,
     error_body,
+    otlp_error_body,
 )
+from ..core.otlp import SIGNALS as OTLP_SIGNALS
+from ..core.otlp import OtlpBatch, Signal, decode_export, encode_response, response_content_type
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
 from .pipeline import Pipeline
@@ -197,7 +202,7 @@ class HttpServer:
                     endpoint, close = event.endpoint, protocol.must_close
                 elif isinstance(event, ErrorResponse):
                     self.metrics.events_rejected.labels(
-                        _stream_of(event.endpoint), "http", event.reason
+                        _stream_of(event.endpoint), _source_of(event.endpoint), event.reason
                     ).inc()
                     status, data, endpoint, close = (
                         event.status,
@@ -221,55 +226,68 @@ class HttpServer:
         metrics, pipeline, load = self.metrics, self.pipeline, self.load
         if load.in_flight_requests >= self.settings.max_in_flight_requests:
             metrics.load_shed.labels("in_flight_requests").inc()
-            return (
-                503,
-                error_body(503, "overloaded", "Expected fewer requests in flight; retry later"),
-                _RETRY_AFTER,
+            return _error(
+                request, 503, "overloaded", "Expected fewer requests in flight; retry later"
             )
         try:
             pipeline.check_writable()  # before decoding: shedding should cost little
         except SpoolFullError as exc:
             metrics.load_shed.labels("spool").inc()
-            return 503, error_body(503, "spool_full", str(exc)), _RETRY_AFTER
+            return _error(request, 503, "spool_full", str(exc))
+        signal = OTLP_SIGNALS.get(request.endpoint)
+        source = "http" if signal is None else "otlp"
         load.in_flight_requests += 1
         metrics.requests_in_flight.inc()
         decoded_bytes = 0  # counted against max_in_flight_bytes too, until the response
         try:
             try:
-                batch = decode(
-                    request.stream,
-                    request.media_type,
-                    request.body,
-                    pipeline.now_unix_nano(),
-                    pipeline.protobuf_decoder,
-                )
+                now = pipeline.now_unix_nano()
+                if signal is None:
+                    otlp_result = None
+                    batch = decode(
+                        request.stream,
+                        request.media_type,
+                        request.body,
+                        now,
+                        pipeline.protobuf_decoder,
+                    )
+                else:
+                    otlp_result = decode_export(signal, request.media_type, request.body, now)
+                    batch = otlp_result.batch
             except DecodeError as exc:
-                metrics.events_rejected.labels(request.stream, "http", exc.reason).inc()
-                return 400, error_body(400, exc.reason, exc.message), []
+                metrics.events_rejected.labels(request.stream, source, exc.reason).inc()
+                return _error(request, 400, exc.reason, exc.message)
             if isinstance(batch, pa.RecordBatch):
                 decoded_bytes = batch.nbytes
                 load.in_flight_bytes += decoded_bytes
             if batch.num_rows:
                 try:
-                    await pipeline.ingest(request.stream, batch, "http")
+                    await pipeline.ingest(request.stream, batch, source)
                 except SpoolFullError as exc:
                     metrics.load_shed.labels("spool").inc()
-                    return 503, error_body(503, "spool_full", str(exc)), _RETRY_AFTER
+                    return _error(request, 503, "spool_full", str(exc))
                 except DurabilityError as exc:
-                    return (
-                        503,
-                        error_body(
-                            503,
-                            "not_durable",
-                            f"{exc}; nothing of this request was kept, retry later",
-                        ),
-                        _RETRY_AFTER,
-                    )
+                    message = f"{exc}; nothing of this request was kept, retry later"
+                    return _error(request, 503, "not_durable", message)
+            if signal is not None and otlp_result is not None:
+                return 200, self._otlp_answer(signal, request, otlp_result), []
             return 202, {"accepted": batch.num_rows}, []
         finally:
             load.in_flight_bytes -= decoded_bytes
             load.in_flight_requests -= 1
             metrics.requests_in_flight.dec()
+
+    def _otlp_answer(self, signal: Signal, request: IngestRequest, result: OtlpBatch) -> RawBody:
+        """Count what an OTLP request left out (now that the rest is durable: a retried
+        request is not counted twice) and encode its Export…ServiceResponse."""
+        for reason, count in result.rejected_reasons.items():
+            self.metrics.events_rejected.labels(signal.stream, "otlp", reason).inc(count)
+        for kind, count in result.ignored_by_kind.items():
+            self.metrics.otlp_spans_ignored.labels(kind).inc(count)
+        media_type = request.media_type
+        return RawBody(
+            response_content_type(media_type), encode_response(signal, media_type, result)
+        )
 
     def _observe(self, endpoint: str, status: int, started: float) -> None:
         key = (endpoint, status)
@@ -284,4 +302,19 @@ class HttpServer:
 
 
 def _stream_of(endpoint: str) -> str:
-    return endpoint.rsplit("/", 1)[-1] if endpoint.startswith("/v1/") else "none"
+    return ENDPOINTS.get(endpoint.encode(), "none")
+
+
+def _source_of(endpoint: str) -> str:
+    return "otlp" if endpoint in OTLP_SIGNALS else "http"
+
+
+def _error(
+    request: IngestRequest, status: int, reason: str, message: str
+) -> tuple[int, object, list[Header]]:
+    """An error answer in the request's protocol: gravixd's JSON error body, or for OTLP a
+    google.rpc.Status in the request's encoding. Every 503 carries Retry-After."""
+    headers = _RETRY_AFTER if status == 503 else []
+    if request.endpoint in OTLP_SIGNALS:
+        return status, otlp_error_body(request.media_type, status, message), headers
+    return status, error_body(status, reason, message), headers

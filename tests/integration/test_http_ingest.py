@@ -106,7 +106,7 @@ STATUS_CASES = [
         413,
         "too_large",
     ),
-    ("unknown path", dict(path="/v1/logs", body=b"{}"), 404, "not_found"),
+    ("unknown path", dict(path="/v1/metrics", body=b"{}"), 404, "not_found"),
 ]
 
 
