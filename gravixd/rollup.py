@@ -6,6 +6,7 @@ Layout (DESIGN §3; keys are relative to the store URL's prefix):
     {stream}/dt=YYYY-MM-DD/hour=HH/{segment_id}.arrow|.parquet       sources (the daemon's)
     rollup/{stream}/dt=YYYY-MM-DD/hour=HH/part-NNNNN.parquet         output (zstd Parquet)
     rollup/{stream}/dt=YYYY-MM-DD/hour=HH/_manifest-NNNNN.json       commit records
+    rollup-commits/{stream}/dt=YYYY-MM-DD/hour=HH/batch-NNNNN.parquet the same, as a table
 
 Protocol, per (stream, hour), one rollup process at a time:
 
@@ -23,6 +24,12 @@ Protocol, per (stream, hour), one rollup process at a time:
    before the next step.
 5. Write the batch's manifest (`_manifest-NNNNN.json`, one put: atomic). This is the commit
    point: before it the batch does not exist, after it the sources are redundant.
+5b. Write the batch's commit record (`rollup-commits/…/batch-NNNNN.parquet`, schema
+   `COMMITS_SCHEMA`): the manifest's sources and parts as rows, for query engines. The views
+   that count every event once (`facts_all`, docs/query.md) read parts it names and segments
+   it does not name, so it must exist before any source it names is deleted: step 3 writes
+   a missing one (a crash between 5 and 5b, or manifests older than commit records) before
+   deleting covered sources.
 6. Delete the batch's sources (unless `keep_sources`).
 
 A crash anywhere leaves the hour in a state that the next run completes without duplicate or
@@ -60,7 +67,7 @@ import pyarrow.parquet as pq
 import trio
 
 from .errors import GravixdError, StoreError
-from .schema import STREAMS
+from .schema import COMMITS_SCHEMA, STREAMS
 from .stores import ObjectStore
 
 __all__ = [
@@ -75,6 +82,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ROLLUP_PREFIX = "rollup"
+COMMITS_PREFIX = "rollup-commits"
 MANIFEST_VERSION = 1
 # Uncompressed bytes buffered before they are written as one Parquet row group: large row
 # groups make scans fast (Trino and DuckDB read a row group per split/thread); 128 MiB is
@@ -87,6 +95,10 @@ _SOURCE_KEY = re.compile(
 )
 _PART_NAME = re.compile(r"^part-(\d{5,})\.parquet$")
 _MANIFEST_NAME = re.compile(r"^_manifest-(\d{5,})\.json$")
+_MANIFEST_KEY = re.compile(
+    r"^" + ROLLUP_PREFIX + r"/(?P<stream>[a-z]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/"
+    r"_manifest-(?P<batch>\d{5,})\.json$"
+)
 
 
 class RollupError(GravixdError):
@@ -133,6 +145,10 @@ class Hour:
     def rollup_prefix(self) -> str:
         return f"{ROLLUP_PREFIX}/{self.stream}/{self.partition}/"
 
+    @property
+    def commits_prefix(self) -> str:
+        return f"{COMMITS_PREFIX}/{self.stream}/{self.partition}/"
+
 
 @dataclass
 class HourReport:
@@ -149,6 +165,7 @@ class HourReport:
     bytes_written: int = 0
     sources_deleted: int = 0
     orphan_parts_removed: int = 0
+    commit_records_written: int = 0
     seconds: float = 0.0
     error: str = ""
 
@@ -241,7 +258,9 @@ async def rollup(
     open_hour_start = _hour_floor(now)
     report = RollupReport()
     for stream in streams:
-        for hour in await _hours_with_sources(store, stream):
+        hours = set(await _hours_with_sources(store, stream))
+        hours |= await _hours_missing_commit_records(store, stream)
+        for hour in sorted(hours):
             if since is not None and hour.start < _hour_floor(since):
                 continue
             if until is not None and hour.start >= until:
@@ -268,6 +287,50 @@ async def _hours_with_sources(store: ObjectStore, stream: str) -> list[Hour]:
             continue
         hours.add(Hour(stream, start.replace(tzinfo=UTC)))
     return sorted(hours)
+
+
+async def _hours_missing_commit_records(store: ObjectStore, stream: str) -> set[Hour]:
+    """Hours with a manifest whose commit record is missing: a run crashed between steps 5
+    and 5b, or the hour was rolled up before commit records existed (step 3 writes it)."""
+    recorded = set(await store.list(f"{COMMITS_PREFIX}/{stream}/"))
+    hours: set[Hour] = set()
+    for key in await store.list(f"{ROLLUP_PREFIX}/{stream}/"):
+        match = _MANIFEST_KEY.match(key)
+        if match is None or match["stream"] != stream:
+            continue
+        hour = Hour(
+            stream,
+            datetime.strptime(f"{match['dt']} {match['hour']}", "%Y-%m-%d %H").replace(tzinfo=UTC),
+        )
+        if _commit_record_key(hour, int(match["batch"])) not in recorded:
+            hours.add(hour)
+    return hours
+
+
+def _commit_record_key(hour: Hour, batch: int) -> str:
+    return f"{hour.commits_prefix}batch-{batch:05d}.parquet"
+
+
+def _commit_record_bytes(manifest: Manifest) -> bytes:
+    """The manifest as rows of COMMITS_SCHEMA, zstd Parquet (a few KiB)."""
+    names = [key.rsplit("/", 1)[-1] for key in manifest.sources]
+    parts = [part.key.rsplit("/", 1)[-1] for part in manifest.parts]
+    table = pa.table(
+        {
+            "batch": [manifest.batch] * (len(names) + len(parts)),
+            "role": ["source"] * len(names) + ["part"] * len(parts),
+            "file": names + parts,
+        },
+        schema=COMMITS_SCHEMA,
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return bytes(sink.getvalue().to_pybytes())
+
+
+async def _write_commit_record(store: ObjectStore, hour: Hour, manifest: Manifest) -> None:
+    data = await trio.to_thread.run_sync(_commit_record_bytes, manifest)
+    await store.put(_commit_record_key(hour, manifest.batch), data)
 
 
 async def _rollup_hour_reporting(
@@ -301,6 +364,13 @@ async def _rollup_hour(
             manifests.append(await _read_manifest(store, key))
     covered = {source for m in manifests for source in m.sources}
     committed = {part.key for m in manifests for part in m.parts}
+    if manifests:
+        # 5b of an earlier run, if it did not happen: before any covered source is deleted.
+        recorded = set(await store.list(hour.commits_prefix))
+        for m in manifests:
+            if _commit_record_key(hour, m.batch) not in recorded:
+                await _write_commit_record(store, hour, m)
+                report.commit_records_written += 1
 
     # 2. Orphan parts of a run that crashed before its manifest.
     for key in existing:
@@ -315,7 +385,7 @@ async def _rollup_hour(
             if key in covered:
                 await store.delete(key)
                 report.sources_deleted += 1
-    if report.orphan_parts_removed or report.sources_deleted:
+    if report.orphan_parts_removed or report.sources_deleted or report.commit_records_written:
         report.status = "finished"
 
     # 4. A new batch of the uncovered sources, in segment-id order.
@@ -359,6 +429,9 @@ async def _rollup_hour(
     report.status = "rolled"
     report.segments_rolled = len(new_sources)
     report.rows = source_rows
+    # 5b. The same commit, readable by query engines (before 6: the views rely on it).
+    await _write_commit_record(store, hour, manifest)
+    report.commit_records_written += 1
 
     # 6. The sources are redundant now.
     if not keep_sources:

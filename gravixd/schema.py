@@ -43,6 +43,20 @@ EVENTS_SCHEMA: Final = pa.schema(
 
 STREAMS: Final[dict[str, pa.Schema]] = {"facts": FACTS_SCHEMA, "events": EVENTS_SCHEMA}
 
+# A rollup batch's commit record, as a table query engines read beside the data
+# (`rollup-commits/{stream}/dt=…/hour=…/batch-NNNNN.parquet`, written by gravixd.rollup): one row
+# per source segment the batch consumed (role "source") and per part that holds their rows
+# (role "part"); `file` is the object's name within its dt=/hour= folder. The views that count
+# every event once (deploy/trino/gravix-tables.sql) take parts a record names and segments
+# none names.
+COMMITS_SCHEMA: Final = pa.schema(
+    [
+        pa.field("batch", pa.int32()),
+        pa.field("role", pa.string()),
+        pa.field("file", pa.string()),
+    ]
+)
+
 # Severity is stored by name, the proto enum name without its SEVERITY_ prefix, so that
 # `WHERE severity = 'ERROR'` reads naturally in SQL. Index = proto enum number.
 SEVERITY_NAMES: Final = ("UNSPECIFIED", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")

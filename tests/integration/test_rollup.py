@@ -75,7 +75,7 @@ async def rolled_rows(store: ObjectStore, stream: str, hour: datetime) -> pa.Tab
 
 
 def sources(keys: list[str]) -> list[str]:
-    return [k for k in keys if not k.startswith("rollup/")]
+    return [k for k in keys if not k.startswith(("rollup/", "rollup-commits/"))]
 
 
 async def test_rows_and_contents_are_preserved(store: ObjectStore) -> None:
