@@ -1,20 +1,31 @@
 """The HTTP ingest protocol, sans-I/O: bytes in, complete ingest requests and response bytes out.
 
-`IngestProtocol` wraps one `h11.Connection` (server role) and adds gravixd's contract
+`IngestProtocol` wraps h11 (server role) for parsing requests and adds gravixd's contract
 (DESIGN.md section 2): routing, bearer auth, content type and encoding checks, the body
-limit counted after gzip decompression, `Expect: 100-continue`, and error responses whose
-bodies say what was expected, what came and where. It never touches a socket or a clock:
-the runtime feeds it `receive_data()` and acts on what `next_event()` returns, so every case
-is testable whole and byte by byte.
+limit counted after gzip decompression, `Expect: 100-continue`, strict framing (RFC 9112),
+HTTP/1.0 keep-alive, and error responses whose bodies say what was expected, what came and
+where. It never touches a socket or a clock: the runtime feeds it `receive_data()` and acts
+on what `next_event()` returns, so every case is testable whole and byte by byte.
+
+Work is sliced: one `next_event()` call does a bounded amount of it (h11 events, inflated
+bytes) and returns `PROGRESS` when there is more, so the runtime can account the memory
+and let other connections run. No single connection may hold the event loop long.
+
+Responses are serialized here, not by h11: our responses are all of one shape (a JSON body
+with Content-Length), and h11's generic writer cost ~30 us of the ~60 us a small request
+took in h11. Each request cycle gets a fresh `h11.Connection` fed the previous one's
+unparsed bytes (h11's documented `trailing_data` hand-over), which is also what lets an
+HTTP/1.0 client keep its connection: h11 closes every HTTP/1.0 connection.
 """
 
 from __future__ import annotations
 
 import hmac
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from http import HTTPStatus
+from typing import Final, cast
 
 import h11
 import msgspec
@@ -22,8 +33,9 @@ import msgspec
 from . import otlp
 from .decode import CONTENT_TYPES
 
-# path -> the stream it lands in. /v1/traces and /v1/logs speak OTLP/HTTP (core/otlp.py).
-ENDPOINTS: Final = {
+# The routing table: path -> the stream it lands in. /v1/traces and /v1/logs speak
+# OTLP/HTTP (core/otlp.py).
+ENDPOINTS: Final[dict[bytes, str]] = {
     b"/v1/facts": "facts",
     b"/v1/events": "events",
     **{path.encode(): signal.stream for path, signal in otlp.SIGNALS.items()},
@@ -37,8 +49,31 @@ OTHER_ENDPOINT: Final = "other"
 # header flood costs little memory. Oversized headers get h11's 431 hint.
 DEFAULT_MAX_HEADER_BYTES: Final = 16 * 1024
 
-_SERVER_HEADER: Final = (b"server", b"gravixd")
-_JSON_HEADER: Final = (b"content-type", b"application/json")
+# One next_event() call handles at most this many h11 events (~6 us each) or this many body
+# bytes (inflating 256 KiB takes ~0.3 ms) before returning PROGRESS: about a millisecond of
+# event-loop time, whatever the client sends.
+STEP_EVENTS: Final = 128
+STEP_BYTES: Final = 256 * 1024
+
+# Chunked framing: h11 spends ~6 us per chunk whatever its size, so a body of 2-byte chunks
+# costs ~400x the CPU of the same bytes in one piece (and was an easy way to starve every
+# other connection). A chunked body may have FREE_CHUNKS chunks, then must average at least
+# MIN_AVERAGE_CHUNK_BYTES of data a chunk: an 8 MiB body is then at most ~32k chunks
+# (~0.2 s of parsing, sliced), framing overhead is at most ~3% of the wire, and what real
+# clients stream (a buffer or a log line per chunk) passes.
+FREE_CHUNKS: Final = 16
+MIN_AVERAGE_CHUNK_BYTES: Final = 256
+
+# Bytes of unparsed input handed to h11 at once between requests. A fresh h11 connection
+# per request takes over what the last one had not parsed (a copy), so pipelined requests
+# cost at most this much copying each; a body is handed over whole.
+_HEAD_FEED_BYTES: Final = 16 * 1024
+
+_SUPPORTED_VERSIONS: Final = (b"1.1", b"1.0")
+_REASON_PHRASES: Final = {s.value: s.phrase.encode() for s in HTTPStatus}
+_SERVER_HEADER: Final = b"server: gravixd\r\n"
+_JSON_CONTENT_TYPE: Final = b"application/json"
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _encode_json = msgspec.json.Encoder().encode
 
 
@@ -46,6 +81,31 @@ _encode_json = msgspec.json.Encoder().encode
 class HttpLimits:
     max_body_bytes: int = 8 * 1024 * 1024
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+
+
+class BearerTokens:
+    """The accepted bearer tokens, one holder shared by every connection: `replace()` (a
+    reload) takes effect at every connection's next request, keep-alive ones included."""
+
+    __slots__ = ("_tokens",)
+
+    def __init__(self, tokens: Iterable[str | bytes] = ()) -> None:
+        self._tokens: tuple[bytes, ...] = ()
+        self.replace(tokens)
+
+    def replace(self, tokens: Iterable[str | bytes]) -> None:
+        self._tokens = tuple(t.encode() if isinstance(t, str) else t for t in tokens)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def matches(self, token: bytes) -> bool:
+        # Compare against every token without an early exit: timing says nothing of which
+        # token (or how much of one) matched.
+        matched = False
+        for candidate in self._tokens:
+            matched |= hmac.compare_digest(candidate, token)
+        return matched
 
 
 # --- what next_event() returns -----------------------------------------------------------------
@@ -61,6 +121,14 @@ class NeedData:
 
 
 NEED_DATA: Final = NeedData()
+
+
+class Progress:
+    """Some work was done and more is ready: account `held_bytes`, let others run, then
+    call next_event() again."""
+
+
+PROGRESS: Final = Progress()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +159,7 @@ class IngestRequest:
     media_type: str
     body: bytes
     wire_bytes: int
+    decompressed_bytes: int = 0  # len(body) when gzip inflated it, else 0 (see below)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,46 +172,80 @@ class RawBody:
 
 @dataclass(frozen=True, slots=True)
 class Closed:
-    """The connection is finished (peer closed, or a response said `Connection: close`)."""
+    """The connection is finished (peer closed, or a response closed it)."""
 
 
 CLOSED: Final = Closed()
 
-Event = NeedData | SendInterim | ErrorResponse | IngestRequest | Closed
+Event = NeedData | Progress | SendInterim | ErrorResponse | IngestRequest | Closed
 Header = tuple[bytes, bytes]
 
 
 class _RejectRequest(Exception):
     def __init__(
-        self, status: int, reason: str, message: str, headers: Iterable[Header] = ()
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        headers: Iterable[Header] = (),
+        *,
+        close: bool = False,
     ) -> None:
         self.status, self.reason, self.message, self.headers = status, reason, message, headers
+        self.close = close  # framing can't be trusted: never read another request
 
 
 @dataclass(slots=True)
 class _Body:
-    """Accumulates one request body, decompressing gzip while counting the limit."""
+    """Accumulates one request body, decompressing gzip in slices while counting the limit."""
 
     limit_bytes: int
     gzip: bool
-    chunks: list[bytes] = field(default_factory=list)
-    size_bytes: int = 0
+    data: bytearray = field(default_factory=bytearray)
     wire_bytes: int = 0
+    chunks: int = 0
+    _tail: bytes = b""  # compressed input not inflated yet
     _inflater: zlib._Decompress | None = None
 
-    def feed(self, data: bytes) -> None:
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._tail)
+
+    def feed(self, data: bytes, chunk_start: bool) -> None:
+        """Wire bytes of the body; gzip input waits for inflate() (the caller drives it)."""
         self.wire_bytes += len(data)
-        if not self.gzip:
+        if chunk_start:
+            self.chunks += 1
+            if self.chunks > FREE_CHUNKS + self.wire_bytes // MIN_AVERAGE_CHUNK_BYTES:
+                raise _RejectRequest(
+                    400,
+                    "chunks_too_small",
+                    f"Expected chunks of {MIN_AVERAGE_CHUNK_BYTES} bytes on average, got "
+                    f"{self.chunks} chunks for {self.wire_bytes} bytes",
+                    close=True,
+                )
+        if self.gzip:
+            self._tail = bytes(data) if not self._tail else self._tail + data
+        else:
             self._append(data)
-            return
-        while data:
+
+    def inflate(self, max_bytes: int) -> int:
+        """Inflate pending input until about `max_bytes` came out; returns how many did."""
+        produced = 0
+        data = self._tail
+        while data and produced < max_bytes:
             if self._inflater is None:
                 self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
             inflater = self._inflater
+            room = min(max_bytes - produced, self.limit_bytes - len(self.data) + 1)
             try:
                 # max_length caps what one call may inflate: a gzip bomb costs at most the
                 # limit in memory, never its full expansion.
-                out = inflater.decompress(data, self.limit_bytes - self.size_bytes + 1)
+                out = inflater.decompress(data, room)
             except zlib.error as exc:
                 raise _RejectRequest(
                     400,
@@ -150,23 +253,24 @@ class _Body:
                     f"Expected a gzip body, got bytes that do not inflate ({exc})",
                 ) from None
             self._append(out)
+            produced += len(out)
             data = inflater.unconsumed_tail
             if inflater.eof:
                 # Concatenated gzip members are one valid gzip stream (RFC 1952).
                 data = inflater.unused_data + data
                 self._inflater = None
+        self._tail = data
+        return produced
 
-    def _append(self, data: bytes) -> None:
-        self.size_bytes += len(data)
-        if self.size_bytes > self.limit_bytes:
+    def _append(self, data: bytes | bytearray) -> None:
+        if len(self.data) + len(data) > self.limit_bytes:
             raise _RejectRequest(
                 413,
                 "too_large",
                 f"Expected a body of at most {self.limit_bytes} bytes (after decompression), "
                 f"got more",
             )
-        if data:
-            self.chunks.append(data)
+        self.data += data
 
     def finish(self) -> bytes:
         if self._inflater is not None:
@@ -175,85 +279,140 @@ class _Body:
                 "invalid_gzip",
                 f"Expected a complete gzip stream, got one truncated after {self.wire_bytes} bytes",
             )
-        if self.gzip and self.wire_bytes == 0:
-            return b""
-        return b"".join(self.chunks)
+        body = bytes(self.data)
+        self.data = bytearray()
+        return body
 
 
 class IngestProtocol:
-    """One HTTP/1.1 connection's ingest logic.
+    """One HTTP/1.1 (or 1.0) connection's ingest logic.
 
     Args:
         limits: body and header size limits.
-        auth_tokens: accepted bearer tokens; empty means no auth.
+        auth: accepted bearer tokens (a shared holder, or tokens); none means no auth.
     """
 
-    def __init__(self, limits: HttpLimits, auth_tokens: Iterable[str] = ()) -> None:
+    def __init__(self, limits: HttpLimits, auth: BearerTokens | Iterable[str | bytes] = ()) -> None:
         self.limits = limits
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
-        self.auth_tokens = tuple(auth_tokens)
+        self.auth = auth if isinstance(auth, BearerTokens) else BearerTokens(auth)
+        self._conn = self._new_h11()
+        self._input = memoryview(b"")  # received, not handed to h11 yet
+        self._eof = False  # the peer closed its side
+        self._finished = False  # a response closed the connection
         self._request: h11.Request | None = None
         self._endpoint = OTHER_ENDPOINT
         self._stream = ""
         self._media_type = ""
+        self._keep_alive = True
+        self._http10 = False
         self._body: _Body | None = None
+
+    def _new_h11(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
 
     # --- input -----------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
         """Bytes from the peer; b"" means the peer closed its side."""
-        self._conn.receive_data(data)
-
-    @property
-    def auth_tokens(self) -> tuple[bytes, ...]:
-        return self._tokens
-
-    @auth_tokens.setter
-    def auth_tokens(self, tokens: Iterable[str | bytes]) -> None:
-        self._tokens = tuple(t.encode() if isinstance(t, str) else t for t in tokens)
+        if not data:
+            self._eof = True
+        elif self._input:
+            self._input = memoryview(bytes(self._input) + data)
+        else:
+            self._input = memoryview(data)
 
     # --- output ----------------------------------------------------------------------------
 
     def next_event(self) -> Event:
-        """Advance the protocol; call again after acting on anything but NeedData/Closed."""
+        """Advance the protocol by at most one slice of work; call again after acting on
+        anything but NeedData/Closed."""
+        if self._finished:
+            return CLOSED
+        events = produced = 0
         while True:
+            body = self._body
             try:
-                event = self._conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                return self._protocol_error(exc)
-            try:
-                result = self._handle(event)
+                if body is not None and body.pending:
+                    produced += body.inflate(STEP_BYTES - produced)
+                    if body.pending:
+                        return PROGRESS
+                if events >= STEP_EVENTS or produced >= STEP_BYTES:
+                    return PROGRESS
+                try:
+                    event = self._next_h11_event()
+                except h11.RemoteProtocolError as exc:
+                    return self._protocol_error(exc)
+                events += 1
+                kind = type(event)
+                if kind is h11.Data:
+                    assert body is not None
+                    data = cast(h11.Data, event).data
+                    body.feed(data, cast(h11.Data, event).chunk_start)
+                    produced += len(data)
+                elif kind is h11.Request:
+                    interim = self._start_request(event)  # type: ignore[arg-type]
+                    if interim is not None:
+                        return interim
+                elif kind is h11.EndOfMessage:
+                    assert body is not None
+                    data = body.finish()
+                    self._body = None
+                    return IngestRequest(
+                        self._endpoint,
+                        self._stream,
+                        self._media_type,
+                        data,
+                        body.wire_bytes,
+                        len(data) if body.gzip else 0,
+                    )
+                elif event is h11.NEED_DATA:
+                    return NEED_DATA
+                elif kind is h11.ConnectionClosed or event is h11.PAUSED:
+                    return CLOSED
             except _RejectRequest as reject:
                 return self._reject(reject)
-            if result is not None:
-                return result
 
     def respond(self, status: int, payload: object, headers: Iterable[Header] = ()) -> bytes:
         """Serialize the response to the current request; prepares the next cycle.
         `payload` is encoded as JSON, unless it is a `RawBody`."""
         if isinstance(payload, RawBody):
-            body, content_type = payload.data, (b"content-type", payload.content_type)
+            body, content_type = payload.data, payload.content_type
         else:
-            body, content_type = _encode_json(payload), _JSON_HEADER
-        response_headers = [_SERVER_HEADER, content_type, (b"content-length", b"%d" % len(body))]
-        response_headers.extend(headers)
-        data = self._conn.send(h11.Response(status_code=status, headers=response_headers))
-        data += self._conn.send(h11.Data(data=body))
-        data += self._conn.send(h11.EndOfMessage())
-        self._reset_request()
-        if self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE:
-            self._conn.start_next_cycle()
-        return data
+            body, content_type = _encode_json(payload), _JSON_CONTENT_TYPE
+        close = not self._keep_alive or self._conn.their_state not in (h11.DONE, h11.MUST_CLOSE)
+        head = [
+            b"HTTP/1.1 %d %s\r\n" % (status, _REASON_PHRASES.get(status, b"")),
+            _SERVER_HEADER,
+            b"content-type: %s\r\ncontent-length: %d\r\n" % (content_type, len(body)),
+        ]
+        for name, value in headers:
+            if name == b"connection" and value == b"close":
+                close = True
+                continue
+            head.append(b"%s: %s\r\n" % (name, value))
+        if close:
+            head.append(b"connection: close\r\n")
+        elif self._http10:
+            head.append(b"connection: keep-alive\r\n")
+        head.append(b"\r\n")
+        head.append(body)
+        self._request = None
+        self._endpoint = OTHER_ENDPOINT
+        self._body = None
+        if close:
+            self._finished = True
+        else:
+            self._next_cycle()
+        return b"".join(head)
 
     def reject_now(
         self, status: int, reason: str, message: str, headers: Iterable[Header] = ()
     ) -> Event:
         """Answer the current request with an error before its end (a timeout, a full
         in-flight budget); the connection closes afterwards. Closed when nothing can be sent."""
-        if self._conn.our_state is not h11.SEND_RESPONSE:
-            return CLOSED  # no request head parsed yet: h11 has nothing to answer
-
-        return self._reject(_RejectRequest(status, reason, message, headers))
+        if self._request is None or self._finished:
+            return CLOSED  # no request head parsed yet: nothing to answer
+        return self._reject(_RejectRequest(status, reason, message, headers, close=True))
 
     @property
     def request_started(self) -> bool:
@@ -263,46 +422,95 @@ class IngestProtocol:
     @property
     def must_close(self) -> bool:
         """After a response: the connection cannot carry another request."""
-        return self._conn.our_state in (h11.MUST_CLOSE, h11.CLOSED) or (
-            self._conn.our_state is h11.DONE and self._conn.their_state is not h11.DONE
-        )
+        return self._finished
+
+    @property
+    def decompressed_bytes(self) -> int:
+        """Bytes the current request's body grew to by inflating gzip (0 for identity bodies,
+        whose bytes are the wire bytes the runtime counts already)."""
+        body = self._body
+        return body.size_bytes if body is not None and body.gzip else 0
 
     # --- internals -------------------------------------------------------------------------
 
-    def _handle(self, event: object) -> Event | None:
-        if event is h11.NEED_DATA:
-            return NEED_DATA
-        if isinstance(event, h11.Request):
-            return self._start_request(event)
-        if isinstance(event, h11.Data):
-            assert self._body is not None
-            self._body.feed(event.data)
-            return None
-        if isinstance(event, h11.EndOfMessage):
-            assert self._body is not None
-            body = self._body.finish()
-            return IngestRequest(
-                self._endpoint, self._stream, self._media_type, body, self._body.wire_bytes
-            )
-        if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-            return CLOSED
-        return None
+    def _next_h11_event(self) -> object:
+        conn = self._conn
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            if self._input:
+                # Between requests hand over a bounded piece (see _HEAD_FEED_BYTES); within
+                # a body, all of it.
+                n = _HEAD_FEED_BYTES if conn.their_state is h11.IDLE else len(self._input)
+                conn.receive_data(self._input[:n])  # type: ignore[arg-type] # any bytes-like
+                self._input = self._input[n:]
+            elif self._eof and conn.their_state is not h11.ERROR:
+                self._eof = False
+                conn.receive_data(b"")
+            else:
+                return event
 
-    def _start_request(self, request: h11.Request) -> Event | None:
+    def _next_cycle(self) -> None:
+        data, closed = self._conn.trailing_data
+        self._conn = self._new_h11()
+        if data:
+            self._input = memoryview(data + bytes(self._input)) if self._input else memoryview(data)
+        if closed:
+            self._eof = True
+
+    def _start_request(self, request: h11.Request) -> SendInterim | None:
         self._request = request
+        raw_headers = request.headers  # h11 lowercases names
+        headers: dict[bytes, bytes] = {}
+        repeated: list[bytes] = []
+        for name, value in raw_headers:
+            if name in headers:
+                repeated.append(name)
+            headers[name] = value
+        connection = {t.strip() for t in headers.get(b"connection", b"").lower().split(b",")}
+        version = request.http_version
+        # RFC 9112 section 9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only on request.
+        self._http10 = version == b"1.0"
+        self._keep_alive = b"close" not in connection and (
+            not self._http10 or b"keep-alive" in connection
+        )
+        if version not in _SUPPORTED_VERSIONS:
+            raise _RejectRequest(
+                505,
+                "http_version_not_supported",
+                f"Expected HTTP/1.1 or HTTP/1.0, got HTTP/{_s(version)}",
+                close=True,
+            )
         path = request.target.split(b"?", 1)[0]
         stream = ENDPOINTS.get(path)
         if stream is None:
             paths = ", ".join(p.decode() for p in ENDPOINTS)
             raise _RejectRequest(404, "not_found", f"Expected POST to {paths}, got {_s(path)}")
         self._endpoint, self._stream = path.decode(), stream
-        header_bytes = sum(len(name) + len(value) + 4 for name, value in request.headers)
+        header_bytes = sum(len(name) + len(value) + 4 for name, value in raw_headers)
         if header_bytes > self.limits.max_header_bytes:
             raise _RejectRequest(
                 431,
                 "headers_too_large",
                 f"Expected at most {self.limits.max_header_bytes} bytes of headers, "
                 f"got {header_bytes}",
+            )
+        if b"transfer-encoding" in headers and b"content-length" in headers:
+            # RFC 9112 section 6.1: a request with both is a smuggling attempt (a proxy in
+            # front may have framed it by the other one); reject and never reuse the
+            # connection.
+            raise _RejectRequest(
+                400,
+                "ambiguous_framing",
+                "Expected Content-Length or Transfer-Encoding, got both",
+                close=True,
+            )
+        if b"authorization" in repeated:
+            raise _RejectRequest(
+                400,
+                "duplicate_header",
+                "Expected one Authorization header, got several",
             )
         if request.method != b"POST":
             raise _RejectRequest(
@@ -311,11 +519,22 @@ class IngestProtocol:
                 f"Expected method POST, got {_s(request.method)}",
                 [(b"allow", b"POST")],
             )
-        headers = dict(request.headers)  # h11 lowercases names
-        if self._tokens:
+        expect = headers.get(b"expect")
+        if expect is not None and expect.strip().lower() != b"100-continue":
+            raise _RejectRequest(
+                417, "expectation_failed", f"Expected Expect: 100-continue, got {_s(expect)}"
+            )
+        if len(self.auth):
             self._check_token(headers.get(b"authorization", b""))
+        self._check_body_headers(headers, _ENDPOINT_CONTENT_TYPES.get(path, CONTENT_TYPES))
+        if self._conn.they_are_waiting_for_100_continue:
+            return SendInterim(_CONTINUE)
+        return None
+
+    def _check_body_headers(
+        self, headers: Mapping[bytes, bytes], content_types: frozenset[str]
+    ) -> None:
         self._media_type = _media_type(headers.get(b"content-type", b""))
-        content_types = _ENDPOINT_CONTENT_TYPES.get(path, CONTENT_TYPES)
         if self._media_type not in content_types:
             expected = ", ".join(sorted(content_types))
             got = _s(headers.get(b"content-type", b"(none)"))
@@ -329,10 +548,8 @@ class IngestProtocol:
                 "unsupported_encoding",
                 f"Expected Content-Encoding identity or gzip, got {_s(encoding)}",
             )
-        gzip = encoding != b"identity"
         length = headers.get(b"content-length")
-        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
-        if length is None and not chunked:
+        if length is None and b"transfer-encoding" not in headers:
             raise _RejectRequest(
                 411, "length_required", "Expected Content-Length or chunked body, got neither"
             )
@@ -345,20 +562,12 @@ class IngestProtocol:
                 f"Expected a body of at most {self.limits.max_body_bytes} bytes, "
                 f"got Content-Length {int(length)}",
             )
-        self._body = _Body(self.limits.max_body_bytes, gzip)
-        if self._conn.they_are_waiting_for_100_continue:
-            data = self._conn.send(h11.InformationalResponse(status_code=100, headers=[]))
-            return SendInterim(data or b"")
-        return None
+        self._body = _Body(self.limits.max_body_bytes, encoding != b"identity")
 
     def _check_token(self, authorization: bytes) -> None:
         scheme, _, token = authorization.partition(b" ")
         token = token.strip()
-        # Compare against every token without an early exit: timing says nothing of which
-        # token (or how much of one) matched.
-        matched = False
-        for candidate in self._tokens:
-            matched |= hmac.compare_digest(candidate, token)
+        matched = self.auth.matches(token)
         if scheme.lower() != b"bearer" or not token or not matched:
             got = "no Authorization header" if not authorization else "a token that does not match"
             raise _RejectRequest(
@@ -371,10 +580,10 @@ class IngestProtocol:
     def _reject(self, reject: _RejectRequest) -> ErrorResponse:
         # Answer before (all of) the body was read: the rest of it would be parsed as the next
         # request, so the connection closes after the response.
-        self._drain_buffered_body()
-        unread_body = self._conn.their_state is not h11.DONE
+        if not reject.close:
+            self._drain_buffered_body()
         headers = list(reject.headers)
-        if unread_body:
+        if reject.close:
             headers.append((b"connection", b"close"))
         endpoint = self._endpoint
         body: object = error_body(reject.status, reject.reason, reject.message)
@@ -384,52 +593,31 @@ class IngestProtocol:
             body = otlp_error_body(request_type, reject.status, reject.message)
         data = self.respond(reject.status, body, headers)
         return ErrorResponse(
-            endpoint,
-            reject.status,
-            reject.reason,
-            reject.message,
-            data,
-            close=unread_body or self.must_close,
+            endpoint, reject.status, reject.reason, reject.message, data, close=self._finished
         )
 
     def _drain_buffered_body(self) -> None:
         """Consume what is already buffered of a rejected request's body (often all of it:
-        an empty GET, a small POST), so that the connection can stay open."""
-        while self._conn.their_state is h11.SEND_BODY:
+        an empty GET, a small POST), so that the connection can stay open. Bounded: what
+        takes longer than a slice closes the connection instead."""
+        for _ in range(STEP_EVENTS):
+            if self._conn.their_state is not h11.SEND_BODY:
+                return
             try:
-                event = self._conn.next_event()
+                event = self._next_h11_event()
             except h11.RemoteProtocolError:
                 return
             if not isinstance(event, h11.Data | h11.EndOfMessage):
                 return
 
     def _protocol_error(self, exc: h11.RemoteProtocolError) -> Event:
-        if self._conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return CLOSED
         status = exc.error_status_hint
         reason = "headers_too_large" if status == 431 else "bad_request"
         message = f"Expected an HTTP/1.1 request, got a malformed one ({exc})"
-        body = _encode_json(error_body(status, reason, message))
-        headers = [
-            _SERVER_HEADER,
-            _JSON_HEADER,
-            (b"content-length", b"%d" % len(body)),
-            (b"connection", b"close"),
-        ]
-        try:
-            data = self._conn.send(h11.Response(status_code=status, headers=headers))
-            data += self._conn.send(h11.Data(data=body))
-            data += self._conn.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:
-            return CLOSED
         endpoint = self._endpoint if self._request is not None else OTHER_ENDPOINT
-        self._reset_request()
+        self._keep_alive = False
+        data = self.respond(status, error_body(status, reason, message))
         return ErrorResponse(endpoint, status, reason, message, data, close=True)
-
-    def _reset_request(self) -> None:
-        self._request = None
-        self._endpoint = OTHER_ENDPOINT
-        self._body = None
 
 
 def otlp_error_body(media_type: str, status: int, message: str) -> RawBody:

@@ -1,9 +1,19 @@
 """The HTTP ingest server: trio sockets around the sans-I/O `IngestProtocol`.
 
 Limits are enforced here, where the bytes are: connections (closed at accept when full),
-bytes buffered across all requests (503 while reading), requests in flight (503), slow
-requests (408) and idle keep-alive connections (closed). Every response is counted in
+bytes in memory across all requests (503), requests in flight (503), slow requests (408)
+and idle keep-alive connections (closed). Every response is counted in
 `ingestion_requests_total{endpoint,code}` and timed in `ingestion_latency_seconds`.
+
+Memory: `max_in_flight_bytes` counts what a request really holds: its wire bytes as they
+arrive, its body as gzip inflates it (reserved slice by slice, so gzip cannot walk around
+the cap), the decoder's working memory while it decodes, then the decoded batch until the
+response. A reservation that does not fit answers 503 + Retry-After, unless the request
+is the only one holding memory (so that one request within max_body_bytes always goes on).
+
+Fairness: the protocol hands out work in slices and this server yields to other
+connections between them; a large body is decoded in a worker thread, so one client's
+request never holds the event loop for long.
 """
 
 from __future__ import annotations
@@ -12,20 +22,23 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, cast
+from typing import Final, TypeVar, TypeVarTuple, cast
 
 import pyarrow as pa
 import trio
 
-from ..core.decode import decode
+from ..core.decode import JSON_TYPES, NDJSON_TYPES, decode, decode_protobuf_pure
 from ..core.http import (
     ENDPOINTS,
+    BearerTokens,
     ErrorResponse,
+    Event,
     Header,
     HttpLimits,
     IngestProtocol,
     IngestRequest,
     NeedData,
+    Progress,
     RawBody,
     SendInterim,
     error_body,
@@ -38,11 +51,29 @@ from ..metrics import Metrics
 from .pipeline import Pipeline
 
 log = logging.getLogger("gravixd.http")
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 _RECEIVE_BYTES: Final = 256 * 1024
 # How long a shed client should wait: about one upload round; short enough to retry soon.
 _RETRY_AFTER_SECONDS: Final = b"1"
 _RETRY_AFTER: Final = [(b"retry-after", _RETRY_AFTER_SECONDS)]
+# Bodies from this size on are decoded in a worker thread: a 512 KiB JSON body holds the
+# loop ~5-10 ms, an 8 MiB one ~70 ms (the C protobuf decoder releases the GIL; msgspec and
+# pyarrow's conversions hold it per call, so the loop still gets its turn between them).
+# Below it the thread hand-off (~100 us) costs more than it spares.
+_THREAD_DECODE_BYTES: Final = 512 * 1024
+# Decoders' peak working memory per body byte, measured (bench/bench_overload.py, RSS):
+# msgspec Structs + Arrow ~6x a JSON body; upb messages + Python lists ~19x a protobuf
+# body; the C decoder writes the Arrow buffers directly, ~2x.
+_DECODE_BYTES_PER_BODY_BYTE: Final = {"json": 6, "protobuf_pure": 20, "protobuf": 2}
+# Rows of a small request are msgspec Structs until their group commit: estimated as the
+# spool does.
+_ROW_BYTES: Final = 512
+# After an error that closes the connection, read and drop what the client still sends
+# for up to this long (as nginx's lingering close): closing with unread input makes the
+# kernel send a reset, and the client would lose the response (a gzip bomb's 413).
+_LINGER_SECONDS: Final = 2.0
 
 
 @dataclass(slots=True)
@@ -66,6 +97,38 @@ class _Load:
     idle: trio.Event = field(default_factory=trio.Event)
 
 
+@dataclass(slots=True)
+class _Reservation:
+    """One connection's share of `_Load.in_flight_bytes`; only this object changes it."""
+
+    load: _Load
+    limit_bytes: int
+    bytes: int = 0
+
+    def add(self, n: int) -> None:
+        """Count bytes that are in memory already (received, inflated)."""
+        self.bytes += n
+        self.load.in_flight_bytes += n
+
+    def over_limit(self) -> bool:
+        """Above the cap, and not alone: one request within the limits always goes on."""
+        used = self.load.in_flight_bytes
+        return used > self.limit_bytes and used > self.bytes
+
+    def try_add(self, n: int) -> bool:
+        """Reserve bytes about to be allocated; False (nothing reserved) if they don't fit."""
+        self.add(n)
+        if self.over_limit():
+            self.release(n)
+            return False
+        return True
+
+    def release(self, n: int | None = None) -> None:
+        n = self.bytes if n is None else n
+        self.bytes -= n
+        self.load.in_flight_bytes -= n
+
+
 class HttpServer:
     def __init__(
         self,
@@ -76,12 +139,26 @@ class HttpServer:
     ) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
+        # One holder for every connection: a reload replaces the tokens it holds, and the
+        # next request on any connection (keep-alive ones too) is checked against them.
+        self.auth = BearerTokens()
         self.settings = settings
         self.ssl_context = ssl_context
         self.draining = False
         self.load = _Load()
         self._children: dict[tuple[str, int], Callable[[], None]] = {}
         self._latency: dict[str, object] = {}
+        self._bytes_received = metrics.bytes_received.labels("http")
+        self._decode_threads = trio.CapacityLimiter(2)  # the box's cores
+
+    @property
+    def settings(self) -> HttpSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: HttpSettings) -> None:
+        self._settings = settings
+        self.auth.replace(settings.auth_tokens)
 
     # --- accept loop -----------------------------------------------------------------------
 
@@ -127,7 +204,8 @@ class HttpServer:
                 stream = trio.SSLStream(raw, self.ssl_context, server_side=True)
                 with trio.move_on_after(self.settings.request_timeout_seconds):
                     await stream.do_handshake()
-            await self._serve_connection(stream)
+            if await self._serve_connection(stream):
+                await _linger(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
             pass  # the peer went away; nothing of an unanswered request was acknowledged
         except Exception:
@@ -140,18 +218,32 @@ class HttpServer:
                 load.idle = trio.Event()
             await trio.aclose_forcefully(stream)
 
-    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
+    async def _serve_connection(self, stream: trio.abc.Stream) -> bool:
+        """Serve requests until the connection ends; True when it ends with an error response
+        that may have left the client sending (the caller lingers)."""
         settings = self.settings
-        protocol = IngestProtocol(settings.limits, settings.auth_tokens)
-        buffered = 0  # this connection's share of load.in_flight_bytes
+        protocol = IngestProtocol(settings.limits, self.auth)
+        held = _Reservation(self.load, settings.max_in_flight_bytes)
+        inflated = 0  # of held.bytes, what gzip inflation added
         started: float | None = None  # when the current request's first byte came
         try:
             while True:
                 event = protocol.next_event()
-                if isinstance(event, NeedData):
+                if isinstance(event, Progress):
+                    grown = protocol.decompressed_bytes - inflated
+                    inflated += grown
+                    held.add(grown)
+                    if not (held.over_limit() and protocol.request_started):
+                        await trio.lowlevel.checkpoint()  # let other connections run
+                        continue
+                    event = self._shed_in_flight_bytes(protocol)
+                elif isinstance(event, NeedData):
                     if self.draining and started is None:
-                        return  # between requests: a drain closes idle keep-alives
+                        return False  # between requests: a drain closes idle keep-alives
                     if started is None:
+                        settings = self.settings
+                        protocol.limits = settings.limits  # a reload applies from here
+                        held.limit_bytes = settings.max_in_flight_bytes
                         deadline = trio.current_time() + settings.idle_timeout_seconds
                     else:
                         deadline = started + settings.request_timeout_seconds
@@ -163,7 +255,7 @@ class HttpServer:
                             continue
                     if not data:  # timed out
                         if started is None:
-                            return
+                            return False
                         event = protocol.reject_now(
                             408,
                             "timeout",
@@ -173,56 +265,54 @@ class HttpServer:
                     else:
                         if started is None:
                             started = trio.current_time()
-                        self.metrics.bytes_received.labels("http").inc(len(data))
-                        buffered += len(data)
-                        self.load.in_flight_bytes += len(data)
+                        self._bytes_received.inc(len(data))
+                        held.add(len(data))
                         protocol.receive_data(cast(bytes, data))  # socket.recv: bytes
-                        if (
-                            self.load.in_flight_bytes > settings.max_in_flight_bytes
-                            and protocol.request_started
-                        ):
-                            self.metrics.load_shed.labels("in_flight_bytes").inc()
-                            event = protocol.reject_now(
-                                503,
-                                "overloaded",
-                                f"Expected at most {settings.max_in_flight_bytes} request bytes in "
-                                f"flight, got more; retry later",
-                                _RETRY_AFTER,
-                            )
-                        else:
+                        if not (held.over_limit() and protocol.request_started):
                             continue
+                        event = self._shed_in_flight_bytes(protocol)
                 if isinstance(event, SendInterim):
                     await stream.send_all(event.data)
                     continue
                 if started is None:
                     started = trio.current_time()  # a pipelined request, already buffered
                 if isinstance(event, IngestRequest):
-                    status, payload, headers = await self._handle(event)
+                    held.add(event.decompressed_bytes - inflated)
+                    inflated = 0
+                    status, payload, headers = await self._handle(event, held)
                     data = protocol.respond(status, payload, headers)
-                    endpoint, close = event.endpoint, protocol.must_close
+                    endpoint, close, linger = event.endpoint, protocol.must_close, False
                 elif isinstance(event, ErrorResponse):
                     self.metrics.events_rejected.labels(
                         _stream_of(event.endpoint), _source_of(event.endpoint), event.reason
                     ).inc()
-                    status, data, endpoint, close = (
-                        event.status,
-                        event.data,
-                        event.endpoint,
-                        event.close,
-                    )
+                    status, data, endpoint = event.status, event.data, event.endpoint
+                    close = linger = event.close
                 else:
-                    return  # Closed
+                    return False  # Closed
                 await stream.send_all(data)
                 self._observe(endpoint, status, started)
                 started = None
-                self.load.in_flight_bytes -= buffered
-                buffered = 0
+                held.release()
+                inflated = 0
                 if close or (self.draining and not protocol.request_started):
-                    return
+                    return linger
         finally:
-            self.load.in_flight_bytes -= buffered
+            held.release()
 
-    async def _handle(self, request: IngestRequest) -> tuple[int, object, list[Header]]:
+    def _shed_in_flight_bytes(self, protocol: IngestProtocol) -> Event:
+        self.metrics.load_shed.labels("in_flight_bytes").inc()
+        cap = self.settings.max_in_flight_bytes
+        return protocol.reject_now(
+            503,
+            "overloaded",
+            f"Expected at most {cap} request bytes in flight, got more; retry later",
+            _RETRY_AFTER,
+        )
+
+    async def _handle(
+        self, request: IngestRequest, held: _Reservation
+    ) -> tuple[int, object, list[Header]]:
         metrics, pipeline, load = self.metrics, self.pipeline, self.load
         if load.in_flight_requests >= self.settings.max_in_flight_requests:
             metrics.load_shed.labels("in_flight_requests").inc()
@@ -236,15 +326,24 @@ class HttpServer:
             return _error(request, 503, "spool_full", str(exc))
         signal = OTLP_SIGNALS.get(request.endpoint)
         source = "http" if signal is None else "otlp"
+        working_bytes = len(request.body) * self._decode_factor(request.media_type, signal)
+        if not held.try_add(working_bytes):
+            metrics.load_shed.labels("in_flight_bytes").inc()
+            message = (
+                f"Expected room for decoding {len(request.body)} bytes within "
+                f"max_in_flight_bytes={self.settings.max_in_flight_bytes}, got none; retry later"
+            )
+            return _error(request, 503, "overloaded", message)
         load.in_flight_requests += 1
         metrics.requests_in_flight.inc()
-        decoded_bytes = 0  # counted against max_in_flight_bytes too, until the response
         try:
+            otlp_result: OtlpBatch | None = None
             try:
                 now = pipeline.now_unix_nano()
                 if signal is None:
-                    otlp_result = None
-                    batch = decode(
+                    batch = await self._off_loop_if_big(
+                        request.body,
+                        decode,
                         request.stream,
                         request.media_type,
                         request.body,
@@ -252,14 +351,20 @@ class HttpServer:
                         pipeline.protobuf_decoder,
                     )
                 else:
-                    otlp_result = decode_export(signal, request.media_type, request.body, now)
+                    otlp_result = await self._off_loop_if_big(
+                        request.body, decode_export, signal, request.media_type, request.body, now
+                    )
                     batch = otlp_result.batch
             except DecodeError as exc:
                 metrics.events_rejected.labels(request.stream, source, exc.reason).inc()
                 return _error(request, 400, exc.reason, exc.message)
-            if isinstance(batch, pa.RecordBatch):
-                decoded_bytes = batch.nbytes
-                load.in_flight_bytes += decoded_bytes
+            finally:
+                held.release(working_bytes)
+            # The decoded batch counts until the response (the cap is over-run by at most
+            # this, which the decoding reservation just covered).
+            held.add(
+                batch.nbytes if isinstance(batch, pa.RecordBatch) else batch.num_rows * _ROW_BYTES
+            )
             if batch.num_rows:
                 try:
                     await pipeline.ingest(request.stream, batch, source)
@@ -273,7 +378,6 @@ class HttpServer:
                 return 200, self._otlp_answer(signal, request, otlp_result), []
             return 202, {"accepted": batch.num_rows}, []
         finally:
-            load.in_flight_bytes -= decoded_bytes
             load.in_flight_requests -= 1
             metrics.requests_in_flight.dec()
 
@@ -289,6 +393,19 @@ class HttpServer:
             response_content_type(media_type), encode_response(signal, media_type, result)
         )
 
+    def _decode_factor(self, media_type: str, signal: Signal | None) -> int:
+        if media_type in JSON_TYPES or media_type in NDJSON_TYPES:
+            return _DECODE_BYTES_PER_BODY_BYTE["json"]
+        if signal is not None or self.pipeline.protobuf_decoder is decode_protobuf_pure:
+            return _DECODE_BYTES_PER_BODY_BYTE["protobuf_pure"]  # OTLP parses with upb
+        return _DECODE_BYTES_PER_BODY_BYTE["protobuf"]
+
+    async def _off_loop_if_big(self, body: bytes, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
+        """fn(*args) here for a small body; in a worker thread for a big one."""
+        if len(body) < _THREAD_DECODE_BYTES:
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._decode_threads)
+
     def _observe(self, endpoint: str, status: int, started: float) -> None:
         key = (endpoint, status)
         inc = self._children.get(key)
@@ -299,6 +416,15 @@ class HttpServer:
         if observe is None:
             observe = self._latency[endpoint] = self.metrics.latency.labels(endpoint).observe
         observe(trio.current_time() - started)  # type: ignore[operator]
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Half-close, then read and drop until the client closes (or _LINGER_SECONDS)."""
+    with trio.move_on_after(_LINGER_SECONDS):
+        if isinstance(stream, trio.SocketStream):
+            await stream.send_eof()
+        while await stream.receive_some(_RECEIVE_BYTES):
+            pass
 
 
 def _stream_of(endpoint: str) -> str:

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import gzip
 import json
+from http import HTTPStatus
 from typing import Any
 
 import pytest
 
 from gravixd.core.http import (
+    STEP_BYTES,
+    STEP_EVENTS,
+    BearerTokens,
     Closed,
     ErrorResponse,
     HttpLimits,
     IngestProtocol,
     IngestRequest,
     NeedData,
+    Progress,
     SendInterim,
 )
 
@@ -28,12 +33,15 @@ def request(
     path: str = "/v1/facts",
     headers: dict[str, str] | None = None,
     chunked: bool = False,
+    chunk_bytes: int = 7,
 ) -> bytes:
     head = {"Host": "gravixd", "Content-Type": "application/json"}
     head.update(headers or {})
     if chunked:
         head["Transfer-Encoding"] = "chunked"
-        payload = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in _parts(body, 7))
+        payload = b"".join(
+            b"%x\r\n%s\r\n" % (len(part), part) for part in _parts(body, chunk_bytes)
+        )
         payload += b"0\r\n\r\n"
     else:
         head.setdefault("Content-Length", str(len(body)))
@@ -63,16 +71,23 @@ def run(
             event = protocol.next_event()
             if isinstance(event, NeedData):
                 break
+            if isinstance(event, Progress):
+                continue
             if isinstance(event, SendInterim):
                 assert event.data.startswith(b"HTTP/1.1 100 ")
                 seen.append(("continue",))
             elif isinstance(event, IngestRequest):
                 seen.append(("request", event.stream, event.media_type, event.body))
                 response = protocol.respond(202, {"accepted": 1})
-                assert response.startswith(b"HTTP/1.1 202 ")
+                assert response.startswith(b"HTTP/1.1 202 Accepted\r\n")
             elif isinstance(event, ErrorResponse):
                 status_line = event.data.split(b"\r\n", 1)[0]
-                assert status_line.startswith(b"HTTP/1.1 %d " % event.status)
+                # Every status line carries its standard reason phrase (strict clients count
+                # an empty one as a failure).
+                assert status_line == b"HTTP/1.1 %d %s" % (
+                    event.status,
+                    HTTPStatus(event.status).phrase.encode(),
+                )
                 body = json.loads(event.data.split(b"\r\n\r\n", 1)[1])
                 assert body == {
                     "error": event.message,
@@ -162,7 +177,12 @@ ERROR_CASES = {
         True,
     ),
     "too large by length": (request(b"x" * 2000), 413, "too_large", True),
-    "too large chunked": (request(b"x" * 2000, chunked=True), 413, "too_large", True),
+    "too large chunked": (
+        request(b"x" * 2000, chunked=True, chunk_bytes=300),
+        413,
+        "too_large",
+        True,
+    ),
     "not gzip": (
         request(b"plain", headers={"Content-Encoding": "gzip"}),
         400,
@@ -237,3 +257,130 @@ def test_reject_now_before_a_request_head_just_closes() -> None:
     protocol.receive_data(b"POST /v1/fa")
     assert isinstance(protocol.next_event(), NeedData)
     assert isinstance(protocol.reject_now(408, "timeout", "too slow"), Closed)
+
+
+# --- strict framing (RFC 9112), versions, expectations ------------------------------------------
+
+SMUGGLED = request(b'{"service":"smuggled"}')
+
+
+def test_content_length_with_chunked_is_rejected_and_closes() -> None:
+    # Read as chunked the body is empty and SMUGGLED would be a second request; a proxy
+    # framing by Content-Length sees one request. RFC 9112 section 6.1: reject and close.
+    data = (
+        b"POST /v1/facts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" % (5 + len(SMUGGLED))
+    ) + SMUGGLED
+    for step in (None, 1):
+        assert run(data, step=step) == [("error", 400, "ambiguous_framing", True)]
+
+
+def test_conflicting_content_lengths_are_rejected_and_close() -> None:
+    data = request(headers={"Content-Length": f"{len(BODY)}\r\nContent-Length: 3"})
+    assert run(data + SMUGGLED) == [("error", 400, "bad_request", True)]
+
+
+@pytest.mark.parametrize("version", ["2.0", "1.2", "3.0"])
+def test_other_http_versions_get_505_and_close(version: str) -> None:
+    data = request().replace(b"HTTP/1.1", f"HTTP/{version}".encode(), 1)
+    assert run(data + request()) == [("error", 505, "http_version_not_supported", True)]
+
+
+def test_unknown_expectation_gets_417() -> None:
+    events = run(request(headers={"Expect": "200-ok"}) + request())
+    assert events[0][:3] == ("error", 417, "expectation_failed")
+
+
+def test_two_authorization_headers_are_rejected_not_last_wins() -> None:
+    data = request(headers={"Authorization": "Bearer wrong\r\nAuthorization: Bearer s3cret"})
+    events = run(data + request(headers={"Authorization": "Bearer s3cret"}), tokens=("s3cret",))
+    assert events[0][:3] == ("error", 400, "duplicate_header")
+    assert events[1][0] == "request"  # the framing was fine: the connection goes on
+
+
+# --- HTTP/1.0 keep-alive ------------------------------------------------------------------------
+
+
+def _http10(keep_alive: bool) -> bytes:
+    extra = {"Connection": "keep-alive"} if keep_alive else {}
+    return request(headers=extra).replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+
+
+def test_http10_keep_alive_keeps_the_connection_and_says_so() -> None:
+    protocol = IngestProtocol(HttpLimits())
+    protocol.receive_data(_http10(True) * 3)
+    for _ in range(3):
+        event = protocol.next_event()
+        assert isinstance(event, IngestRequest)
+        response = protocol.respond(202, {"accepted": 1})
+        head = response.split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
+        assert head[0] == b"http/1.1 202 accepted"
+        assert b"connection: keep-alive" in head and b"content-length: 14" in head
+        assert not protocol.must_close
+    assert isinstance(protocol.next_event(), NeedData)
+
+
+def test_http10_without_keep_alive_and_connection_close_close() -> None:
+    for data in (_http10(False), request(headers={"Connection": "close"})):
+        protocol = IngestProtocol(HttpLimits())
+        protocol.receive_data(data + request())
+        assert isinstance(protocol.next_event(), IngestRequest)
+        assert b"\r\nconnection: close\r\n" in protocol.respond(202, {"accepted": 1})
+        assert protocol.must_close
+        assert isinstance(protocol.next_event(), Closed)
+
+
+# --- bounded work per step -------------------------------------------------------------------
+
+
+def test_tiny_chunks_are_rejected_after_a_few() -> None:
+    body = b"".join(b"2\r\n[]\r\n" for _ in range(10_000)) + b"0\r\n\r\n"
+    head = request(b"", chunked=True).split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    events = run(head + body)
+    assert events == [("error", 400, "chunks_too_small", True)]
+
+
+def _steps(data: bytes, limits: HttpLimits | None = None) -> tuple[int, list[int], Any]:
+    """Feed `data` whole; count PROGRESS events and decompressed_bytes at each."""
+    protocol = IngestProtocol(limits or HttpLimits(max_body_bytes=64 << 20))
+    protocol.receive_data(data)
+    progress, inflated = 0, []
+    while True:
+        event = protocol.next_event()
+        if isinstance(event, Progress):
+            progress += 1
+            inflated.append(protocol.decompressed_bytes)
+            continue
+        return progress, inflated, event
+
+
+def test_many_chunks_are_parsed_a_slice_at_a_time() -> None:
+    part = b'{"service":"s","route":"' + b"r" * 280 + b'"}\n'
+    chunks = 2000
+    data = request(part * chunks, chunked=True, chunk_bytes=len(part))
+    progress, _, event = _steps(data)
+    assert isinstance(event, IngestRequest) and event.body == part * chunks
+    assert progress >= chunks // STEP_EVENTS  # each next_event() returns after a slice
+
+
+def test_gzip_inflates_a_slice_at_a_time_and_reports_its_size() -> None:
+    raw = b"[" + b",".join([b'{"service":"s"}'] * 300_000) + b"]"  # ~4.8 MB
+    data = request(gzip.compress(raw), headers={"Content-Encoding": "gzip"})
+    progress, inflated, event = _steps(data)
+    assert isinstance(event, IngestRequest) and event.body == raw
+    assert event.decompressed_bytes == len(raw)
+    assert progress >= len(raw) // STEP_BYTES - 1
+    growth = [b - a for a, b in zip([0, *inflated], inflated, strict=False)]
+    assert max(growth) <= STEP_BYTES  # never more than one slice inflated between reports
+
+
+def test_bearer_token_holder_is_shared_and_replaceable() -> None:
+    tokens = BearerTokens(["old"])
+    protocol = IngestProtocol(HttpLimits(), tokens)
+    auth = {"Authorization": "Bearer old"}
+    protocol.receive_data(request(headers=auth) * 2)
+    assert isinstance(protocol.next_event(), IngestRequest)
+    protocol.respond(202, {"accepted": 1})
+    tokens.replace(["new"])  # a reload: the same keep-alive connection's next request
+    event = protocol.next_event()
+    assert isinstance(event, ErrorResponse) and event.status == 401
