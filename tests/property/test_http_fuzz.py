@@ -32,6 +32,7 @@ from gravixd.core.http import (
     IngestProtocol,
     IngestRequest,
     NeedData,
+    Progress,
     SendInterim,
 )
 from gravixd.errors import DecodeError
@@ -40,8 +41,9 @@ from gravixd.schema import STREAMS
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LIMITS = HttpLimits(max_body_bytes=64 * 1024, max_header_bytes=4096)
-# 501: h11 for a Transfer-Encoding other than chunked (RFC 9112 says 501).
-ERROR_STATUSES = {400, 401, 404, 405, 408, 411, 413, 415, 431, 501, 503}
+# 501: h11 for a Transfer-Encoding other than chunked (RFC 9112 says 501). 417: an Expect
+# other than 100-continue; 505: a version other than HTTP/1.0 and 1.1.
+ERROR_STATUSES = {400, 401, 404, 405, 408, 411, 413, 415, 417, 431, 501, 503, 505}
 
 PROTOBUF_DECODERS = [pytest.param(decode_protobuf_pure, id="pure")]
 if native.AVAILABLE:
@@ -106,7 +108,7 @@ def run_protocol(data: bytes, splits: list[int]) -> list[object]:
             event = protocol.next_event()
             events.append(event)
             assert isinstance(
-                event, NeedData | SendInterim | ErrorResponse | IngestRequest | Closed
+                event, NeedData | Progress | SendInterim | ErrorResponse | IngestRequest | Closed
             )
             if isinstance(event, ErrorResponse):
                 assert event.status in ERROR_STATUSES, event
@@ -131,7 +133,7 @@ def run_protocol(data: bytes, splits: list[int]) -> list[object]:
                 if protocol.must_close:
                     return events
                 continue
-            if isinstance(event, SendInterim):
+            if isinstance(event, SendInterim | Progress):
                 continue
             if isinstance(event, Closed):
                 return events
