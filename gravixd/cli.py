@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
 from . import __version__, config
 from .errors import ConfigError
+
+# The settings `gravixd spool check` reads (with --config and the environment).
+SPOOL_CHECK_KEYS = ("spool_dir",)
 
 
 def _load(args: argparse.Namespace) -> config.LoadedConfig:
@@ -64,14 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("config", help="print the effective configuration and its sources")
     config.add_arguments(show)
-    show.add_argument("--format", choices=("text", "json"), default="text")
+    show.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="a table of key, source and value, or one JSON object (default text)",
+    )
     show.set_defaults(run=_config)
 
     spool = commands.add_parser("spool", help="inspect the local spool")
     spool_commands = spool.add_subparsers(dest="spool_command", required=True, metavar="ACTION")
     check = spool_commands.add_parser("check", help="report the spool's state without changing it")
-    config.add_arguments(check)
-    check.add_argument("--format", choices=("text", "json"), default="text")
+    # Only what it reads: the spool's place (the daemon's other settings do not matter here).
+    config.add_arguments(check, keys=SPOOL_CHECK_KEYS)
+    check.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="a readable report, or one JSON object (default text)",
+    )
     check.set_defaults(run=_spool_check)
 
     emit = commands.add_parser("emit", help="send generated or file events over HTTP or TCP")
@@ -89,7 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        # `gravixd config | head`: the reader left. Exit quietly, as CLIs do on SIGPIPE,
+        # and point stdout at /dev/null so that the interpreter's final flush is quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["rollup"]:
         # rollup parses its own flags (and --help) in gravixd.rollup.
         from . import rollup
@@ -98,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args))
+        code = int(args.run(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler above
+        return code
     except ConfigError as exc:
         print(f"gravixd: configuration error: {exc}", file=sys.stderr)
         return 2

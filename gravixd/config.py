@@ -15,7 +15,7 @@ import difflib
 import re
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from fractions import Fraction
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -590,13 +590,17 @@ def render(loaded: LoadedConfig, fmt: str = "text") -> str:
     )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add `--config PATH` and one `--<key>` flag per key (not the TOML-only ones).
+def add_arguments(parser: argparse.ArgumentParser, keys: Collection[str] | None = None) -> None:
+    """Add `--config PATH` and one `--<key>` flag per key (not the TOML-only ones); with
+    `keys`, only those keys' flags (a subcommand shows only the settings it uses).
 
     Every flag defaults to `argparse.SUPPRESS`, so `vars(namespace)` holds only the flags
     given; values stay strings and `load` validates them like env values. Booleans take
     `--x` / `--no-x`.
     """
+    unknown = set(keys or ()) - set(_FIELDS)
+    if unknown:
+        raise ValueError(f"Expected configuration keys, got {sorted(unknown)}")
     group = parser.add_argument_group(
         "configuration", "flag > env GRAVIXD_<KEY> > --config file > default"
     )
@@ -607,7 +611,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"TOML config file (env {CONFIG_ENV})",
     )
     for spec in _FIELDS.values():
-        if spec.toml_only:
+        if spec.toml_only or (keys is not None and spec.name not in keys):
             continue
         default = spec.default
         if spec.name.endswith("_bytes"):

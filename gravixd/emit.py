@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import gzip
 import math
 import os
@@ -71,7 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="HTTP ingest base URL, e.g. http://127.0.0.1:8088 (the default target)",
     )
     where.add_argument("--tcp", metavar="HOST:PORT", help="raw TCP listener, e.g. 127.0.0.1:5170")
-    target.add_argument("--stream", choices=("facts", "events"), default="facts")
+    target.add_argument(
+        "--stream",
+        choices=("facts", "events"),
+        default="facts",
+        help="what to send: request facts or service events (default facts)",
+    )
     target.add_argument(
         "--format",
         "--framing",
@@ -88,15 +94,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     load = parser.add_argument_group("load")
     load.add_argument(
-        "--batch-size", type=_positive_int, default=100, help="events a request / TCP write"
+        "--batch-size",
+        type=_positive_int,
+        default=100,
+        help="events a request / TCP write (default 100)",
     )
     load.add_argument(
-        "--concurrency", type=_positive_int, default=4, help="connections sending at once"
+        "--concurrency",
+        type=_positive_int,
+        default=4,
+        help="connections sending at once (default 4)",
     )
     load.add_argument(
         "--rate", type=float, default=0.0, help="target events/s (0: as fast as possible)"
     )
-    load.add_argument("--duration", type=float, help="stop generating after this many seconds")
+    load.add_argument(
+        "--duration",
+        type=float,
+        help="stop generating after this many seconds (default: no limit; see --count)",
+    )
     load.add_argument(
         "--count", type=_positive_int, help="send this many events (default 10000 with neither)"
     )
@@ -106,7 +122,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-retries", type=int, default=5, help="retries of a 503/429 request (default 5)"
     )
     load.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds for one request or TCP close"
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds for one request or TCP close (default 30)",
     )
 
     out = parser.add_argument_group("output")
@@ -224,6 +243,7 @@ class Stats:
     sent: int = 0  # events handed to the wire
     acknowledged: int = 0  # events a 202 acknowledged
     failed: int = 0  # events whose request failed for good, or that could not be sent
+    not_sent: int = 0  # of `failed`: never handed to the wire (no connection, unencodable)
     requests_ok: int = 0
     requests_failed: int = 0
     retries: int = 0
@@ -254,7 +274,10 @@ def report(plan: Plan, stats: Stats) -> dict[str, Any]:
     """The report as a JSON-ready dict (`--json` prints exactly this)."""
     latencies = sorted(stats.latencies_seconds)
     elapsed = stats.elapsed_seconds
-    delivered = stats.acknowledged if plan.transport == "http" else stats.sent - stats.failed
+    # TCP: what was written and not lost with a broken connection (failed events that were
+    # never sent are not subtracted from what was sent).
+    lost_after_send = stats.failed - stats.not_sent
+    delivered = stats.acknowledged if plan.transport == "http" else stats.sent - lost_after_send
     return {
         "target": plan.display_target,
         "transport": plan.transport,
@@ -455,11 +478,70 @@ def _protobuf_batch(stream: str, events: list[dict[str, Any]]) -> bytes:
     return bytes(events_pb2.ServiceEventBatch(events=messages).SerializeToString())
 
 
+# --- what went wrong, in the words of the person running emit ----------------------------
+
+_ERRNO_WORDS: Final = {
+    errno.ECONNREFUSED: "connection refused by {where} (is gravixd listening there?)",
+    errno.ECONNRESET: "the server at {where} reset the connection",
+    errno.EPIPE: "the server at {where} closed the connection",
+    errno.ETIMEDOUT: "timed out connecting to {where}",
+    errno.EHOSTUNREACH: "no route to {where}",
+    errno.ENETUNREACH: "network unreachable for {where}",
+}
+
+
+def _root_os_error(exc: BaseException) -> OSError | None:
+    """The OSError with an errno behind `exc`: trio's "all attempts to connect ... failed"
+    carries the real one in an ExceptionGroup as its cause."""
+    seen: list[BaseException] = [exc]
+    while seen:
+        current = seen.pop(0)
+        if isinstance(current, OSError) and current.errno is not None:
+            return current
+        if isinstance(current, BaseExceptionGroup):
+            seen.extend(current.exceptions)
+        if current.__cause__ is not None:
+            seen.append(current.__cause__)
+    return None
+
+
+def describe_error(exc: BaseException, host: str, port: int, timeout_seconds: float) -> str:
+    """One line saying what happened (`connection refused by 127.0.0.1:1`), never a
+    library's internals (h11 states, trio's exception groups)."""
+    where = f"{host}:{port}"
+    if isinstance(exc, ConnectionFailed):
+        return str(exc)
+    if isinstance(exc, trio.TooSlowError):
+        return f"no answer from {where} within {timeout_seconds:g} s (--timeout)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host {host}: {exc.strerror}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS with {where} failed: {exc.reason or exc}"
+    if isinstance(exc, trio.BrokenResourceError):
+        root = _root_os_error(exc)
+        if root is None:
+            return f"the server at {where} closed the connection"
+        exc = root
+    if isinstance(exc, h11.RemoteProtocolError):
+        return f"the server at {where} sent a response that is not valid HTTP: {exc}"
+    root = _root_os_error(exc)
+    if root is not None and root.errno in _ERRNO_WORDS:
+        return _ERRNO_WORDS[root.errno].format(where=where)
+    if root is not None:
+        return f"{where}: {root.strerror or root}"
+    return f"{where}: {exc}" if str(exc) else f"{where}: {type(exc).__name__}"
+
+
 # --- HTTP --------------------------------------------------------------------------------
 
 
 class ConnectionFailed(Exception):
-    """The connection broke or the peer spoke bad HTTP before a whole response came."""
+    """The connection broke or the peer spoke bad HTTP before a whole response came; the
+    message says so in the user's words."""
+
+
+class ConnectFailed(ConnectionFailed):
+    """No connection could be made: nothing of the request was sent."""
 
 
 @dataclass(frozen=True)
@@ -472,8 +554,9 @@ class Response:
 class HttpConnection:
     """One keep-alive HTTP/1.1 client connection (h11 over a trio stream)."""
 
-    def __init__(self, host: str, port: int, tls: bool) -> None:
+    def __init__(self, host: str, port: int, tls: bool, timeout_seconds: float = 30.0) -> None:
         self.host, self.port, self.tls = host, port, tls
+        self.timeout_seconds = timeout_seconds
         self._stream: trio.abc.Stream | None = None
         self._h11: h11.Connection | None = None
 
@@ -492,7 +575,11 @@ class HttpConnection:
     async def post(self, target: str, headers: list[tuple[str, str]], body: bytes) -> Response:
         """Send one POST and read its whole response; keeps the connection if HTTP allows."""
         if self._stream is None or self._h11 is None:
-            stream, conn = await self._connect()
+            try:
+                stream, conn = await self._connect()
+            except (OSError, trio.BrokenResourceError) as exc:
+                await self.aclose()
+                raise ConnectFailed(self._describe(exc)) from None
         else:
             stream, conn = self._stream, self._h11
         try:
@@ -503,9 +590,12 @@ class HttpConnection:
             with contextlib.suppress(trio.BrokenResourceError):
                 await stream.send_all(data)
             response = await self._read_response(stream, conn)
+        except ConnectionFailed:
+            await self.aclose()
+            raise
         except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
             await self.aclose()
-            raise ConnectionFailed(f"{type(exc).__name__}: {exc}") from None
+            raise ConnectionFailed(self._describe(exc)) from None
         except BaseException:
             await self.aclose()
             raise
@@ -514,6 +604,9 @@ class HttpConnection:
         else:
             await self.aclose()
         return response
+
+    def _describe(self, exc: BaseException) -> str:
+        return describe_error(exc, self.host, self.port, self.timeout_seconds)
 
     async def _read_response(self, stream: trio.abc.Stream, conn: h11.Connection) -> Response:
         head: h11.Response | None = None
@@ -525,6 +618,12 @@ class HttpConnection:
                     received = await stream.receive_some(_READ_BYTES)
                 except trio.BrokenResourceError:
                     received = b""
+                if not received and head is None:
+                    # Said here, not by h11 ("can't handle event type ConnectionClosed ...").
+                    raise ConnectionFailed(
+                        f"the server at {self.host}:{self.port} closed the connection before"
+                        " answering (the events may or may not be stored)"
+                    )
                 conn.receive_data(bytes(received))
             elif isinstance(event, h11.Response):
                 head = event
@@ -535,7 +634,10 @@ class HttpConnection:
                 headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in head.headers}
                 return Response(head.status_code, headers, b"".join(chunks))
             elif isinstance(event, h11.ConnectionClosed):
-                raise ConnectionFailed("the server closed the connection before responding")
+                raise ConnectionFailed(
+                    f"the server at {self.host}:{self.port} closed the connection before"
+                    " answering (the events may or may not be stored)"
+                )
             # h11.InformationalResponse (100 Continue): wait for the final one.
 
     async def aclose(self) -> None:
@@ -561,7 +663,7 @@ def retry_after_seconds(value: str | None, attempt: int, rng: random.Random) -> 
 
 
 async def _http_worker(plan: Plan, source: Source, stats: Stats, rng: random.Random) -> None:
-    connection = HttpConnection(plan.host, plan.port, plan.tls)
+    connection = HttpConnection(plan.host, plan.port, plan.tls, plan.timeout_seconds)
     headers = [
         ("Host", f"{plan.host}:{plan.port}"),
         ("User-Agent", USER_AGENT),
@@ -577,6 +679,7 @@ async def _http_worker(plan: Plan, source: Source, stats: Stats, rng: random.Ran
                 body = encode_body(plan.stream, plan.wire_format, events)
             except (ValueError, TypeError, msgspec.DecodeError) as exc:
                 stats.failed += len(events)
+                stats.not_sent += len(events)
                 stats.error(f"could not encode a batch: {exc}")
                 continue
             if plan.gzip:
@@ -607,11 +710,14 @@ async def _post_with_retries(
                 response = await connection.post(plan.target, headers, body)
         except (ConnectionFailed, OSError, trio.TooSlowError) as exc:
             # The outcome is unknown (the events may be durable): not retried, so that a
-            # retry never duplicates; counted as failed.
+            # retry never duplicates; counted as failed. A failed connect sent nothing.
             await connection.aclose()
             stats.requests_failed += 1
             stats.failed += events
-            stats.error(f"connection: {exc}" if str(exc) else f"connection: {type(exc).__name__}")
+            if isinstance(exc, ConnectFailed):
+                stats.sent -= events
+                stats.not_sent += events
+            stats.error(describe_error(exc, plan.host, plan.port, plan.timeout_seconds))
             return
         stats.latencies_seconds.append(time.perf_counter() - started)
         code = str(response.status)
@@ -647,10 +753,11 @@ async def _tcp_worker(plan: Plan, source: Source, stats: Stats) -> None:
     try:
         stream = await trio.open_tcp_stream(plan.host, plan.port)
     except OSError as exc:
-        stats.error(f"connect: {exc}")
+        stats.error(describe_error(exc, plan.host, plan.port, plan.timeout_seconds))
         # Count what this connection would have sent, so that the run still ends.
         while (events := await source.next_batch()) is not None:
             stats.failed += len(events)
+            stats.not_sent += len(events)
         return
     in_flight: list[int] = []  # events written but not known to be read (no ack channel)
     async with stream:
@@ -660,6 +767,7 @@ async def _tcp_worker(plan: Plan, source: Source, stats: Stats) -> None:
                     data = encode_tcp(plan.stream, plan.wire_format, events)
                 except (ValueError, TypeError, msgspec.DecodeError) as exc:
                     stats.failed += len(events)
+                    stats.not_sent += len(events)
                     stats.error(f"could not encode a batch: {exc}")
                     continue
                 started = time.perf_counter()
@@ -678,7 +786,7 @@ async def _tcp_worker(plan: Plan, source: Source, stats: Stats) -> None:
             # Whatever this connection sent may or may not have been read: count it failed.
             stats.requests_failed += 1
             stats.failed += sum(in_flight)
-            stats.error(f"tcp: {exc}" if str(exc) else f"tcp: {type(exc).__name__}")
+            stats.error(describe_error(exc, plan.host, plan.port, plan.timeout_seconds))
 
 
 # --- running ---------------------------------------------------------------------------------

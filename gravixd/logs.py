@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import sys
 from typing import Any
 
@@ -29,12 +30,46 @@ class JsonFormatter(logging.Formatter):
             "event": getattr(record, "event", record.name),
             "msg": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and key != "event":
-                entry[key] = value
+        entry.update(_fields(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return _encode(entry).decode()
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The structured fields a call site passed with `extra=`, in the order given."""
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and k != "event"}
+
+
+# A value that needs no quoting in `key=value`: no spaces, quotes, `=` or control characters.
+_BARE = re.compile(r"[^\s\"'=\\]+")
+
+
+def _text_value(value: Any) -> str:
+    """Strings as they are when bare, else JSON-quoted; anything else as JSON (true, null,
+    3, [5170,5171]), as the JSON format writes it."""
+    text = value if isinstance(value, str) else _encode(value).decode()
+    return text if _BARE.fullmatch(text) else _encode(text).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """`2026-12-01 09:00:00,123 INFO gravixd: gravixd serving event=serving http_port=8088 ...`:
+    the message for people, then every structured field as `key=value` (values with spaces
+    or quotes JSON-quoted), so the text format drops nothing the JSON format has."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        pairs = _fields(record)
+        if hasattr(record, "event"):
+            pairs = {"event": record.event, **pairs}
+        extra = " ".join(f"{key}={_text_value(value)}" for key, value in pairs.items())
+        if not extra:
+            return line
+        head, newline, rest = line.partition("\n")  # keep a traceback below the fields
+        return f"{head} {extra}{newline}{rest}"
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -42,7 +77,7 @@ def setup_logging(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -59,7 +59,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 import pyarrow as pa
@@ -691,10 +691,33 @@ def _parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# The settings rollup reads: where the store is and how to reach it, and its file size.
+ROLLUP_KEYS = (
+    "store_url",
+    "s3_endpoint_url",
+    "s3_region",
+    "s3_path_style",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "s3_sse",
+    "s3_sse_kms_key_id",
+    "rollup_target_file_bytes",
+)
+
+
+class UsageError(Exception):
+    """A bad command line; main() reports it as text or, with --json, as JSON."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import config
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gravixd rollup",
         description="Compact each closed hour's segments into large Parquet files at "
         "rollup/{stream}/dt=YYYY-MM-DD/hour=HH/part-NNNNN.parquet; idempotent.",
@@ -712,8 +735,10 @@ def build_parser() -> argparse.ArgumentParser:
     rollup_args.add_argument(
         "--include-current-hour", action="store_true", help="also roll up the open hour"
     )
-    rollup_args.add_argument("--json", action="store_true", help="print the report as JSON")
-    config.add_arguments(parser)
+    rollup_args.add_argument(
+        "--json", action="store_true", help="print the report (or the error) as JSON"
+    )
+    config.add_arguments(parser, keys=ROLLUP_KEYS)
     return parser
 
 
@@ -721,18 +746,7 @@ def store_options(cfg: Any) -> dict[str, Any]:
     """The `s3_*` keys of a config, for `open_store` (other schemes take none)."""
     if not str(cfg.store_url).startswith("s3://"):
         return {}
-    return {
-        name: getattr(cfg, name)
-        for name in (
-            "s3_endpoint_url",
-            "s3_region",
-            "s3_path_style",
-            "s3_access_key_id",
-            "s3_secret_access_key",
-            "s3_sse",
-            "s3_sse_kms_key_id",
-        )
-    }
+    return {name: getattr(cfg, name) for name in ROLLUP_KEYS if name.startswith("s3_")}
 
 
 def main(argv: list[str]) -> int:
@@ -741,14 +755,33 @@ def main(argv: list[str]) -> int:
     from . import config
     from .stores import open_store
 
+    as_json = "--json" in argv  # known before parsing, so that usage errors obey it too
+
+    def fail(message: str, code: int) -> int:
+        if as_json:
+            print(json.dumps({"ok": False, "error": message, "exit_code": code}))
+        else:
+            print(f"gravixd rollup: {message}", file=sys.stderr)
+        return code
+
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    try:
+        ns = parser.parse_args(argv)
+    except UsageError as exc:
+        if not as_json:
+            parser.print_usage(sys.stderr)
+        return fail(str(exc), 2)
+    if ns.since is not None and ns.until is not None and ns.since >= ns.until:
+        return fail(
+            f"--since must be before --until (--until is exclusive), got --since"
+            f" {ns.since.isoformat()} and --until {ns.until.isoformat()}",
+            2,
+        )
     try:
         cfg = config.load(vars(ns), os.environ).config
         store = open_store(cfg.store_url, **store_options(cfg))
     except (GravixdError, ValueError) as exc:
-        print(f"gravixd rollup: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), 2)
 
     async def run() -> RollupReport:
         try:
@@ -768,12 +801,17 @@ def main(argv: list[str]) -> int:
     try:
         report = trio.run(run)
     except StoreError as exc:  # listing failed: the store itself is unreachable
-        print(f"gravixd rollup: {exc}", file=sys.stderr)
-        return 1
+        return fail(str(exc), 1)
     if ns.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(format_report(report))
+        if report.hours_skipped_open and not ns.include_current_hour:
+            print(
+                f"hint: {report.hours_skipped_open} open hour(s) skipped: an hour is rolled up"
+                " once it has closed; --include-current-hour rolls it up now",
+                file=sys.stderr,
+            )
     return 0 if report.ok else 1
 
 
