@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -41,6 +41,7 @@ from ..schema import (
     SEVERITY_NAMES,
     severity_number_of_name,
 )
+from . import otlp_json
 from .decode import attributes_column, timestamp_column
 
 PROTOBUF_TYPES: Final = frozenset({"application/x-protobuf", "application/protobuf"})
@@ -464,81 +465,11 @@ def _parse_json(signal: Signal, body: bytes) -> Any:
             "Expected JSON nested less than ~1000 levels deep, got deeper nesting", "invalid_json"
         ) from None
     if not isinstance(document, dict):
-        got = type(document).__name__
-        raise DecodeError(f"Expected OTLP JSON `{name}` (an object), got `{got}` - at `$`")
-    _hex_ids_to_base64(signal, document)
+        got = otlp_json.describe(document)
+        raise DecodeError(f"Expected OTLP JSON `{name}` (an object), got {got} - at `$`")
     request = signal.request_type()
-    try:
-        # Unknown fields are ignored, as the OTLP spec requires of JSON receivers.
-        json_format.ParseDict(document, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, RecursionError) as exc:
-        raise DecodeError(f"Expected OTLP JSON `{name}`, got {exc}", "validation") from None
+    otlp_json.parse(document, request)
     return request
-
-
-# OTLP JSON differs from proto3 JSON in one way that matters to a parser: trace and span ids
-# are hex strings, not base64. They are rewritten to base64 before `json_format` reads them
-# (hex digits are valid base64 too, so skipping this would decode wrong ids silently).
-_HEX: Final = re.compile(r"(?:[0-9a-fA-F]{2})*")
-_ID_KEYS: Final = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
-# Where ids live: signal -> (resource list, scope list, record list) keys, camelCase and the
-# proto names (json_format accepts both; being lenient costs nothing here).
-_PATHS: Final = {
-    "traces": (("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"), ("spans",)),
-    "logs": (
-        ("resourceLogs", "resource_logs"),
-        ("scopeLogs", "scope_logs"),
-        ("logRecords", "log_records"),
-    ),
-}
-
-
-def _hex_ids_to_base64(signal: Signal, document: dict[str, Any]) -> None:
-    resource_keys, scope_keys, record_keys = _PATHS[signal.name]
-    for resource_key, resources in _lists(document, resource_keys, "$"):
-        for r, resource in enumerate(resources):
-            for scope_key, scopes in _lists(resource, scope_keys, f"{resource_key}[{r}]"):
-                for s, scope in enumerate(scopes):
-                    where_scope = f"{resource_key}[{r}].{scope_key}[{s}]"
-                    for record_key, records in _lists(scope, record_keys, where_scope):
-                        for i, record in enumerate(records):
-                            where = f"$.{where_scope}.{record_key}[{i}]"
-                            _fix_ids(record, where)
-                            for link_index, link in enumerate(_dicts(record.get("links"))):
-                                _fix_ids(link, f"{where}.links[{link_index}]")
-
-
-def _lists(parent: object, keys: tuple[str, ...], where: str) -> Iterable[tuple[str, list[Any]]]:
-    """(key, list) for each of `keys` present in `parent` as a list (json_format reports any
-    other shape itself, with its path)."""
-    if not isinstance(parent, dict):
-        return ()
-    return [(key, value) for key in keys if isinstance(value := parent.get(key), list)]
-
-
-def _dicts(value: object) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-def _fix_ids(record: object, where: str) -> None:
-    if not isinstance(record, dict):
-        return
-    for key in _ID_KEYS:
-        value = record.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str) or not _HEX.fullmatch(value):
-            raise DecodeError(
-                f"Expected a hex string (OTLP JSON encodes ids in hex), "
-                f"got {_bounded(value)} - at `{where}.{key}`",
-                "validation",
-            )
-        record[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
-
-
-def _bounded(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:80] + "..."
 
 
 # --- answers ---------------------------------------------------------------------------------

@@ -238,7 +238,7 @@ def test_json_gzip_partial_success_and_bad_payloads(tmp_path: Path) -> None:
         )
         assert (status, content_type) == (400, "application/json")
         assert json.loads(body)["message"].endswith(
-            "got 'zz' - at `$.resourceLogs[0].scopeLogs[0].logRecords[0].traceId`"
+            "got `str` 'zz' - at `$.resourceLogs[0].scopeLogs[0].logRecords[0].traceId`"
         )
         # OTLP has no NDJSON: 415 naming the two it has.
         status, _, body = post(d, "/v1/logs", b"{}\n", "application/x-ndjson")

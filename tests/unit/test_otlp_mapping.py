@@ -453,6 +453,49 @@ def test_otlp_json_as_written_by_hand() -> None:
     assert row["timestamp"] == 1544712660000000000
 
 
+SPANS_AT = "$.resourceSpans[0].scopeSpans[0].spans[0]"
+
+
+def one_span_json(fields: str) -> bytes:
+    return b'{"resourceSpans":[{"scopeSpans":[{"spans":[{%s}]}]}]}' % fields.encode()
+
+
+def test_otlp_json_leniencies_of_proto3_json() -> None:
+    """What proto3 JSON readers take beyond OTLP's own spelling: proto field names, enum
+    names, null as the default, numbers as strings, non-finite doubles, base64 bytes."""
+    body = json.dumps(
+        {
+            "resource_spans": [
+                {
+                    "resource": None,
+                    "scope_spans": [
+                        {
+                            "spans": [
+                                {
+                                    "trace_id": "5b8efff798038103d269b633813fc60c",
+                                    "kind": "SPAN_KIND_SERVER",
+                                    "name": None,
+                                    "start_time_unix_nano": 1544712660000000000,
+                                    "end_time_unix_nano": "1544712660001000000",
+                                    "attributes": [
+                                        {"key": "nan", "value": {"doubleValue": "NaN"}},
+                                        {"key": "raw", "value": {"bytesValue": "AP8"}},
+                                        {"key": "list", "value": {"arrayValue": {}}},
+                                        {"key": "n", "value": {"intValue": 7.0}},
+                                    ],
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ]
+        }
+    ).encode()
+    row = the_row(otlp.decode_export(otlp.TRACES, "application/json", body, NOW))
+    assert (row["service"], row["route"], row["duration_ms"]) == ("unknown_service", "", 1.0)
+    assert row["attributes"] == {"nan": "NaN", "raw": "AP8=", "list": "[]", "n": "7"}
+
+
 # (id, signal, media type, body, message fragment, reason)
 BAD_BODIES = [
     ("garbage protobuf", otlp.TRACES, "application/x-protobuf", b"\xff\xff\xff",
@@ -463,20 +506,36 @@ BAD_BODIES = [
      "Expected OTLP JSON `opentelemetry.proto.collector.logs.v1.ExportLogsServiceRequest`: ",
      "invalid_json"),
     ("a JSON array", otlp.TRACES, "application/json", b"[]",
-     "(an object), got `list` - at `$`", "validation"),
-    ("a non-hex trace id", otlp.TRACES, "application/json",
-     b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"xyz"}]}]}]}',
-     "Expected a hex string (OTLP JSON encodes ids in hex), got 'xyz'"
-     " - at `$.resourceSpans[0].scopeSpans[0].spans[0].traceId`",
-     "validation"),
+     "(an object), got `array` - at `$`", "validation"),
+    ("a non-hex trace id", otlp.TRACES, "application/json", one_span_json('"traceId":"xyz"'),
+     "Expected a hex string (OTLP JSON encodes ids in hex), got `str` 'xyz'"
+     f" - at `{SPANS_AT}.traceId`", "validation"),
+    ("a base64 trace id (proto3 JSON, not OTLP)", otlp.TRACES, "application/json",
+     one_span_json('"traceId":"W47/95gDgQPSabYzgT/GDA=="'),
+     f"got `str` 'W47/95gDgQPSabYzgT/GDA==' - at `{SPANS_AT}.traceId`", "validation"),
     ("a numeric span id in a link", otlp.TRACES, "application/json",
-     b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"links":[{"spanId":12}]}]}]}]}',
-     "got 12 - at `$.resourceSpans[0].scopeSpans[0].spans[0].links[0].spanId`", "validation"),
-    ("a bad int64", otlp.TRACES, "application/json",
-     b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"soon"}]}]}]}',
-     "startTimeUnixNano", "validation"),
+     one_span_json('"links":[{"spanId":12}]'),
+     f"got `int` 12 - at `{SPANS_AT}.links[0].spanId`", "validation"),
+    ("a bad int64", otlp.TRACES, "application/json", one_span_json('"startTimeUnixNano":"soon"'),
+     f"Expected `int` or decimal string, got `str` 'soon' - at `{SPANS_AT}.startTimeUnixNano`",
+     "validation"),
+    ("a negative uint32", otlp.TRACES, "application/json",
+     one_span_json('"droppedAttributesCount":-1'),
+     f"Expected a value that fits `uint32`, got `int` -1 - at `{SPANS_AT}.droppedAttributesCount`",
+     "validation"),
+    ("a number where a string goes", otlp.TRACES, "application/json", one_span_json('"name":5'),
+     f"Expected `str`, got `int` 5 - at `{SPANS_AT}.name`", "validation"),
+    ("an unknown enum name", otlp.TRACES, "application/json", one_span_json('"kind":"SERVER"'),
+     f"Expected an enum number, got `str` 'SERVER' - at `{SPANS_AT}.kind`", "validation"),
+    ("bad base64 in bytesValue", otlp.LOGS, "application/json",
+     b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"bytesValue":"%%%"}}]}]}]}',
+     "Expected a base64 string, got `str` '%%%' - at"
+     " `$.resourceLogs[0].scopeLogs[0].logRecords[0].body.bytesValue`", "validation"),
+    ("an object where a list goes", otlp.LOGS, "application/json", b'{"resourceLogs":{"x":1}}',
+     "Expected an array, got `object` - at `$.resourceLogs`", "validation"),
     ("a list where an object goes", otlp.LOGS, "application/json",
-     b'{"resourceLogs":{"x":1}}', "resourceLogs", "validation"),
+     b'{"resourceLogs":[{"resource":[]}]}',
+     "Expected an object, got `array` - at `$.resourceLogs[0].resource`", "validation"),
 ]  # fmt: skip
 
 
@@ -545,3 +604,20 @@ def test_error_body_is_a_google_rpc_status_in_the_request_encoding() -> None:
     }
     assert otlp.response_content_type("application/json") == b"application/json"
     assert otlp.response_content_type("application/x-protobuf") == b"application/x-protobuf"
+
+
+def test_otlp_json_reader_agrees_with_protobufs_json_format() -> None:
+    """The descriptor-driven reader builds the very message `json_format` builds (once the
+    hex ids, OTLP's one deviation from proto3 JSON, are given to it as base64)."""
+    from google.protobuf import json_format
+
+    from gravixd.core import otlp_json
+
+    spans = [span(attributes=attrs) for _, attrs, _, _, _ in SPAN_CASES if attrs]
+    records = [log_record(**kwargs) for _, kwargs, _, _ in LOG_CASES]
+    for message in (traces_request(spans), logs_request(records)):
+        ours = type(message)()
+        otlp_json.parse(json.loads(to_otlp_json(message)), ours)
+        theirs = type(message)()
+        json_format.ParseDict(json_format.MessageToDict(message), theirs)
+        assert ours == theirs == message
