@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import threading
 import time
@@ -407,6 +408,38 @@ def test_hostile_inputs_get_their_status_and_others_keep_getting_202(
     assert d.stop() == 0
     stored = column(read_store(d.store_dir, "facts"), "trace_id")
     assert set(good.acked) <= set(stored)
+
+
+def test_gzip_bomb_413_is_read_by_the_client_not_lost_to_a_reset(tmp_path: Path) -> None:
+    """The 413 comes while the client is still sending: the daemon half-closes and drains
+    what follows (lingering close), so the client reads the whole answer and a clean EOF.
+    Closing with unread input makes the kernel reset the connection, and the client loses
+    the 413 it was sent."""
+    bomb = gzip_bomb(64 << 20)  # inflates past the 1 MiB limit within its first KiBs
+    body = bomb + os.urandom(8 << 20)  # then more than socket buffers hold
+    data = request(body, extra="Content-Encoding: gzip\r\n")
+    with Daemon(tmp_path, f"--max-body-bytes={MAX_BODY_BYTES}", "--log-level=info") as d:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", d.http_port), timeout=10) as sock:
+                send_errors: list[OSError] = []
+
+                def send(sock: socket.socket = sock, errors: list[OSError] = send_errors) -> None:
+                    try:
+                        sock.sendall(data)
+                    except OSError as exc:
+                        errors.append(exc)
+
+                sender = threading.Thread(target=send)
+                sender.start()
+                received = b""
+                while chunk := sock.recv(65536):  # a reset raises ConnectionResetError here
+                    received += chunk
+                sender.join(10)
+            head, _, answer = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 413 "), head
+            assert json.loads(answer)["reason"] == "too_large"
+            assert b"\r\nconnection: close" in head.lower()
+            assert send_errors == []  # the daemon read (and dropped) the rest of the body
 
 
 # --- overload caps ---------------------------------------------------------------------------
