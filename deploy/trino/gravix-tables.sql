@@ -1,5 +1,5 @@
--- Trino tables and views over what gravixd writes to s3://gravix/events (compose; the Helm
--- chart renders this file with its own bucket and prefix in place of s3://gravix/events).
+-- Trino tables and views over what gravixd writes to s3://gravix/events, the compose
+-- stack's store (the Helm chart renders a copy of this file with its own store URL).
 -- Columns and types are checked against gravixd/schema.py by tests/unit/test_query_sql.py.
 -- Timestamps are timestamp(9): the catalog sets hive.timestamp-precision=NANOSECONDS, the
 -- precision gravixd writes (Parquet INT64 TIMESTAMP(NANOS, UTC)); values are UTC.

@@ -58,6 +58,28 @@ NON_DEFAULT: dict[str, dict[str, Any]] = {
             }
         ],
     },
+    # The query side: Trino (coordinator + 2 workers) and Cube over the same bucket/Secret.
+    "query": {
+        "config": {
+            "store_url": "s3://gravix/events",
+            "s3_endpoint_url": "http://minio.minio.svc:9000",
+            "s3_path_style": True,
+            "segment_format": "parquet",
+        },
+        "s3": {"existingSecret": "gravix-s3"},
+        "rollup": {"enabled": True},
+        "trino": {
+            "enabled": True,
+            "store": {
+                "url": "s3://gravix/events",
+                "endpoint": "http://minio.minio.svc:9000",
+                "pathStyle": True,
+                "existingSecret": "gravix-s3",
+            },
+            "worker": {"replicas": 2},
+        },
+        "cube": {"enabled": True, "apiSecret": {"existingSecret": "gravix-cube"}},
+    },
     "minio-trial-emptydir": {
         "config": {
             "store_url": "s3://gravix/events",
@@ -98,8 +120,43 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
-@pytest.fixture(scope="module")
+def _query_with(**subcharts: dict[str, Any]) -> dict[str, Any]:
+    """The "query" value set with some subchart values changed (a disabled subchart's values
+    are not checked, so bad ones are tried on an otherwise valid, enabled query side)."""
+    values = json.loads(json.dumps(NON_DEFAULT["query"]))
+    for name, changes in subcharts.items():
+        values[name].update(changes)
+    return values
+
+
+BAD_VALUES.update(
+    {
+        "trino workers not a number": (
+            _query_with(trino={"worker": {"replicas": "two"}}),
+            "replicas",
+        ),
+        "trino root user": (
+            _query_with(trino={"podSecurityContext": {"runAsNonRoot": False}}),
+            "runAsNonRoot",
+        ),
+        "trino catalog timestamp precision": (
+            _query_with(trino={"catalogProperties": {"hive.timestamp-precision": "MILLISECONDS"}}),
+            "invalid propertyName 'hive.timestamp-precision'",
+        ),
+        "cube writable root fs": (
+            _query_with(cube={"securityContext": {"readOnlyRootFilesystem": False}}),
+            "readOnlyRoot",
+        ),
+        "cube unknown value": (_query_with(cube={"replica": 2}), "replica"),
+    }
+)
+
+
+@pytest.fixture
 def chart() -> Iterator[helm.Chart]:
+    # Loaded for each test: rendering with a subchart disabled drops it from the loaded
+    # chart (Helm processes dependencies in place), so a shared handle would render later
+    # value sets without Trino and Cube.
     with helm.Chart.load(CHART) as loaded:
         yield loaded
 
