@@ -142,8 +142,23 @@ class Metrics:
         )
         self.segments_quarantined = Counter(
             "spool_segments_quarantined",
-            "Segments moved to quarantine (unreadable, or rejected by the store).",
+            "Segments moved to quarantine (whole or, when damaged, their original), by reason: "
+            "unreadable, damaged, not_a_file, store_rejected.",
             ["reason"],
+            registry=r,
+        )
+        self.damaged_bytes = Counter(
+            "spool_damaged_bytes",
+            "Bytes of spool segments that failed their checksum or framing (cut out of the "
+            "delivered segment; the original is in quarantine), by stage: recovery, seal, upload.",
+            ["stage"],
+            registry=r,
+        )
+        self.segments_gone = Counter(
+            "spool_segments_gone",
+            "Segments whose file vanished from the spool before it was sealed or uploaded "
+            "(removed by hand, or by another process): nothing left to retry.",
+            ["stage"],
             registry=r,
         )
 

@@ -1,8 +1,10 @@
 """`gravixd spool check`: report what the spool holds, changing nothing.
 
 For each segment: open (being appended, or left by a crash: whole batches, torn tail),
-sealed (waiting for upload) or quarantined. Exit status 0 when every open segment is
-readable, 1 when some would be quarantined at the next start.
+sealed (waiting for upload) or quarantined. Open and sealed segments are checked as the
+daemon checks them (every batch's checksum, the framing, the footer). Exit status 0 when
+everything would be delivered as it is, 1 when something is damaged or unreadable (the next
+start or upload would quarantine it, keeping what is intact).
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from .core.segment import OPEN_EXTENSION
+from .core.segment import OPEN_EXTENSION, ScanResult
 from .runtime.segment_files import read_segment
 from .schema import STREAMS
 
@@ -23,7 +27,44 @@ class SegmentReport(msgspec.Struct):
     bytes: int
     rows: int | None = None
     torn_bytes: int = 0
+    damaged_bytes: int = 0
     error: str | None = None
+
+    @property
+    def bad(self) -> bool:
+        return self.area != "quarantine" and (self.rows is None or self.damaged_bytes > 0)
+
+
+def _report(area: str, stream: str, path: Path) -> SegmentReport:
+    size = path.stat().st_size if path.is_file() else 0
+    if area == "quarantine":
+        return SegmentReport(area, stream, path.name, size)
+    try:
+        if path.suffix == ".parquet":
+            table = pq.ParquetFile(path, page_checksum_verification=True).read()
+            table.validate(full=True)
+            return SegmentReport(area, stream, path.name, size, rows=table.num_rows)
+        scan: ScanResult = read_segment(stream, path)
+    except (OSError, pa.ArrowException) as exc:
+        return SegmentReport(area, stream, path.name, size, error=str(exc))
+    if not scan.readable:
+        return SegmentReport(area, stream, path.name, size, error=scan.error)
+    torn = scan.total_bytes - scan.good_bytes if scan.torn else 0
+    if area == "sealed" and not scan.sealed and not scan.damaged:
+        # A sealed file must end with its footer: anything else is damage to it.
+        scan.damaged.append((scan.good_bytes, scan.total_bytes))
+        scan.error = scan.error or "sealed segment without a valid footer"
+        torn = 0
+    return SegmentReport(
+        area,
+        stream,
+        path.name,
+        size,
+        rows=scan.rows,
+        torn_bytes=torn,
+        damaged_bytes=max(scan.damaged_bytes, 1 if scan.damaged else 0),
+        error=scan.error,
+    )
 
 
 def inspect_spool(spool_dir: str | Path) -> list[SegmentReport]:
@@ -31,37 +72,29 @@ def inspect_spool(spool_dir: str | Path) -> list[SegmentReport]:
     reports = []
     for stream in STREAMS:
         for path in sorted((root / "open" / stream).glob(f"*{OPEN_EXTENSION}")):
-            scan = read_segment(stream, path)
-            reports.append(
-                SegmentReport(
-                    "open",
-                    stream,
-                    path.name,
-                    scan.total_bytes,
-                    rows=scan.rows if scan.readable else None,
-                    torn_bytes=scan.total_bytes - scan.good_bytes if scan.readable else 0,
-                    error=scan.error,
-                )
-            )
+            reports.append(_report("open", stream, path))
         for area in ("sealed", "quarantine"):
             for path in sorted((root / area / stream).glob("*")):
-                reports.append(SegmentReport(area, stream, path.name, path.stat().st_size))
+                reports.append(_report(area, stream, path))
     return reports
 
 
 def check_spool(spool_dir: str | Path, fmt: str = "text") -> int:
     reports = inspect_spool(spool_dir)
-    unreadable = [r for r in reports if r.area == "open" and r.rows is None]
+    bad = [r for r in reports if r.bad]
     if fmt == "json":
         print(msgspec.json.encode({"spool_dir": str(spool_dir), "segments": reports}).decode())
     else:
-        print(f"spool {spool_dir}: {len(reports)} segment(s)")
+        print(f"spool {spool_dir}: {len(reports)} segment(s), {len(bad)} damaged or unreadable")
         for r in reports:
-            detail = f"{r.rows} rows" if r.rows is not None else "unreadable"
+            detail = ""
+            if r.area != "quarantine":
+                detail = f"{r.rows} intact rows" if r.rows is not None else "unreadable"
             if r.torn_bytes:
                 detail += f", torn tail of {r.torn_bytes} bytes"
-            if r.error and r.rows is None:
+            if r.damaged_bytes:
+                detail += f", DAMAGED: {r.damaged_bytes} bytes"
+            if r.error and (r.rows is None or r.damaged_bytes):
                 detail += f" ({r.error})"
-            shown = detail if r.area == "open" else ""
-            print(f"  {r.area:10} {r.stream:6} {r.name}  {r.bytes} bytes  {shown}")
-    return 1 if unreadable else 0
+            print(f"  {r.area:10} {r.stream:6} {r.name}  {r.bytes} bytes  {detail}")
+    return 1 if bad else 0

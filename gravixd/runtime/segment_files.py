@@ -1,19 +1,23 @@
 """Blocking file operations on spool segments; the trio code runs them in worker threads.
 
 Layout under `spool_dir`:
-    open/{stream}/{segment_id}.arrows     IPC stream being appended (fsynced per group commit)
-    sealed/{stream}/{segment_id}.arrow    compressed IPC file (or .parquet), ready for upload
-    quarantine/{stream}/...               unreadable segments, or ones the store refused
+    open/{stream}/{segment_id}.arrows     Arrow IPC file being appended (fsynced per commit)
+    sealed/{stream}/{segment_id}.arrow    the same file with its footer: the object to store
+    quarantine/{stream}/...               what could not be delivered as it was, kept whole
 
-Every rename is followed by an fsync of the directory, so a crash leaves either the old name
-or the new one with complete contents.
+Each byte is written once: a segment is appended compressed, checksummed batch by batch, and
+sealed by appending the footer, fsync and a rename into sealed/ (no second copy, so sealing
+needs no free space beyond the footer). Only damage or an older spool's file is rewritten,
+and then the original goes to quarantine first. Every rename is followed by an fsync of the
+directory, so a crash leaves either the old name or the new one with complete contents.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -21,15 +25,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core.segment import (
-    END_OF_STREAM,
+    FILE_MAGIC,
     FORMAT_EXTENSIONS,
     OPEN_EXTENSION,
+    BatchEncoder,
+    Block,
     ScanResult,
+    file_header,
+    file_trailer,
     scan_segment,
-    stream_header,
 )
 from ..errors import DurabilityError
-from ..fsutil import fsync_dir
+from ..fsutil import fsync_dir, make_dirs_durable
 
 _TMP_SUFFIX: Final = ".tmp"
 
@@ -44,14 +51,46 @@ class SealedSegment:
     segment_format: str
 
 
+@dataclass(slots=True)
+class SealReport:
+    """What sealing, recovering or verifying a segment did, for the caller to log and count.
+
+    outcome: "sealed" (intact), "truncated" (a torn tail cut, the tail kept in quarantine),
+    "salvaged" (damage: the original quarantined, the intact batches kept), "unreadable"
+    (quarantined whole), "empty" (no rows: removed), "gone" (the file vanished), "not_a_file".
+    """
+
+    outcome: str
+    sealed: SealedSegment | None = None
+    quarantined: Path | None = None
+    scan: ScanResult | None = None
+    error: str | None = None
+    kept_rows: int = 0
+    damaged: list[tuple[int, int]] = field(default_factory=list)
+
+
 def make_dirs(spool_dir: Path, streams: list[str]) -> None:
+    """Create the spool's folders, each fsynced in its parent (a fresh spool is durable)."""
     for area in ("open", "sealed", "quarantine"):
         for stream in streams:
-            (spool_dir / area / stream).mkdir(parents=True, exist_ok=True)
+            make_dirs_durable(spool_dir / area / stream)
+
+
+@functools.cache
+def _encoder(stream: str, compression: str) -> BatchEncoder:
+    return BatchEncoder(stream, compression)
+
+
+def encode_batches(
+    stream: str, compression: str, batches: list[pa.RecordBatch]
+) -> list[tuple[bytearray, int]]:
+    """Checksummed, compressed IPC messages and their row counts."""
+    encoder = _encoder(stream, compression)
+    return [(encoder.encode(b), b.num_rows) for b in batches]
 
 
 class OpenSegment:
-    """An IPC stream file appended by exactly one task (its stream's committer)."""
+    """An IPC file appended by exactly one task (its stream's committer)."""
 
     def __init__(self, path: Path, stream: str, segment_id: str, created_unix_ms: int) -> None:
         self.path = path
@@ -60,6 +99,7 @@ class OpenSegment:
         self.created_unix_ms = created_unix_ms
         self.size_bytes = 0
         self.rows = 0
+        self.blocks: list[Block] = []
         self.failed = False  # an fsync failed: the file may have lost writes; stop using it
         self._fd = -1
 
@@ -71,7 +111,7 @@ class OpenSegment:
         segment = cls(path, stream, segment_id, created_unix_ms)
         try:
             segment._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            segment._write_all([stream_header(stream)])
+            segment._write_all([file_header(stream)])
             os.fdatasync(segment._fd)
             fsync_dir(path.parent)
         except OSError as exc:
@@ -81,8 +121,8 @@ class OpenSegment:
             ) from exc
         return segment
 
-    def write(self, messages: list[pa.Buffer], rows: int) -> int:
-        """Append serialized record batch messages (into the page cache; `sync` makes them
+    def write(self, messages: list[tuple[bytearray, int]]) -> int:
+        """Append encoded record batch messages (into the page cache; `sync` makes them
         durable); returns bytes written.
 
         On failure the file is cut back to its length before this call, so the segment
@@ -90,7 +130,7 @@ class OpenSegment:
         """
         good_size = self.size_bytes
         try:
-            written = self._write_all(messages)
+            written = self._write_all([m for m, _ in messages])
         except OSError as exc:
             try:
                 os.ftruncate(self._fd, good_size)
@@ -99,7 +139,12 @@ class OpenSegment:
                 pass  # recovery at next start scans for the last whole batch anyway
             self.size_bytes = good_size
             raise DurabilityError(f"Could not write {self.path.name} ({_failure(exc)})") from exc
-        self.rows += rows
+        offset = good_size
+        for message, rows in messages:
+            metadata_bytes = 8 + int.from_bytes(message[4:8], "little")
+            self.blocks.append(Block(offset, metadata_bytes, len(message) - metadata_bytes, rows))
+            offset += len(message)
+            self.rows += rows
         return written
 
     def sync(self) -> None:
@@ -112,13 +157,11 @@ class OpenSegment:
                 f"Could not make {self.path.name} durable ({_failure(exc)})"
             ) from exc
 
-    def _write_all(self, buffers: list[bytes | pa.Buffer]) -> int:
+    def _write_all(self, buffers: list[bytes | bytearray | pa.Buffer]) -> int:
         views = [memoryview(b) for b in buffers]
         total = sum(v.nbytes for v in views)
-        remaining = total
         while views:
             n = os.writev(self._fd, views)
-            remaining -= n
             # Drop what was fully written, trim a partly written one (writev may be short).
             while views and n >= views[0].nbytes:
                 n -= views[0].nbytes
@@ -128,21 +171,14 @@ class OpenSegment:
         self.size_bytes += total
         return total
 
-    def close_sync(self) -> None:
-        """End the stream (EOS marker) and close: the segment is ready to seal."""
-        if self._fd < 0:
-            return
-        try:
-            self._write_all([END_OF_STREAM])
-            os.fdatasync(self._fd)
-        finally:
+    def close(self) -> None:
+        """Close the file (its contents stay as written): the segment is ready to seal."""
+        if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
     def discard(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self.close()
         self.path.unlink(missing_ok=True)
 
 
@@ -153,60 +189,172 @@ def _failure(exc: OSError) -> str:
 
 
 def read_segment(stream: str, path: Path, validate: bool = True) -> ScanResult:
+    if not path.is_file():
+        raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
+    if path.stat().st_size == 0:
+        return scan_segment(stream, b"", validate)
     with pa.memory_map(str(path), "r") as source:
         return scan_segment(stream, source.read_buffer(), validate)
+
+
+def sealed_path(spool_dir: Path, stream: str, segment_id: str, segment_format: str) -> Path:
+    return spool_dir / "sealed" / stream / f"{segment_id}{FORMAT_EXTENSIONS[segment_format]}"
 
 
 def seal_sync(
     spool_dir: Path,
     stream: str,
     segment_id: str,
-    open_path: Path,
+    path: Path,
     segment_format: str,
-    compression: str,
-    scan: ScanResult | None = None,
-) -> SealedSegment | None:
-    """Turn an open segment into its upload form, then remove the open file.
+    expected: list[Block] | None = None,
+) -> SealReport:
+    """Turn a spool file into its upload form: verified, then footer, fsync, rename.
 
-    Returns None when the segment held no rows (it is simply removed).
+    `path` is an open segment (at rotation or recovery) or a sealed one (before upload).
+    `expected` are the blocks this process wrote (rotation): anything else in the file is
+    damage. Damaged bytes never reach the store and are never destroyed: the original is
+    moved to quarantine first, then the intact batches are written to the sealed file.
     """
-    if scan is None:
-        scan = read_segment(stream, open_path, validate=False)
-    if not scan.batches:
-        open_path.unlink(missing_ok=True)
-        return None
-    table = pa.Table.from_batches(scan.batches)
-    final = spool_dir / "sealed" / stream / f"{segment_id}{FORMAT_EXTENSIONS[segment_format]}"
+    try:
+        scan = read_segment(stream, path)
+    except FileNotFoundError as exc:
+        return SealReport("gone", error=f"{path} vanished before it was sealed ({exc})")
+    except IsADirectoryError:
+        target = quarantine(spool_dir, stream, path)
+        return SealReport("not_a_file", quarantined=target, error=f"{path} is not a file")
+    if expected is not None and scan.intact and scan.blocks != expected:
+        scan.damaged.append((scan.good_bytes, scan.total_bytes))
+        scan.error = scan.error or "the file does not hold the batches written to it"
+    final = sealed_path(spool_dir, stream, segment_id, segment_format)
+    if not scan.readable:
+        target = quarantine(spool_dir, stream, path)
+        return SealReport("unreadable", quarantined=target, scan=scan, error=scan.error)
+    if scan.damaged or not scan.file_format:
+        # Damage, or an older spool's stream file: rewrite the intact batches. The original
+        # is quarantined first (damage) or removed once the new file is durable (old format).
+        kept = quarantine(spool_dir, stream, path) if scan.damaged else None
+        sealed = _rewrite(stream, segment_id, scan, final, segment_format) if scan.blocks else None
+        if kept is None:
+            _remove(path)
+        outcome = "salvaged" if scan.damaged else "sealed"
+        return SealReport(outcome, sealed, kept, scan, scan.error, scan.rows, list(scan.damaged))
+    outcome = "sealed"
+    tail_target = None
+    if scan.torn and scan.torn_at is not None and not scan.has_trailer:
+        # A torn tail holds nothing acknowledged (its fsync never returned), but it is kept
+        # anyway: a flipped length byte in the last batch looks the same.
+        tail_target = _save_tail(spool_dir, stream, path, scan.torn_at)
+        outcome = "truncated"
+    if not scan.blocks:
+        _remove(path)
+        return SealReport("empty" if tail_target is None else outcome, None, tail_target, scan)
+    if segment_format == "parquet":
+        sealed = _rewrite(stream, segment_id, scan, final, segment_format)
+        _remove(path)
+        return SealReport(outcome, sealed, tail_target, scan, kept_rows=scan.rows)
+    if not scan.sealed:
+        _append_trailer(path, scan)
+    if path != final:
+        os.replace(path, final)
+        fsync_dir(final.parent)
+        fsync_dir(path.parent)
+    sealed = SealedSegment(
+        stream, segment_id, final, final.stat().st_size, scan.rows, segment_format
+    )
+    return SealReport(outcome, sealed, tail_target, scan, scan.error, scan.rows)
+
+
+def _append_trailer(path: Path, scan: ScanResult) -> None:
+    """Cut the file after its last intact batch, append EOS and footer, fsync."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, scan.good_bytes)
+        os.lseek(fd, scan.good_bytes, os.SEEK_SET)
+        trailer = file_trailer(scan.schema_message, scan.blocks)
+        written = 0
+        while written < len(trailer):
+            written += os.write(fd, trailer[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _save_tail(spool_dir: Path, stream: str, path: Path, offset: int) -> Path:
+    """Copy the bytes from `offset` on into quarantine, before the file is cut there."""
+    target = spool_dir / "quarantine" / stream / f"{path.name}.torn-at-{offset}"
+    with open(path, "rb") as source, open(target, "wb") as out:
+        source.seek(offset)
+        out.write(source.read())
+        out.flush()
+        os.fsync(out.fileno())
+    fsync_dir(target.parent)
+    return target
+
+
+def _rewrite(
+    stream: str, segment_id: str, scan: ScanResult, final: Path, segment_format: str
+) -> SealedSegment:
+    """Write the intact batches of `scan` to `final` (tmp, fsync, rename, dir fsync)."""
     tmp = final.with_name(final.name + _TMP_SUFFIX)
-    codec = None if compression == "none" else compression
     try:
         if segment_format == "parquet":
-            pq.write_table(table, tmp, compression=codec or "none")
+            # Parquet is a different layout: converting at seal is its one extra copy.
+            table = pa.Table.from_batches(scan.batches(stream))
+            pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
+            with open(tmp, "rb+") as written:
+                os.fsync(written.fileno())
         else:
-            options = pa.ipc.IpcWriteOptions(compression=codec)
-            with (
-                pa.OSFile(str(tmp), "wb") as sink,
-                pa.ipc.new_file(sink, table.schema, options=options) as writer,
-            ):
-                writer.write_table(table)
-        with open(tmp, "rb+") as written:
-            os.fsync(written.fileno())
+            header = file_header(stream)
+            blocks: list[Block] = []
+            parts: list[bytes | memoryview] = [header]
+            offset = len(header)
+            for block in scan.blocks:
+                parts.append(scan.message(block))
+                blocks.append(Block(offset, block.metadata_bytes, block.body_bytes, block.rows))
+                offset += block.metadata_bytes + block.body_bytes
+            parts.append(file_trailer(header[len(FILE_MAGIC) :], blocks))
+            with open(tmp, "wb") as out:
+                for part in parts:
+                    out.write(part)
+                out.flush()
+                os.fsync(out.fileno())
         os.replace(tmp, final)
         fsync_dir(final.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    open_path.unlink(missing_ok=True)
-    fsync_dir(open_path.parent)
-    return SealedSegment(
-        stream, segment_id, final, final.stat().st_size, table.num_rows, segment_format
-    )
+    return SealedSegment(stream, segment_id, final, final.stat().st_size, scan.rows, segment_format)
+
+
+def verify_sealed_sync(spool_dir: Path, segment: SealedSegment) -> SealReport:
+    """Before upload: check the sealed file again (checksums, framing, footer); salvage or
+    quarantine it when it was damaged while it waited."""
+    path = segment.path
+    if segment.segment_format == "parquet":
+        try:
+            if not path.is_file():
+                raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
+            pq.ParquetFile(path, page_checksum_verification=True).read().validate(full=True)
+        except FileNotFoundError as exc:
+            return SealReport("gone", error=f"{path} vanished before upload ({exc})")
+        except (OSError, pa.ArrowException) as exc:
+            target = quarantine(spool_dir, segment.stream, path)
+            return SealReport("unreadable", quarantined=target, error=str(exc))
+        return SealReport("sealed", segment, kept_rows=segment.rows)
+    return seal_sync(spool_dir, segment.stream, segment.segment_id, path, segment.segment_format)
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    fsync_dir(path.parent)
 
 
 def quarantine(spool_dir: Path, stream: str, path: Path) -> Path:
     target = spool_dir / "quarantine" / stream / path.name
     os.replace(path, target)
     fsync_dir(target.parent)
+    fsync_dir(path.parent)
     return target
 
 
@@ -217,4 +365,5 @@ def sealed_segment_from_path(stream: str, path: Path) -> SealedSegment | None:
         return None
     segment_id, _, ext = path.name.partition(".")
     segment_format = "parquet" if ext == "parquet" else "arrow"
-    return SealedSegment(stream, segment_id, path, path.stat().st_size, -1, segment_format)
+    size = path.stat().st_size if path.is_file() else 0
+    return SealedSegment(stream, segment_id, path, size, -1, segment_format)

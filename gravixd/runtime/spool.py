@@ -5,7 +5,9 @@ record batches on a pending list and wait for the round that carries them: the c
 takes everything pending, writes it with one writev and makes it durable with one
 fdatasync in a worker thread, then wakes the whole round. Concurrency thus widens each
 fsync instead of queueing behind it (group commit). Rotation (bytes, events, age, UTC hour)
-closes the segment and hands it to the sealer task, so compression never delays a commit.
+closes the segment and hands it to the sealer task. A segment is written in the format it
+is stored in (compressed Arrow IPC file, a checksum per batch), so sealing only verifies it,
+appends the footer and renames it (segment_files.py); nothing is written twice.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import collections
 import itertools
 import logging
 import math
-import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,12 +26,19 @@ import pyarrow as pa
 import trio
 
 from ..core.decode import Decoded, Rows, rows_to_batch
-from ..core.segment import OPEN_EXTENSION, hour_of_unix_ms, new_segment_id, segment_created_at
+from ..core.segment import (
+    OPEN_EXTENSION,
+    Block,
+    hour_of_unix_ms,
+    new_segment_id,
+    segment_created_at,
+)
 from ..errors import DurabilityError
 from ..metrics import Metrics
 from ..schema import STREAMS
 from . import segment_files as files
-from .segment_files import OpenSegment, SealedSegment
+from .ledger import SpoolLedger
+from .segment_files import OpenSegment, SealedSegment, SealReport
 
 log = logging.getLogger("gravixd.spool")
 
@@ -57,6 +65,17 @@ class SpoolSettings:
     segment_format: str
     segment_compression: str
     max_spool_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class _ToSeal:
+    """A closed open segment waiting for its sealer: `expected` are the blocks this process
+    wrote to it (None for one a previous run left, which is scanned as found)."""
+
+    segment_id: str
+    path: Path
+    size_bytes: int
+    expected: list[Block] | None
 
 
 class _Round:
@@ -87,47 +106,68 @@ class Spool:
         self.metrics = metrics
         self.on_sealed = on_sealed
         self.clock_unix_ms = clock_unix_ms
-        self.bytes_used = 0
+        self.ledger = SpoolLedger(lambda: self.settings.max_spool_bytes)
         self.streams = {name: StreamSpool(self, name) for name in STREAMS}
-        self.space_freed = trio.Event()
+        # Open segments a previous run left that could not be sealed at start (disk full):
+        # their stream's sealer retries them.
+        self._unsealed: dict[str, list[_ToSeal]] = {name: [] for name in STREAMS}
         metrics.register_gauges(
-            "spool_bytes", "Bytes held in the local spool.", lambda: self.bytes_used
+            "spool_bytes", "Bytes held in the local spool.", lambda: self.ledger.used_bytes
         )
 
     @property
+    def bytes_used(self) -> int:
+        return self.ledger.used_bytes
+
+    @property
     def full(self) -> bool:
-        return self.bytes_used >= self.settings.max_spool_bytes
+        return self.ledger.full
 
     def release(self, size_bytes: int) -> None:
         """Bytes left the spool (uploaded or quarantined)."""
-        self.bytes_used -= size_bytes
-        if not self.full:
-            self.space_freed.set()
-            self.space_freed = trio.Event()
+        self.ledger.release(size_bytes)
 
     async def wait_not_full(self) -> None:
-        while self.full:
-            await self.space_freed.wait()
+        await self.ledger.wait_not_full()
 
     def recover_sync(self) -> list[SealedSegment]:
         """At start: seal what a previous run left open, and return every sealed segment.
 
-        A torn tail is cut to the last whole batch; a segment that can't be read at all is
-        quarantined (counted, logged) so that it can never make the daemon crash-loop.
+        Each open segment is checked batch by batch (checksums): a torn tail is cut (the cut
+        bytes kept in quarantine), damage is cut out after the original was quarantined, a
+        segment that can't be read at all is quarantined whole; all counted and logged, so
+        that nothing makes the daemon crash-loop. A seal that fails now (disk full) is left
+        to the stream's sealer, which retries it once running.
         """
         files.make_dirs(self.dir, list(STREAMS))
         ready: list[SealedSegment] = []
+        used = 0
         for stream in STREAMS:
             sealed_dir = self.dir / "sealed" / stream
             sealed_ids = set()
             for path in sorted(sealed_dir.iterdir()):
                 segment = files.sealed_segment_from_path(stream, path)
-                if segment is not None and not _is_segment_id(segment.segment_id):
+                if segment is None:
+                    continue
+                if not _is_segment_id(segment.segment_id):
                     # A stray file: its key can't be derived, so the uploader would fail on it.
                     self._quarantine_stray_sync(stream, path)
-                elif segment is not None:
+                elif not path.is_file():
+                    # A directory (or worse) can never be uploaded: retrying it would pin a worker.
+                    self.report(
+                        stream,
+                        segment.segment_id,
+                        "recovery",
+                        SealReport(
+                            "not_a_file",
+                            quarantined=files.quarantine(self.dir, stream, path),
+                            error=f"Expected a segment file, got a directory at {path}",
+                        ),
+                    )
+                else:
                     ready.append(segment)
                     sealed_ids.add(segment.segment_id)
+                    used += segment.size_bytes
             for path in sorted((self.dir / "open" / stream).glob(f"*{OPEN_EXTENSION}")):
                 segment_id = path.name.removesuffix(OPEN_EXTENSION)
                 if not _is_segment_id(segment_id):
@@ -136,11 +176,82 @@ class Spool:
                 if segment_id in sealed_ids:
                     path.unlink()  # sealed before the crash, not yet removed
                     continue
-                recovered = self._recover_open_sync(stream, segment_id, path)
-                if recovered is not None:
-                    ready.append(recovered)
-        self.bytes_used = sum(s.size_bytes for s in ready)
+                try:
+                    report = files.seal_sync(
+                        self.dir, stream, segment_id, path, self.settings.segment_format
+                    )
+                except OSError as exc:
+                    size = path.stat().st_size if path.exists() else 0
+                    log.error(
+                        "segment could not be sealed at start; retrying once running",
+                        extra={
+                            "event": "spool_seal_failed",
+                            "segment": segment_id,
+                            "stream": stream,
+                            "error": repr(exc),
+                        },
+                    )
+                    self.metrics.rotation_errors.labels(stream).inc()
+                    self._unsealed[stream].append(_ToSeal(segment_id, path, size, None))
+                    used += size
+                    continue
+                self.report(stream, segment_id, "recovery", report)
+                if report.sealed is not None:
+                    ready.append(report.sealed)
+                    used += report.sealed.size_bytes
+        self.ledger.used_bytes = used
         return ready
+
+    def report(self, stream: str, segment_id: str, stage: str, report: SealReport) -> None:
+        """Log and count what sealing, recovering or verifying a segment found."""
+        fields = {"segment": segment_id, "stream": stream, "stage": stage}
+        if report.quarantined is not None:
+            fields["quarantined_to"] = str(report.quarantined)
+        outcome, scan = report.outcome, report.scan
+        if stage == "recovery" and outcome in ("sealed", "truncated", "unreadable"):
+            label = "quarantined" if outcome == "unreadable" else outcome
+            self.metrics.segments_recovered.labels(label).inc()
+        if outcome == "truncated" and scan is not None:
+            log.warning(
+                "torn segment tail cut (the cut bytes are kept in quarantine)",
+                extra={
+                    "event": "spool_torn_tail_truncated",
+                    **fields,
+                    "offset": scan.torn_at,
+                    "kept_bytes": scan.good_bytes,
+                    "dropped_bytes": scan.total_bytes - scan.good_bytes,
+                    "kept_rows": report.kept_rows,
+                },
+            )
+        elif outcome == "salvaged" and scan is not None:
+            self.metrics.segments_quarantined.labels("damaged").inc()
+            self.metrics.damaged_bytes.labels(stage).inc(scan.damaged_bytes)
+            self.metrics.segments_recovered.labels("salvaged").inc()
+            log.error(
+                "damaged segment: original quarantined, intact batches kept",
+                extra={
+                    "event": "spool_segment_damaged",
+                    **fields,
+                    "offset": report.damaged[0][0] if report.damaged else None,
+                    "damaged_ranges": report.damaged,
+                    "damaged_bytes": scan.damaged_bytes,
+                    "kept_batches": len(scan.blocks),
+                    "kept_rows": report.kept_rows,
+                    "error": report.error,
+                },
+            )
+        elif outcome in ("unreadable", "not_a_file"):
+            self.metrics.segments_quarantined.labels(outcome).inc()
+            log.error(
+                "segment quarantined",
+                extra={"event": "spool_segment_quarantined", **fields, "error": report.error},
+            )
+        elif outcome == "gone":
+            self.metrics.segments_gone.labels(stage).inc()
+            log.error(
+                "segment file vanished from the spool; nothing left to seal or upload",
+                extra={"event": "spool_segment_gone", **fields, "error": report.error},
+            )
 
     def _quarantine_stray_sync(self, stream: str, path: Path) -> None:
         target = files.quarantine(self.dir, stream, path)
@@ -154,49 +265,6 @@ class Spool:
             },
         )
         self.metrics.segments_quarantined.labels("unreadable").inc()
-
-    def _recover_open_sync(self, stream: str, segment_id: str, path: Path) -> SealedSegment | None:
-        try:
-            scan = files.read_segment(stream, path)
-        except OSError as exc:
-            scan = None
-            error = str(exc)
-        if scan is None or not scan.readable:
-            target = files.quarantine(self.dir, stream, path)
-            reason = scan.error if scan is not None else error
-            log.error(
-                "segment quarantined",
-                extra={
-                    "event": "spool_segment_quarantined",
-                    "segment": segment_id,
-                    "stream": stream,
-                    "path": str(target),
-                    "error": reason,
-                },
-            )
-            self.metrics.segments_recovered.labels("quarantined").inc()
-            self.metrics.segments_quarantined.labels("unreadable").inc()
-            return None
-        if scan.torn:
-            log.warning(
-                "torn segment tail cut",
-                extra={
-                    "event": "spool_torn_tail_truncated",
-                    "segment": segment_id,
-                    "stream": stream,
-                    "kept_bytes": scan.good_bytes,
-                    "dropped_bytes": scan.total_bytes - scan.good_bytes,
-                    "error": scan.error,
-                },
-            )
-            os.truncate(path, scan.good_bytes)
-            self.metrics.segments_recovered.labels("truncated").inc()
-        else:
-            self.metrics.segments_recovered.labels("sealed").inc()
-        s = self.settings
-        return files.seal_sync(
-            self.dir, stream, segment_id, path, s.segment_format, s.segment_compression, scan
-        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -219,9 +287,7 @@ class StreamSpool:
         self._pending_bytes = 0
         self._round = _Round()
         self._wakeup = trio.Event()
-        self._seal_send, self._seal_receive = trio.open_memory_channel[OpenSegment](
-            _SEAL_QUEUE_DEPTH
-        )
+        self._seal_send, self._seal_receive = trio.open_memory_channel[_ToSeal](_SEAL_QUEUE_DEPTH)
         self._idle = trio.Event()  # set when nothing is pending or being sealed
         self._sealing = 0
         # The open segment has one writer at a time: the committer, or a shutdown's seal_now.
@@ -251,6 +317,10 @@ class StreamSpool:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sealer)
             self._syncs = nursery
+            for left in self.spool._unsealed[self.stream]:
+                self._sealing += 1
+                self._seal_send.send_nowait(left)  # before any rotation: the channel is empty
+            self.spool._unsealed[self.stream] = []
             task_status.started()
             await self._committer()
 
@@ -308,11 +378,11 @@ class StreamSpool:
                 self._segment = await trio.to_thread.run_sync(
                     OpenSegment.create, self.spool.dir, self.stream, segment_id, now_ms
                 )
-                self.spool.bytes_used += self._segment.size_bytes
+                self.spool.ledger.reserve(self._segment.size_bytes)
             segment = self._segment
-            messages, rows = self._serialize(batches)
+            messages = self._serialize(batches)
             # Into the page cache, on the event loop: writes stay in order without a lock.
-            self.spool.bytes_used += segment.write(messages, rows)
+            self.spool.ledger.reserve(segment.write(messages))
         except DurabilityError as exc:
             self._write_failed(round_, len(batches), exc)
             round_.done.set()
@@ -361,12 +431,14 @@ class StreamSpool:
         if round_.segment is not None:
             round_.segment.failed = True
 
-    def _serialize(self, pending: list[Decoded]) -> tuple[list[pa.Buffer], int]:
-        """One round's appends as IPC messages, built here on the event loop: a worker
-        thread running Python would wait for the GIL behind it, for milliseconds."""
+    def _serialize(self, pending: list[Decoded]) -> list[tuple[bytearray, int]]:
+        """One round's appends as compressed, checksummed IPC messages, built here on the
+        event loop: a worker thread running Python would wait for the GIL behind it."""
         try:
             batches = _record_batches(self.stream, pending)
-            return [b.serialize() for b in batches], sum(b.num_rows for b in batches)
+            return files.encode_batches(
+                self.stream, self.spool.settings.segment_compression, batches
+            )
         except Exception as exc:  # noqa: BLE001 - never expected: Rows are validated
             raise DurabilityError(f"Could not build a record batch ({exc!r})") from exc
 
@@ -378,22 +450,11 @@ class StreamSpool:
         segment, self._segment = self._segment, None
         if segment is None:
             return
-        size_before = segment.size_bytes
-        try:
-            await trio.to_thread.run_sync(segment.close_sync)
-            self.spool.bytes_used += segment.size_bytes - size_before
-        except OSError as exc:
-            # The EOS marker is optional: a stream that ends on a batch boundary reads whole.
-            log.warning(
-                "segment close failed",
-                extra={
-                    "event": "spool_close_failed",
-                    "segment": segment.segment_id,
-                    "error": str(exc),
-                },
-            )
+        segment.close()  # the footer is written by the sealer, after checking the file
         self._sealing += 1
-        await self._seal_send.send(segment)
+        await self._seal_send.send(
+            _ToSeal(segment.segment_id, segment.path, segment.size_bytes, list(segment.blocks))
+        )
 
     async def seal_now(self) -> None:
         """Commit what is pending, rotate the open segment and wait until sealing is done."""
@@ -405,33 +466,37 @@ class StreamSpool:
             await self._idle.wait()
 
     async def _sealer(self) -> None:
-        async for segment in self._seal_receive:
-            sealed = await self._seal_with_retries(segment)
-            self.spool.metrics.segments_sealed.labels(self.stream).inc()
-            self.spool.bytes_used += (sealed.size_bytes if sealed else 0) - segment.size_bytes
+        async for item in self._seal_receive:
+            report = await self._seal_with_retries(item)
+            self.spool.report(self.stream, item.segment_id, "seal", report)
+            sealed = report.sealed
+            if report.outcome != "gone":
+                self.spool.metrics.segments_sealed.labels(self.stream).inc()
+            # The sealed file replaces the open one in the ledger (footer added, or damage
+            # cut out); quarantined bytes leave it.
+            self.spool.ledger.reserve(sealed.size_bytes if sealed else 0)
+            self.spool.ledger.release(item.size_bytes)
             if sealed is not None:
                 self.spool.on_sealed(sealed)
-            else:
-                self.spool.release(0)  # an empty segment freed its header's bytes
             self._sealing -= 1
             if not self._sealing:
                 self._idle.set()
                 self._idle = trio.Event()
 
-    async def _seal_with_retries(self, segment: OpenSegment) -> SealedSegment | None:
+    async def _seal_with_retries(self, item: _ToSeal) -> SealReport:
         """Seal, retrying with backoff: a full disk fails the seal until space returns, and
-        the segment's events are durable in the open file meanwhile (a restart seals it too)."""
-        s = self.spool.settings
+        the segment's events are durable in the open file meanwhile (a restart seals it too).
+        What time will not heal (the file is gone, unreadable) is reported, never retried."""
         for attempt in itertools.count():
             try:
                 return await trio.to_thread.run_sync(
                     files.seal_sync,
                     self.spool.dir,
                     self.stream,
-                    segment.segment_id,
-                    segment.path,
-                    s.segment_format,
-                    s.segment_compression,
+                    item.segment_id,
+                    item.path,
+                    self.spool.settings.segment_format,
+                    item.expected,
                 )
             except Exception as exc:  # noqa: BLE001 - any failure is a rotation error
                 delay = min(_SEAL_RETRY_MAX_SECONDS, 0.5 * 2**attempt)
@@ -440,7 +505,7 @@ class StreamSpool:
                     "segment seal failed; retrying",
                     extra={
                         "event": "spool_seal_failed",
-                        "segment": segment.segment_id,
+                        "segment": item.segment_id,
                         "stream": self.stream,
                         "attempt": attempt + 1,
                         "retry_in_seconds": delay,

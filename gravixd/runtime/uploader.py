@@ -1,5 +1,8 @@
 """Uploads sealed segments to the object store, then removes them from the spool.
 
+Each segment is verified again just before its upload (checksums, framing, footer): what was
+damaged while it waited is salvaged or quarantined, never stored as-is; a file that vanished
+or is not a file is counted and dropped from the queue, never retried.
 A segment leaves the spool only after `put` returned: a crash between the two re-uploads
 the same key (derived from the segment id), so the store never holds the events twice.
 Retryable failures back off exponentially with full jitter; a permanent one (access
@@ -9,6 +12,7 @@ denied, missing bucket) moves the segment to quarantine: counted and logged, nev
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import random
 from collections.abc import Callable
@@ -92,6 +96,14 @@ class Uploader:
                     self._drained = trio.Event()
 
     async def _upload(self, segment: SealedSegment) -> None:
+        report = await self._verify(segment)
+        self.spool.report(segment.stream, segment.segment_id, "upload", report)
+        checked = report.sealed
+        self.spool.ledger.reserve(checked.size_bytes if checked is not None else 0)
+        self.spool.ledger.release(segment.size_bytes)
+        if checked is None:
+            return
+        segment = checked
         key = object_key(segment.stream, segment.segment_id, segment.segment_format)
         attempt = 0
         while True:
@@ -134,6 +146,29 @@ class Uploader:
             "segment uploaded",
             extra={"event": "upload_done", "key": key, "bytes": segment.size_bytes},
         )
+
+    async def _verify(self, segment: SealedSegment) -> files.SealReport:
+        """Check the file before it goes out; an I/O error doing so (not damage: EIO, a full
+        disk while salvaging) is retried with backoff like a failed upload."""
+        for attempt in itertools.count():
+            try:
+                return await trio.to_thread.run_sync(
+                    files.verify_sealed_sync, self.spool.dir, segment
+                )
+            except OSError as exc:
+                delay = min(self.retry_max_seconds, self.retry_initial_seconds * 2**attempt)
+                log.warning(
+                    "could not check segment before upload, retrying",
+                    extra={
+                        "event": "upload_verify_retry",
+                        "segment": segment.segment_id,
+                        "attempt": attempt + 1,
+                        "retry_in_seconds": delay,
+                        "error": str(exc),
+                    },
+                )
+                await trio.sleep(delay)
+        raise AssertionError("unreachable")
 
     def _quarantine(self, segment: SealedSegment, key: str, exc: Exception) -> None:
         try:

@@ -2,12 +2,16 @@
 
 Writes are atomic: a temporary file in the target directory is written, fsynced, renamed over
 the key, and the directory is fsynced, so a crash leaves the old object or the new one, and a
-reader never sees a partial object. Blocking file calls run in worker threads.
+reader never sees a partial object. A `Path` body on the same filesystem is hard-linked
+instead of copied (the spool's sealed file is already the object, fsynced): the bytes are
+written once. Every directory created on the way to a key is fsynced in its parent before
+`put` returns, so the caller may delete its own copy. Blocking file calls run in threads.
 """
 
 from __future__ import annotations
 
 import builtins
+import errno
 import os
 import shutil
 import uuid
@@ -16,7 +20,7 @@ from pathlib import Path
 import trio
 
 from ..errors import ObjectNotFound, PermanentStoreError, StoreError
-from ..fsutil import fsync_dir
+from ..fsutil import fsync_dir, make_dirs_durable
 from .base import Body, ObjectStore, validate_key
 
 _TMP_SUFFIX = ".gravixd-tmp"
@@ -37,18 +41,21 @@ class LocalStore(ObjectStore):
 
     def _put_sync(self, path: Path, body: Body) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs_durable(path.parent)
             tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
             try:
-                if isinstance(body, Path):
+                if isinstance(body, Path) and _link(body, tmp):
+                    pass  # same inode: its data was fsynced by whoever wrote it
+                elif isinstance(body, Path):
                     # copyfile copies in the kernel (sendfile / copy_file_range), not
                     # through Python buffers: a 64 MiB segment costs no event-loop GIL time.
                     shutil.copyfile(body, tmp)
-                with open(tmp, "r+b" if isinstance(body, Path) else "wb") as out:
-                    if not isinstance(body, Path):
+                    _fsync_file(tmp)
+                else:
+                    with open(tmp, "wb") as out:
                         out.write(body)
                         out.flush()
-                    os.fsync(out.fileno())
+                        os.fsync(out.fileno())
                 os.replace(tmp, path)
             except BaseException:
                 tmp.unlink(missing_ok=True)
@@ -92,3 +99,20 @@ class LocalStore(ObjectStore):
                     keys.append(key)
         keys.sort()
         return keys
+
+
+def _link(source: Path, target: Path) -> bool:
+    """Hard-link `source` to `target`; False where the filesystem can't (another device, no
+    hard links): the caller copies instead."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return False
+        raise
+    return True
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())

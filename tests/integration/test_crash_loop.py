@@ -152,7 +152,8 @@ def test_sigkill_loop_loses_no_acknowledged_event(tmp_path: Path) -> None:
 
 def test_start_recovers_torn_segments_and_quarantines_garbage(tmp_path: Path) -> None:
     """A spool left with a torn segment, a zero-length one, garbage and a stray file: the
-    daemon starts anyway, uploads the whole batches, quarantines (and counts) the rest."""
+    daemon starts anyway, uploads the whole batches, quarantines (and counts) the rest,
+    including the bytes cut from the torn tail."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "property"))
@@ -182,6 +183,9 @@ def test_start_recovers_torn_segments_and_quarantines_garbage(tmp_path: Path) ->
         [f"t-{i}" for i in range(BATCH_ROWS[0] + BATCH_ROWS[1])] + ["live"]
     )
     quarantined = sorted(p.name for p in (spool / "quarantine").rglob("*") if p.is_file())
-    assert quarantined == sorted([f"{empty_id}.arrows", f"{garbage_id}.arrows", "notes.txt"])
+    torn_tail = f"{torn_id}.arrows.torn-at-{BATCH_ENDS[1]}"  # the cut bytes are kept too
+    assert quarantined == sorted(
+        [f"{empty_id}.arrows", f"{garbage_id}.arrows", "notes.txt", torn_tail]
+    )
     events = {e.get("event") for e in daemon.log_events()}
     assert {"spool_segment_quarantined", "spool_torn_tail_truncated", "spool_recovered"} <= events
