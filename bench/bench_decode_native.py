@@ -4,8 +4,9 @@
 
 For the bench bodies (bench/bodies.py: realistic request facts, ~145 bytes each with 2-3
 attributes) at 1000 and 10000 events a body, it reports events/s and MB/s of body bytes for
-both paths, their ratio, the raw-TCP case (delimited RequestFact frames turned into one batch
-by prefixing each with tag 0x0a), and whether decoding in worker threads pays: the C call
+both paths, their ratio, the raw-TCP case (delimited RequestFact frames in 256 KiB reads,
+through ProtobufFramer + the batch decoder, and through the C stream entry point), and
+whether decoding in worker threads pays: the C call
 releases the GIL, so two threads should approach twice one thread's rate on two cores, and a
 busy event loop should keep running while a worker thread decodes (it does; but the worker
 then waits for the GIL to wrap the buffers, up to the 5 ms switch interval each time).
@@ -28,6 +29,8 @@ from typing import Any
 from bench import bodies
 from gravixd import native
 from gravixd.core.decode import decode_protobuf_pure
+from gravixd.core.frame_decode import PythonFrameDecoder
+from gravixd.runtime.tcp_server import RECEIVE_BYTES
 
 NOW_NS = 1_800_000_000_000_000_000
 
@@ -134,23 +137,28 @@ def measure(events: int, seconds: float = 3.0, repeat: int = 3) -> dict[str, Any
         out["native"]["events_per_second"] / out["pure"]["events_per_second"], 1
     )
 
-    def tcp() -> Any:
-        # The raw-TCP helper's work: split delimited frames, prefix each with tag 0x0a.
-        parts, at = [], 0
-        while at < len(frames):
-            length, shift, start = 0, 0, at
-            while True:
-                byte = frames[at]
-                at += 1
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if byte < 0x80:
-                    break
-            parts.append(b"\x0a" + frames[start:at] + frames[at : at + length])
-            at += length
-        return native.decode_protobuf("facts", b"".join(parts), NOW_NS)
+    # Raw TCP: the same events as delimited frames, fed as the reader gets them (256 KiB
+    # reads), through ProtobufFramer + one batch decode per read (the pure path's way, and
+    # the native path's before the stream entry point) and through the C stream entry.
+    reads = [frames[i : i + RECEIVE_BYTES] for i in range(0, len(frames), RECEIVE_BYTES)]
 
-    out["native_tcp_frames_python_split"] = figures(*_best(tcp, seconds, repeat))
+    def tcp(open_decoder: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> None:
+            decoder, rows = open_decoder(), 0  # one connection
+            for read in reads:
+                rows += sum(b.num_rows for b in decoder.feed(read, NOW_NS).batches)
+            assert rows == events
+
+        return run
+
+    def framer_native() -> Any:
+        return PythonFrameDecoder(native.decode_protobuf, "facts", 1 << 20)
+
+    def stream_native() -> Any:
+        return native.NativeFrameDecoder("facts", 1 << 20)
+
+    out["native_tcp_python_framer"] = figures(*_best(tcp(framer_native), seconds, repeat))
+    out["native_tcp_stream_entry"] = figures(*_best(tcp(stream_native), seconds, repeat))
     out["native_2_threads"] = figures(_threads_rate(fast, 2, seconds))
     out["native_offloaded_1_thread"] = figures(_offload_rate(fast, seconds))
     rate, loop_share = _busy_loop_share(fast, seconds)

@@ -969,7 +969,8 @@ int gx_decode_stream_arrow(int stream, const uint8_t *data, size_t len,
         status->error_offset = d.error_at ? d.error_at - data : 0;
         d.error = 0; /* frames before the bad one are good and exported */
         if (code == GX_ERR_NO_MEMORY || code == GX_ERR_TOO_LARGE) {
-            /* Buffers may be half-appended: export nothing. */
+            /* Buffers may be half-appended: export nothing, blame no frame. */
+            status->frame_start = status->frame_end = -1;
             finish(&d, s, data);
             gx_result_free(r);
             status->consumed = 0;

@@ -38,6 +38,9 @@ __all__ = [
     "TrailingLine",
     "TruncatedFrame",
     "encode_varint",
+    "frame_too_large",
+    "read_varint",
+    "varint_too_long",
 ]
 
 # The tag of field 1, wire type 2 (length-delimited): `(1 << 3) | 2`. It equals b"\n".
@@ -189,7 +192,9 @@ class FramingError(Exception):
         super().__init__(message)
         self.message = message
         self.byte_offset = byte_offset
-        self.reason = reason  # bounded metric label: "varint_too_long", "frame_too_large"
+        # A bounded metric label: "varint_too_long", "frame_too_large", or "invalid_protobuf"
+        # (a frame that does not parse: its length was read, but what follows is suspect).
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,18 +291,13 @@ class ProtobufFramer:
                 length = (length & 0x7F) | (buffer[position + 1] << 7)
                 header = 2
             else:
-                length, header = _read_varint(buffer, position)
+                length, header = read_varint(buffer, position)
                 if header == 0:  # the varint is incomplete, or too long
                     if size - position >= MAX_VARINT_BYTES:
-                        error = self._varint_error(position)
+                        error = varint_too_long(self._offset + position)
                     break
             if length > max_frame:
-                error = FramingError(
-                    f"Expected a frame of at most {max_frame} bytes, got a length prefix "
-                    f"of {length} - at byte {self._offset + position}",
-                    self._offset + position,
-                    "frame_too_large",
-                )
+                error = frame_too_large(length, max_frame, self._offset + position)
                 break
             end = position + header + length
             if end > size:
@@ -321,17 +321,27 @@ class ProtobufFramer:
         self._buffer = b""
         return truncated
 
-    def _varint_error(self, position: int) -> FramingError:
-        offset = self._offset + position
-        return FramingError(
-            f"Expected a varint length prefix of at most {MAX_VARINT_BYTES} bytes, got "
-            f"{MAX_VARINT_BYTES} bytes with the continuation bit set - at byte {offset}",
-            offset,
-            "varint_too_long",
-        )
+
+# The two ways framing is lost, worded once for every framer (the native one included).
+def frame_too_large(length: int, max_frame_bytes: int, byte_offset: int) -> FramingError:
+    return FramingError(
+        f"Expected a frame of at most {max_frame_bytes} bytes, got a length prefix "
+        f"of {length} - at byte {byte_offset}",
+        byte_offset,
+        "frame_too_large",
+    )
 
 
-def _read_varint(buffer: bytes, position: int) -> tuple[int, int]:
+def varint_too_long(byte_offset: int) -> FramingError:
+    return FramingError(
+        f"Expected a varint length prefix of at most {MAX_VARINT_BYTES} bytes, got "
+        f"{MAX_VARINT_BYTES} bytes with the continuation bit set - at byte {byte_offset}",
+        byte_offset,
+        "varint_too_long",
+    )
+
+
+def read_varint(buffer: bytes, position: int) -> tuple[int, int]:
     """(value, bytes used) of the varint at `position`; (0, 0) when it is incomplete or
     longer than MAX_VARINT_BYTES (the caller tells the two apart by what is buffered)."""
     value = 0
@@ -349,7 +359,7 @@ def _read_varint(buffer: bytes, position: int) -> tuple[int, int]:
 
 
 def _varint_length(frame: bytes) -> int:
-    _, header = _read_varint(frame, 0)
+    _, header = read_varint(frame, 0)
     return header
 
 

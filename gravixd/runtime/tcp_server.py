@@ -32,18 +32,17 @@ from ..core.decode import (
     decode_ndjson,
     decode_ndjson_lenient,
 )
+from ..core.frame_decode import DecodedFrames
 from ..core.framing import (
-    FrameBatch,
     Lines,
     NdjsonFramer,
     OversizeLine,
-    ProtobufFeed,
-    ProtobufFramer,
     TrailingLine,
     TruncatedFrame,
 )
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
+from ..native import open_frame_decoder
 
 __all__ = ["TcpDrain", "serve_tcp_listener"]
 
@@ -300,9 +299,14 @@ class _Connection:
                 lambda data: self._ndjson_events(ndjson.feed(data)),
                 lambda: self._ndjson_events(ndjson.eof()),
             )
-        protobuf = ProtobufFramer(self.max_frame_bytes)
+        # The C stream entry point frames and decodes in one call when the daemon decodes
+        # natively; otherwise ProtobufFramer feeds the pipeline's decoder.
+        protobuf = open_frame_decoder(
+            self.pipeline.protobuf_decoder, self.stream, self.max_frame_bytes
+        )
+        now = self.pipeline.now_unix_nano
         return (
-            lambda data: self._protobuf_feed(protobuf.feed(data)),
+            lambda data: self._protobuf_feed(protobuf.feed(data, now())),
             lambda: self._truncated(protobuf.eof()),
         )
 
@@ -386,43 +390,15 @@ class _Connection:
 
     # --- protobuf -------------------------------------------------------------------------
 
-    def _protobuf_feed(self, feed: ProtobufFeed) -> list[pa.RecordBatch]:
-        batches = []
-        if len(feed.frames):
-            batch = self._decode_frames(feed.frames)
-            if batch is not None and batch.num_rows:
-                batches.append(batch)
-        if feed.error is not None and not self.framing_lost:
-            self._lose_framing(feed.error.reason, feed.error.message, feed.error.byte_offset)
-        return batches
-
-    def _decode_frames(self, frames: FrameBatch) -> pa.RecordBatch | None:
-        """One decoder call for all frames; on error, find the bad ones frame by frame.
-
-        Frames before the first unparseable one are accepted; a well-formed but invalid
-        frame (say an empty `service`) is skipped like a bad ndjson line, since its length
-        prefix was right and the framing holds.
-        """
-        decoder = self.pipeline.protobuf_decoder
-        now = self.pipeline.now_unix_nano()
-        try:
-            return decoder(self.stream, frames.batch_body(), now)
-        except DecodeError:
-            pass
-        good: list[int] = []
-        for index in range(len(frames)):
-            try:
-                decoder(self.stream, frames.entry_body(index), now)
-            except DecodeError as exc:
-                offset = frames.offset_of(index)
-                message = f"{exc.message} - at byte {offset}"
-                if exc.reason == "validation":
-                    self._reject("validation", "tcp_invalid_frame", message, None, offset)
-                    continue
-                self._lose_framing(exc.reason, message, offset)
-                break
-            good.append(index)
-        return decoder(self.stream, frames.batch_body(good), now) if good else None
+    def _protobuf_feed(self, decoded: DecodedFrames) -> list[pa.RecordBatch]:
+        # Frames before an unparseable one are accepted; a well-formed but invalid frame
+        # (say an empty `service`) is skipped like a bad ndjson line: the framing holds.
+        for frame in decoded.rejected:
+            self._reject(frame.reason, "tcp_invalid_frame", frame.message, None, frame.byte_offset)
+        if decoded.error is not None and not self.framing_lost:
+            error = decoded.error
+            self._lose_framing(error.reason, error.message, error.byte_offset)
+        return [batch for batch in decoded.batches if batch.num_rows]
 
     def _lose_framing(self, reason: str, message: str, offset: int) -> None:
         self.framing_lost = True

@@ -1,4 +1,5 @@
-"""The raw TCP listener over real loopback sockets, against a small in-memory pipeline.
+"""The raw TCP listener over real loopback sockets, against a small in-memory pipeline,
+with the pure and the native protobuf paths.
 
 What a user relies on: every whole line/frame sent lands exactly once, in order, whatever
 the segmentation; bad input is skipped (ndjson) or closes only its own connection (protobuf);
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pytest
 import trio
 
+from gravixd import native
 from gravixd.core.decode import ProtobufDecoder, decode_protobuf_pure
 from gravixd.core.framing import encode_varint
 from gravixd.errors import DurabilityError, SpoolFullError
@@ -79,9 +81,14 @@ class FakePipeline:
 Start = Callable[..., Any]
 
 
-@pytest.fixture
-def pipeline() -> FakePipeline:
-    return FakePipeline()
+@pytest.fixture(params=["pure", "native"])
+def pipeline(request: pytest.FixtureRequest) -> FakePipeline:
+    # Each test runs on both protobuf paths: ProtobufFramer + the pure decoder, and the C
+    # stream entry point the daemon uses when the native decoder is built.
+    fake = FakePipeline()
+    if request.param == "native":
+        fake.protobuf_decoder = native.decode_protobuf
+    return fake
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from native_wire import (
@@ -30,7 +31,10 @@ from native_wire import (
 )
 
 from gravixd.core.decode import decode_protobuf_pure
+from gravixd.core.frame_decode import PythonFrameDecoder
+from gravixd.native import NativeFrameDecoder, decode_protobuf
 from gravixd.proto.gravix.v1 import events_pb2
+from gravixd.schema import STREAMS
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -219,3 +223,94 @@ def test_tcp_frames_turned_into_a_batch_decode_as_the_batch(facts: list[Any]) ->
     whole = events_pb2.RequestFactBatch(facts=facts).SerializeToString()
     if native[0] == "ok":
         assert batches_equal(native[1], decode_protobuf_pure("facts", whole, RECEIVED_NS))
+
+
+# --- raw TCP: the C stream entry point against ProtobufFramer + a batch decoder ----------
+
+
+def _message_bytes(draw: st.DrawFn, stream: str) -> bytes:
+    """The bytes of one frame's message: valid, breaking the contract, or hand-built."""
+    kind = draw(st.integers(0, 9))
+    message: Any
+    if kind < 5:
+        message = draw(FACT if stream == "facts" else EVENT)
+    elif kind == 5:  # well-formed, but an empty service: rejected alone, the stream goes on
+        message = draw(FACT if stream == "facts" else EVENT)
+        message.service = ""
+    elif kind < 9:  # what the package never writes; may parse, break the contract, or not
+        _, body = draw(hand_built_batches())
+        return draw(st.sampled_from([body, body[: len(body) // 2]]))
+    else:
+        return draw(st.binary(max_size=12))
+    return bytes(message.SerializeToString())
+
+
+@st.composite
+def frame_streams(draw: st.DrawFn) -> tuple[str, bytes, int]:
+    """(stream, bytes a connection sends, max_frame_bytes)."""
+    stream = draw(st.sampled_from(["facts", "events"]))
+    max_frame_bytes = draw(st.sampled_from([1 << 20, 160]))
+    parts = []
+    for _ in range(draw(st.integers(0, 6))):
+        message = _message_bytes(draw, stream)
+        prefix = varint(len(message))
+        choice = draw(st.integers(0, 19))
+        if choice == 0:  # a padded 6-byte length prefix: a frame, but no protobuf length
+            prefix = bytes(b | 0x80 for b in prefix) + b"\x80" * (5 - len(prefix)) + b"\x00"
+        elif choice == 1:  # framing lost: a length above the limit
+            prefix = varint(max_frame_bytes + draw(st.integers(1, 2**70)))
+        elif choice == 2:  # framing lost: 10 bytes with the continuation bit
+            prefix = b"\x80" * 10
+        parts.append(prefix + message)
+    wire = b"".join(parts)
+    if draw(st.booleans()):  # the connection closes inside a frame
+        wire = wire[: draw(st.integers(0, len(wire)))]
+    return stream, wire, max_frame_bytes
+
+
+def _feed_all(decoder: Any, chunks: list[bytes]) -> tuple[Any, ...]:
+    """Everything a connection would see: rows, rejected frames, error, half frame at EOF."""
+    batches, rejected, error = [], [], None
+    for chunk in chunks:
+        out = decoder.feed(chunk, RECEIVED_NS)
+        batches += out.batches
+        rejected += out.rejected
+        if out.error is not None:
+            error = out.error
+            break
+    truncated = decoder.eof() if error is None else None
+    return batches, rejected, error, truncated
+
+
+def _rows(stream: str, batches: list[Any]) -> Any:
+    if not batches:
+        return pa.RecordBatch.from_pylist([], schema=STREAMS[stream])
+    return pa.concat_batches(batches)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame_streams())
+def test_stream_entry_point_agrees_with_framer_and_decoder_at_every_split(
+    case: tuple[str, bytes, int],
+) -> None:
+    stream, wire, max_frame_bytes = case
+    pure = _feed_all(PythonFrameDecoder(decode_protobuf_pure, stream, max_frame_bytes), [wire])
+    # The native batch decoder behind the Python framer words parse errors as C does.
+    worded = _feed_all(PythonFrameDecoder(decode_protobuf, stream, max_frame_bytes), [wire])
+    splits = [[wire[:cut], wire[cut:]] for cut in range(len(wire) + 1)]
+    splits.append([wire[i : i + 1] for i in range(len(wire))])  # byte by byte
+    for chunks in splits:
+        batches, rejected, error, truncated = _feed_all(
+            NativeFrameDecoder(stream, max_frame_bytes), chunks
+        )
+        assert batches_equal(_rows(stream, batches), _rows(stream, pure[0])), chunks
+        for batch in batches:
+            batch.validate(full=True)
+        assert rejected == pure[1] == worded[1], chunks
+        assert truncated == pure[3], chunks
+        if error is None:
+            assert pure[2] is None, chunks
+        else:
+            assert pure[2] is not None, chunks
+            assert (error.reason, error.byte_offset) == (pure[2].reason, pure[2].byte_offset)
+            assert error.message == worded[2].message, chunks

@@ -370,3 +370,15 @@ def test_empty_body_is_an_empty_batch_with_the_schema() -> None:
     batch = native.decode_protobuf("events", b"", RECEIVED_NS)
     assert batch.num_rows == 0 and batch.schema.equals(STREAMS["events"])
     batch.validate(full=True)
+
+
+def test_raw_tcp_uses_the_c_stream_entry_point_with_the_native_decoder() -> None:
+    from gravixd.core.frame_decode import PythonFrameDecoder
+
+    assert isinstance(
+        native.open_frame_decoder(native.decode_protobuf, "facts", 1024), native.NativeFrameDecoder
+    )
+    # GRAVIXD_NATIVE=0 (or a test's decoder): the Python framer feeds that decoder.
+    assert isinstance(
+        native.open_frame_decoder(decode_protobuf_pure, "facts", 1024), PythonFrameDecoder
+    )
