@@ -96,34 +96,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument(
         "--batch-size",
         type=_positive_int,
+        metavar="N",
         default=100,
         help="events a request / TCP write (default 100)",
     )
     load.add_argument(
         "--concurrency",
         type=_positive_int,
+        metavar="N",
         default=4,
         help="connections sending at once (default 4)",
     )
     load.add_argument(
-        "--rate", type=float, default=0.0, help="target events/s (0: as fast as possible)"
+        "--rate",
+        type=float,
+        default=0.0,
+        metavar="EVENTS_PER_S",
+        help="target events/s (default 0: as fast as possible)",
     )
     load.add_argument(
         "--duration",
         type=float,
+        metavar="SECONDS",
         help="stop generating after this many seconds (default: no limit; see --count)",
     )
     load.add_argument(
-        "--count", type=_positive_int, help="send this many events (default 10000 with neither)"
+        "--count",
+        type=_positive_int,
+        metavar="N",
+        help="send this many events (default 10000 when neither --duration nor --file)",
     )
-    load.add_argument("--file", help="send ndjson events from this file ('-' = stdin)")
-    load.add_argument("--seed", type=int, help="seed of the event generator (reproducible runs)")
     load.add_argument(
-        "--max-retries", type=int, default=5, help="retries of a 503/429 request (default 5)"
+        "--file", metavar="PATH", help="send ndjson events from this file ('-' = stdin)"
+    )
+    load.add_argument(
+        "--seed", type=int, metavar="N", help="seed of the event generator (reproducible runs)"
+    )
+    load.add_argument(
+        "--max-retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="retries of a 503/429 request (default 5)",
     )
     load.add_argument(
         "--timeout",
         type=float,
+        metavar="SECONDS",
         default=30.0,
         help="seconds for one request or TCP close (default 30)",
     )
