@@ -297,3 +297,59 @@ def test_empty_export_request_is_a_success(tmp_path: Path, media_type: str) -> N
         status, content_type, answer = post(d, "/v1/traces", body, media_type)
         assert (status, content_type) == (200, media_type)
         assert answer in (b"", b"{}")
+
+
+async def test_sdk_exporter_retries_a_503_until_the_spool_has_room(tmp_path: Path) -> None:
+    """Full spool: /v1/traces answers 503 + Retry-After (a google.rpc.Status body); the SDK's
+    exporter waits and retries, and its export succeeds once uploads catch up."""
+    import trio
+    from faulty_store import FaultyStore
+    from inproc_daemon import running_daemon
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from gravixd.stores.local import LocalStore
+
+    store = FaultyStore(LocalStore(tmp_path / "store"))
+    settings = {
+        "max_spool_bytes": "48KiB",
+        "segment_max_events": 20,
+        "segment_max_age_seconds": 0.2,
+        "upload_retry_initial_seconds": 0.02,
+        "upload_retry_max_seconds": 0.2,
+    }
+    filler = to_otlp_json(traces_request([span(name=f"filler-{i}") for i in range(10)]))
+    async with running_daemon(tmp_path, store=store, **settings) as d:
+        store.fail_puts()
+        for _ in range(2000):  # fill the spool while nothing can be uploaded
+            status, body, headers = await d.post("/v1/traces", filler)
+            if status == 503:
+                break
+        assert status == 503
+        assert int(headers["retry-after"]) >= 1
+        assert "max_spool_bytes" in body["message"]  # a google.rpc.Status, in JSON
+
+        provider = TracerProvider(resource=sdk_resource())
+        sent = provider.get_tracer("t").start_span("GET /retried", kind=SpanKind.SERVER)
+        sent.end()
+        exporter = OTLPSpanExporter(
+            endpoint=f"http://127.0.0.1:{d.ports.http}/v1/traces", timeout=60
+        )
+        shed_before = d.metric("ingestion_requests_total", endpoint="/v1/traces", code="503")
+        async with trio.open_nursery() as nursery:
+            results: list[SpanExportResult] = []
+
+            async def export() -> None:
+                results.append(await trio.to_thread.run_sync(exporter.export, [sent]))
+
+            nursery.start_soon(export)
+            with trio.fail_after(30):  # the SDK's first attempt is shed...
+                while (
+                    d.metric("ingestion_requests_total", endpoint="/v1/traces", code="503")
+                    == shed_before
+                ):
+                    await trio.sleep(0.05)
+            store.heal()  # ...and its retry, after Retry-After, finds room
+        assert results == [SpanExportResult.SUCCESS]
+        exporter.shutdown()
+    routes = [r["route"] for r in sorted_rows(read_store(tmp_path / "store", "facts"))]
+    assert routes.count("GET /retried") == 1
