@@ -61,11 +61,17 @@ SPAN_KIND_NAMES: Final = ("unspecified", "internal", "server", "client", "produc
 # Attribute keys read into columns, current semantic-convention name first, then the older
 # name it replaced. Every key listed is consumed (kept out of `attributes`) whichever was
 # used: when both come, they are the same value sent twice during a semconv migration.
-_ROUTE_KEYS: Final = ("http.route",)
-_METHOD_KEYS: Final = ("http.request.method", "http.method")
-_STATUS_KEYS: Final = ("http.response.status_code", "http.status_code")
-_BYTES_IN_KEYS: Final = ("http.request.body.size", "http.request_content_length")
-_BYTES_OUT_KEYS: Final = ("http.response.body.size", "http.response_content_length")
+_COLUMN_KEYS: Final = (
+    ("http.route",),  # route
+    ("http.request.method", "http.method"),  # method
+    ("http.response.status_code", "http.status_code"),  # status_code
+    ("http.request.body.size", "http.request_content_length"),  # bytes_in
+    ("http.response.body.size", "http.response_content_length"),  # bytes_out
+)
+# key -> (column slot, rank): the lowest rank present wins; one pass over the attributes.
+_SLOT_OF_KEY: Final = {
+    key: (slot, rank) for slot, keys in enumerate(_COLUMN_KEYS) for rank, key in enumerate(keys)
+}
 _EVENT_NAME_KEY: Final = "event.name"
 _SERVICE_NAME_KEY: Final = "service.name"
 
@@ -186,16 +192,6 @@ def _any_value_native(value: Any) -> object:
     return None
 
 
-def _take(attributes: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    """Pop every key of `keys`; the value of the first present one (an AnyValue), or None."""
-    found = None
-    for key in keys:
-        value = attributes.pop(key, None)
-        if found is None:
-            found = value
-    return found
-
-
 # ASCII digits only: int() would also take "١٢", "1_000" and " 12 ".
 _DIGITS: Final = re.compile(r"[0-9]+")
 
@@ -225,11 +221,29 @@ def _resource_attributes(resource: Any) -> tuple[str, dict[str, str]]:
     return service or UNKNOWN_SERVICE, {k: any_value_text(v) for k, v in attributes.items()}
 
 
-def _merged(own: dict[str, Any], resource: dict[str, str]) -> dict[str, str]:
-    """A record's remaining attributes as text, then the resource's where it has no such key."""
+def _merged(own: dict[str, str], resource: dict[str, str]) -> dict[str, str]:
+    """A record's remaining attributes, then the resource's where it has no such key."""
+    if not resource:
+        return own
     merged = dict(resource)
-    merged.update({k: any_value_text(v) for k, v in own.items()})
+    merged.update(own)
     return merged
+
+
+def _span_attributes(span: Any) -> tuple[list[Any], dict[str, str]]:
+    """(the AnyValue of each column slot or None, the other attributes as text)."""
+    found: list[Any] = [None] * len(_COLUMN_KEYS)
+    ranks = [len(keys) for keys in _COLUMN_KEYS]
+    own: dict[str, str] = {}
+    for kv in span.attributes:
+        key = kv.key
+        slot = _SLOT_OF_KEY.get(key)
+        if slot is None:
+            own[key] = any_value_text(kv.value)
+        elif slot[1] <= ranks[slot[0]]:  # a later duplicate of a key wins, as in protobuf
+            found[slot[0]] = kv.value
+            ranks[slot[0]] = slot[1]
+    return found, own
 
 
 def _trace_id_hex(trace_id: bytes, required: bool) -> str:
@@ -281,12 +295,7 @@ def spans_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
                             f"Expected 0 < start_time_unix_nano <= end_time_unix_nano, "
                             f"got start {start} and end {end}",
                         )
-                    own = {kv.key: kv.value for kv in span.attributes}
-                    route = _take(own, _ROUTE_KEYS)
-                    method = _take(own, _METHOD_KEYS)
-                    status = _take(own, _STATUS_KEYS)
-                    size_in = _take(own, _BYTES_IN_KEYS)
-                    size_out = _take(own, _BYTES_OUT_KEYS)
+                    (route, method, status, size_in, size_out), own = _span_attributes(span)
                     status_code = (
                         0 if status is None else _integer(status, "status_code", MAX_STATUS_CODE)
                     )
@@ -375,9 +384,9 @@ def logs_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
                     where = f"$.resourceLogs[{r}].scopeLogs[{s}].logRecords[{i}]"
                     rejects.add(exc.reason, where, exc.message)
                     continue
-                own = {kv.key: kv.value for kv in record.attributes}
-                event_name = own.pop(_EVENT_NAME_KEY, None)
-                kind = record.event_name or (any_value_text(event_name) if event_name else "")
+                own = {kv.key: any_value_text(kv.value) for kv in record.attributes}
+                kind = own.pop(_EVENT_NAME_KEY, "")
+                kind = record.event_name or kind
                 times.append(time)
                 services.append(service)
                 kinds.append(kind or "log")
