@@ -1,11 +1,14 @@
-"""Regenerate the results section and chart from bench/results/*.json.
+"""Regenerate the results, the chart and the README's short table from bench/results/*.json.
 
     python -m bench.report      # writes bench/results/RESULTS.md and bench/results/chart.png
 
-RESULTS.md is the README's results section: the machine, the command, a table per scenario
-with medians, spread and ratios to the peers, and every target of issues 2, 4, 5 and 8 with
-the figure measured and whether it was met. It reports what the JSON says; it never tunes
-or hides a missed target.
+RESULTS.md has everything: the machine, the command, a table per scenario with medians,
+spread, CPU seconds per million events and ratios to the peers, and every target of the
+issues with the figure measured and whether it was met. From the default results directory
+it also rewrites two marker-delimited sections: the README's (one short table, gravixd vs
+the FastAPI peer vs the trio + h11 ceiling, events/s and CPU s per M events, and links; no
+issue numbers) and the targets table in docs/benchmarks.md. It reports what the JSON says;
+it never tunes or hides a missed target.
 """
 
 from __future__ import annotations
@@ -76,6 +79,12 @@ def eps(row: dict[str, Any] | None) -> float | None:
     return (row or {}).get("median", {}).get("events_per_second")
 
 
+def cpu(row: dict[str, Any] | None) -> float | None:
+    """Median CPU seconds per million events (results written before the rename too)."""
+    median = (row or {}).get("median", {})
+    return median.get("cpu_s_per_M_events", median.get("cpu_seconds_per_million_events"))
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}×" if a and b else "–"
 
@@ -106,7 +115,7 @@ def scenario_table(name: str, doc: dict[str, Any]) -> list[str]:
             f"| {_si(lo.get('events_per_second'))} – {_si(hi.get('events_per_second'))} "
             f"| {_num(m.get('requests_per_second'))} | {_num(m.get('mb_per_second'), 1)} "
             f"| {_num(m.get('latency_p50_ms'), 2)} | {_num(m.get('latency_p99_ms'), 2)} "
-            f"| {_num(m.get('cpu_seconds_per_million_events'), 2)} "
+            f"| {_num(cpu(r), 2)} "
             f"| {_num(m.get('peak_rss_mb'))} |"
         )
         if peers:
@@ -163,6 +172,17 @@ def _target(
     return f"| {issue} | {what} | ≥ {shown(goal)} | {got} | {verdict} |"
 
 
+def _target_at_most(
+    issue: str, what: str, figure: float | None, goal: float, shown: Callable[[float], str]
+) -> str:
+    """A target where less is better (CPU per event, a gap between two figures)."""
+    if figure is None:
+        verdict, got = "not measured", "–"
+    else:
+        verdict, got = ("met" if figure <= goal else "**missed**"), shown(figure)
+    return f"| {issue} | {what} | ≤ {shown(goal)} | {got} | {verdict} |"
+
+
 def _reported(issue: str, what: str, figure: float | None, shown: Callable[[float], str]) -> str:
     """A figure the issues ask to report, without a goal to meet."""
     return f"| {issue} | {what} | (report) | {'–' if figure is None else shown(figure)} | – |"
@@ -214,6 +234,46 @@ def targets(docs: dict[str, dict[str, Any]]) -> list[str]:
         _target("#4", "end to end protobuf ×10000, durable", g("protobuf-10000"), 3e6, _si),
         _target("#5", "TCP ndjson events/s", tcp_nd, 5e5, _si),
         _target("#5", "TCP protobuf events/s", tcp_pb, 1.5e6, _si),
+    ]
+
+    def cpu_s(x: float) -> str:
+        return f"{x:.2f} s"
+
+    def pct(x: float) -> str:
+        return f"{x:.1f}%"
+
+    def gap(case: str) -> float | None:
+        d = eps(find(dur, case, "gravixd", ack="durable"))
+        r = eps(find(dur, case, "gravixd", ack="received"))
+        return abs(r - d) / max(r, d) * 100 if d and r else None
+
+    pb_fast, js_fast = g("protobuf-1000", "fastapi"), g("json-1000", "fastapi")
+    rows += [
+        _target("#13", "protobuf ×1000, durable, vs FastAPI peer", ratio(pb, pb_fast), 8, times),
+        _target("#13", "JSON ×1000, durable, vs FastAPI peer", ratio(js, js_fast), 4, times),
+        _target(
+            "#13",
+            "single events, durable, vs trio+h11 ceiling",
+            ratio(single, g("single", "trio_h11")),
+            0.7,
+            times,
+        ),
+        _target("#13", "raw TCP protobuf events/s", tcp_pb, 3e6, _si),
+        _target_at_most("#13", "durable vs received, protobuf ×1000", gap("protobuf-1000"), 5, pct),
+        _target_at_most(
+            "#13",
+            "CPU s per M events, protobuf ×1000",
+            cpu(find(http, "protobuf-1000", "gravixd")),
+            0.5,
+            cpu_s,
+        ),
+        _target_at_most(
+            "#13",
+            "CPU s per M events, JSON ×1000",
+            cpu(find(http, "json-1000", "gravixd")),
+            1.4,
+            cpu_s,
+        ),
     ]
     for case in ("protobuf-1000", "protobuf-10000"):
         gain = ratio(g(case), g(case, "gravixd_pure"))
@@ -309,60 +369,59 @@ def render(docs: dict[str, dict[str, Any]], chart: str | None) -> str:
 
 README_START = "<!-- bench-results:start (written by python -m bench.report) -->"
 README_END = "<!-- bench-results:end -->"
-# The cases the README shows; RESULTS.md has every row.
-_README_CASES = (
-    "single", "json-1000", "ndjson-1000", "json-1000-gzip", "protobuf-1000",
-    "json-10000", "protobuf-10000",
-)  # fmt: skip
+TARGETS_START = "<!-- bench-targets:start (written by python -m bench.report) -->"
+TARGETS_END = "<!-- bench-targets:end -->"
+# The README's rows; RESULTS.md has every case.
+_README_CASES = (("single", "single events"), ("json-1000", "JSON ×1000"),
+                 ("protobuf-1000", "protobuf ×1000"))  # fmt: skip
 
 
-def readme_section(docs: dict[str, dict[str, Any]], chart_path: str | None) -> str:
-    """The README's results: machine, command, targets, gravixd vs peers, the chart."""
+def readme_section(docs: dict[str, dict[str, Any]]) -> str:
+    """The README's results: one short table and where the rest is (no issue numbers: the
+    targets live in docs/benchmarks.md)."""
     http, tcp = docs.get("http"), docs.get("tcp")
-    lines: list[str] = []
-    prelim = [name for name, doc in docs.items() if doc.get("preliminary")]
-    if prelim:
-        lines += [f"> Preliminary ({', '.join(prelim)}): see bench/results/RESULTS.md.", ""]
-    first = next(iter(docs.values()), None)
-    if first:
-        lines += machine_lines(first)
-    lines += [
-        "Command: `python -m bench.run all` (then `python -m bench.report` rewrites this section, "
-        "`bench/results/RESULTS.md` and the chart). Medians of the runs; ratios are gravixd's "
-        "median over the peer's, same suite run. Load: `wrk -t1 -c8` posting one body file.",
-        "",
-        "| case (events/request) | gravixd events/s | p50 / p99 ms | FastAPI peer | gravixd ÷ "
-        "FastAPI | trio+h11, no work | gravixd ÷ trio+h11 | nginx 204 |",
-        "|---|---|---|---|---|---|---|---|",
+    lines = [
+        "| events a request | gravixd events/s | CPU s / M events | FastAPI peer | CPU s / M "
+        "events | trio+h11, no work | CPU s / M events |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for case in _README_CASES:
-        ours = find(http, case, "gravixd")
-        if ours is None:
+    for case, label in _README_CASES:
+        rows = [find(http, case, server) for server in ("gravixd", "fastapi", "trio_h11")]
+        if rows[0] is None:
             continue
-        m = ours.get("median", {})
-        fast, bare, nginx = (eps(find(http, case, s)) for s in ("fastapi", "trio_h11", "nginx"))
+        cells = " | ".join(f"{_si(eps(row))} | {_num(cpu(row), 2)}" for row in rows)
+        lines.append(f"| {label} | {cells} |")
+    row = find(tcp, "tcp-protobuf", "gravixd", "tcp_send")
+    if row is not None:
         lines.append(
-            f"| {case} | {_si(eps(ours))} | {_num(m.get('latency_p50_ms'), 2)} / "
-            f"{_num(m.get('latency_p99_ms'), 2)} | {_si(fast)} | {_ratio(eps(ours), fast)} "
-            f"| {_si(bare)} | {_ratio(eps(ours), bare)} | {_si(nginx)} |"
+            f"| raw TCP protobuf | {_si(eps(row))} | {_num(cpu(row), 2)} | – | – | – | – |"
         )
-    for case in ("tcp-ndjson", "tcp-protobuf"):
-        row = find(tcp, case, "gravixd", "tcp_send")
-        if row is not None:
-            lines.append(f"| {case} (raw TCP) | {_si(eps(row))} | – | – | – | – | – | – |")
-    lines += ["", "Targets from the issues, met or not:", "", *targets(docs)]
-    if chart_path:
-        lines += [f"![gravixd vs peers]({chart_path})", ""]
+    first = next(iter(docs.values()), {})
+    m = first.get("machine", {})
+    prelim = (
+        " Preliminary figures (short runs or a busy machine)."
+        if any(doc.get("preliminary") for doc in docs.values())
+        else ""
+    )
+    lines += [
+        "",
+        f"One core each for server and load (`wrk -t1 -c8`), durable acks; gravixd commit "
+        f"{m.get('gravixd_commit')}, {m.get('cpu_model')}, `python -m bench.run all`.{prelim} "
+        "Every case, the targets and the method: [docs/benchmarks.md](docs/benchmarks.md); "
+        "every row: [bench/results/RESULTS.md](bench/results/RESULTS.md).",
+    ]
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, section: str) -> bool:
-    """Replace the text between the README's markers; False when it has none."""
+def update_readme(
+    readme: Path, section: str, start_marker: str = README_START, end_marker: str = README_END
+) -> bool:
+    """Replace the text between a file's markers; False when it has none."""
     text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
         return False
-    text = text[: start + len(README_START)] + "\n" + section + "\n" + text[end:]
+    text = text[: start + len(start_marker)] + "\n" + section + "\n" + text[end:]
     readme.write_text(text)
     return True
 
@@ -463,10 +522,12 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(render(docs, "chart.png" if has_chart else None))
     print(f"wrote {out}" + (f" and {results_dir / 'chart.png'}" if has_chart else ""))
     if results_dir == RESULTS_DIR:
-        readme = RESULTS_DIR.parents[1] / "README.md"
-        section = readme_section(docs, "bench/results/chart.png" if has_chart else None)
-        if update_readme(readme, section):
-            print(f"updated the results section of {readme}")
+        root = RESULTS_DIR.parents[1]
+        if update_readme(root / "README.md", readme_section(docs)):
+            print(f"updated the results section of {root / 'README.md'}")
+        doc = root / "docs" / "benchmarks.md"
+        if update_readme(doc, "\n".join(targets(docs)), TARGETS_START, TARGETS_END):
+            print(f"updated the targets table of {doc}")
     return 0
 
 

@@ -124,3 +124,41 @@ def test_report_states_met_and_missed_targets(tmp_path: Path) -> None:
     assert "| #8 | batched JSON ×1000, durable | ≥ 700k | 600k | **missed** |" in text
     assert "| #5 | TCP ndjson events/s | ≥ 500k | – | not measured |" in text
     assert "upload_rows_per_second" in text  # a scenario of its own shape is shown as is
+
+
+def _with_cpu(row: dict, cpu_s_per_M_events: float) -> dict:
+    for stat in ("median", "min", "max"):
+        row[stat] = {**row[stat], "cpu_s_per_M_events": cpu_s_per_M_events}
+    return row
+
+
+def test_every_run_records_cpu_seconds_per_million_events() -> None:
+    from bench import load, run
+
+    result = load.LoadResult("wrk", 2.0, 100, 0, 400_000)
+    figures = run._server_figures(result, cpu_s=0.5, rss=2**20, wire_bytes=1e6)
+    assert figures["cpu_s_per_M_events"] == 1.25  # 0.5 CPU s over 400k events
+    assert "cpu_s_per_M_events" in run.FIGURES  # so every summary has median/min/max of it
+
+
+def test_readme_gets_one_short_table_with_cpu_and_no_issue_numbers() -> None:
+    http = {
+        "scenario": "http",
+        "machine": {"gravixd_commit": "abc1234", "cpu_model": "Xeon"},
+        "results": [
+            _with_cpu(_result("protobuf-1000", "gravixd", 2.0e6), 0.48),
+            _with_cpu(_result("protobuf-1000", "fastapi", 2.5e5), 3.7),
+            _with_cpu(_result("protobuf-1000", "trio_h11", 9e6), 0.11),
+            _with_cpu(_result("json-1000", "gravixd", 6e5), 1.5),
+        ],
+    }
+    section = report.readme_section({"http": http})
+    assert "| protobuf ×1000 | 2M | 0.48 | 250k | 3.70 | 9M | 0.11 |" in section
+    assert "| JSON ×1000 | 600k | 1.50 | – | – | – | – |" in section
+    assert "docs/benchmarks.md" in section
+    assert "#" not in section.replace("](", "")  # no issue numbers; links are fine
+    assert section.count("\n|---") == 1  # one table
+
+    targets = "\n".join(report.targets({"http": http}))
+    assert "| #13 | CPU s per M events, protobuf ×1000 | ≤ 0.50 s | 0.48 s | met |" in targets
+    assert "| #13 | CPU s per M events, JSON ×1000 | ≤ 1.40 s | 1.50 s | **missed** |" in targets
