@@ -83,6 +83,11 @@ log = logging.getLogger(__name__)
 
 ROLLUP_PREFIX = "rollup"
 COMMITS_PREFIX = "rollup-commits"
+# An empty object at rollup/{stream}/ and rollup-commits/{stream}/ so that those locations
+# exist before the first commit: Trino's CREATE TABLE refuses an external location that does
+# not exist. Names starting with "_" are hidden from Trino, Hive, pyarrow and *.parquet globs.
+LAYOUT_MARKER = "_gravixd"
+_LAYOUT_MARKER_BODY = b"gravixd rollup: keeps this table location in existence for query engines\n"
 MANIFEST_VERSION = 1
 # Uncompressed bytes buffered before they are written as one Parquet row group: large row
 # groups make scans fast (Trino and DuckDB read a row group per split/thread); 128 MiB is
@@ -258,6 +263,7 @@ async def rollup(
     open_hour_start = _hour_floor(now)
     report = RollupReport()
     for stream in streams:
+        await _ensure_layout_markers(store, stream)
         hours = set(await _hours_with_sources(store, stream))
         hours |= await _hours_missing_commit_records(store, stream)
         for hour in sorted(hours):
@@ -287,6 +293,13 @@ async def _hours_with_sources(store: ObjectStore, stream: str) -> list[Hour]:
             continue
         hours.add(Hour(stream, start.replace(tzinfo=UTC)))
     return sorted(hours)
+
+
+async def _ensure_layout_markers(store: ObjectStore, stream: str) -> None:
+    for prefix in (ROLLUP_PREFIX, COMMITS_PREFIX):
+        key = f"{prefix}/{stream}/{LAYOUT_MARKER}"
+        if key not in await store.list(key):
+            await store.put(key, _LAYOUT_MARKER_BODY)
 
 
 async def _hours_missing_commit_records(store: ObjectStore, stream: str) -> set[Hour]:

@@ -230,7 +230,17 @@ def test_compose_runs_cube_on_the_model_trino_init_and_a_scheduled_rollup() -> N
     assert services["cube-refresh-worker"]["environment"]["CUBEJS_REFRESH_WORKER"] == "true"
     init = services["trino-init"]
     script = init["entrypoint"][-1]
-    assert "--file /etc/trino/gravix-tables.sql" in script
+    assert "--ignore-errors --file /etc/trino/gravix-tables.sql" in script
     assert "--file /etc/trino/sync-partitions.sql" in script and "sleep 60" in script
+    # every table location exists before Trino creates the tables over them
+    marked = services["createbucket"]["entrypoint"][-1]
+    assert "rollup-commits/events" in marked and "_gravixd" in marked
     mounted = {v.split(":")[1] for v in init["volumes"]}
     assert {"/etc/trino/gravix-tables.sql", "/etc/trino/sync-partitions.sql"} <= mounted
+
+
+def test_notes_say_how_to_reach_trino_and_cube(chart: helm.Chart) -> None:
+    notes = chart.render(QUERY, name="gravix", namespace="obs")["gravixd/templates/NOTES.txt"]
+    assert "port-forward svc/gravix-trino 8080" in notes
+    assert "gravix.events.facts_all" in notes
+    assert "port-forward svc/gravix-cube 4000" in notes
