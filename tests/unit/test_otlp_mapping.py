@@ -621,3 +621,53 @@ def test_otlp_json_reader_agrees_with_protobufs_json_format() -> None:
         theirs = type(message)()
         json_format.ParseDict(json_format.MessageToDict(message), theirs)
         assert ours == theirs == message
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (lengths here stay below 2**21: 3 varint bytes)."""
+    length = len(payload)
+    varint = bytearray()
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        varint.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes([number << 3 | 2]) + bytes(varint) + payload
+
+
+def _log_body_bytes(any_value: bytes) -> bytes:
+    """An ExportLogsServiceRequest with one record whose body is `any_value` (raw bytes)."""
+    return _field(1, _field(2, _field(2, _field(5, any_value))))
+
+
+def test_hostile_nesting_is_a_400_in_both_encodings() -> None:
+    """Protobuf: upb refuses more than 100 levels of messages. JSON: Python's recursion limit
+    decides (a few hundred AnyValue levels), named as nesting too deep."""
+    value = _field(1, b"x")  # AnyValue{string_value: "x"}
+    for _ in range(200):
+        value = _field(5, _field(1, value))  # AnyValue{array_value: {values: [value]}}
+    with pytest.raises(DecodeError) as caught:
+        otlp.decode_export(otlp.LOGS, "application/x-protobuf", _log_body_bytes(value), NOW)
+    assert caught.value.reason == "invalid_protobuf"
+    depth = 20_000
+    opening, closing = '{"arrayValue":{"values":[', "]}}"
+    document = opening * depth + '{"stringValue":"x"}' + closing * depth
+    body = '{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":' + document + "}]}]}]}"
+    with pytest.raises(DecodeError) as caught:
+        otlp.decode_export(otlp.LOGS, "application/json", body.encode(), NOW)
+    assert caught.value.message.startswith("Expected JSON nested less than")
+
+
+def test_nesting_within_protobufs_limit_is_stored_as_json() -> None:
+    value = _field(1, b"x")
+    for _ in range(40):
+        value = _field(5, _field(1, value))
+    result = otlp.decode_export(otlp.LOGS, "application/x-protobuf", _log_body_bytes(value), NOW)
+    assert the_row(result)["message"] == "[" * 40 + '"x"' + "]" * 40
+
+
+def test_invalid_utf8_in_a_protobuf_string_is_a_400() -> None:
+    body = _log_body_bytes(_field(1, b"caf\xe9"))
+    with pytest.raises(DecodeError) as caught:
+        otlp.decode_export(otlp.LOGS, "application/x-protobuf", body, NOW)
+    assert caught.value.reason == "invalid_protobuf"
