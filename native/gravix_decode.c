@@ -140,7 +140,33 @@ static inline const uint8_t *read_length(decoder *d, const uint8_t *p, const uin
     return p;
 }
 
-static int utf8_valid(const uint8_t *s, size_t n) {
+static inline uint64_t load64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+static inline uint32_t load32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Whether s[0..n) is all ASCII, the common case: whole words, the tail as one overlapping
+ * load, no branch per byte. */
+static inline int ascii_only(const uint8_t *s, size_t n) {
+    uint64_t acc = 0;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 <= n; i += 8) acc |= load64(s + i);
+        acc |= load64(s + n - 8);
+    } else if (n >= 4) {
+        acc = load32(s) | load32(s + n - 4);
+    } else {
+        for (size_t i = 0; i < n; i++) acc |= s[i];
+    }
+    return !(acc & 0x8080808080808080ULL);
+}
+
+static int utf8_valid_slow(const uint8_t *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         if (i + 8 <= n) {
@@ -186,7 +212,7 @@ static inline const uint8_t *read_string(decoder *d, const uint8_t *p, const uin
     uint32_t len;
     p = read_length(d, p, end, &len);
     if (!p) return NULL;
-    if (!utf8_valid(p, len)) return fail(d, GX_ERR_INVALID_UTF8, start);
+    if (!ascii_only(p, len) && !utf8_valid_slow(p, len)) return fail(d, GX_ERR_INVALID_UTF8, start);
     out->ptr = p;
     out->len = len;
     return p + len;
@@ -350,8 +376,14 @@ static int push_entry(decoder *d, slice key, slice value) {
 
 static inline int key_cmp(const slice *a, const slice *b) {
     uint32_t n = a->len < b->len ? a->len : b->len;
-    int c = n ? memcmp(a->ptr, b->ptr, n) : 0;
-    if (c) return c;
+    if (n <= 16) { /* attribute keys are short: a loop beats a call to memcmp */
+        for (uint32_t i = 0; i < n; i++) {
+            if (a->ptr[i] != b->ptr[i]) return (int)a->ptr[i] - (int)b->ptr[i];
+        }
+    } else {
+        int c = memcmp(a->ptr, b->ptr, n);
+        if (c) return c;
+    }
     return (a->len > b->len) - (a->len < b->len);
 }
 
@@ -398,19 +430,25 @@ static int put_entries(decoder *d, int map_slot, int key_off, int key_data, int 
     gx_result *r = d->r;
     uint32_t n = d->n_entries;
     entry *e = d->entries;
+    int duplicates = 0;
     if (n > 1) {
         if (n <= 16) { /* insertion sort: stable, so equal keys stay in wire order */
             for (uint32_t i = 1; i < n; i++) {
                 entry x = e[i];
                 uint32_t j = i;
-                while (j > 0 && key_cmp(&e[j - 1].key, &x.key) > 0) {
+                int c = 1;
+                while (j > 0 && (c = key_cmp(&e[j - 1].key, &x.key)) > 0) {
                     e[j] = e[j - 1];
                     j--;
                 }
+                /* Where x stops, the element before it is the greatest key <= x's: equal
+                 * exactly when x has a duplicate, so this finds every one. */
+                if (j > 0 && c == 0) duplicates = 1;
                 e[j] = x;
             }
         } else {
             qsort(e, n, sizeof(entry), entry_cmp); /* seq breaks ties: wire order */
+            duplicates = 1;                        /* not tracked: check them all */
         }
     }
     if (r->map_entries + n > d->entry_cap) {
@@ -419,7 +457,8 @@ static int put_entries(decoder *d, int map_slot, int key_off, int key_data, int 
         if (!grow_entries(d, key_off, value_off, want)) return 0;
     }
     for (uint32_t i = 0; i < n; i++) {
-        if (i + 1 < n && key_cmp(&e[i].key, &e[i + 1].key) == 0) continue; /* a later one wins */
+        if (duplicates && i + 1 < n && key_cmp(&e[i].key, &e[i + 1].key) == 0)
+            continue; /* a later one wins */
         if (!put_string(d, &r->buffers[key_off], &r->buffers[key_data], e[i].key.ptr,
                         e[i].key.len))
             return 0;
