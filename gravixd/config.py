@@ -12,6 +12,7 @@ else: it never opens sockets, never touches the spool or the store, and never lo
 
 import argparse
 import difflib
+import ipaddress
 import re
 import tomllib
 import typing
@@ -85,6 +86,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     tcp_listeners: Annotated[
         list[TcpListener], _doc("more TCP listeners ([[tcp_listeners]] tables)", toml_only=True)
     ] = []
+    reuse_port: Annotated[
+        bool, _doc("SO_REUSEPORT on the HTTP and TCP listeners: several instances, one address")
+    ] = False
 
     # Durability and storage.
     spool_dir: Annotated[str, Meta(min_length=1), _doc("local write-ahead spool directory")] = (
@@ -128,6 +132,16 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         list[Token], _doc("bearer tokens, comma-separated in env/flag", secret=True)
     ] = []
     auth_tokens_file: Annotated[str, _doc("file of bearer tokens, one a line")] = ""
+    # `auto` keeps a fresh install open, yet a token set never silently empties: a SIGHUP
+    # that would leave none is rejected unless the new config says `none`.
+    auth: Annotated[
+        Literal["auto", "tokens", "none"],
+        _doc("HTTP auth: auto (on when tokens are configured), tokens (required) or none"),
+    ] = "auto"
+    tcp_allow_unauthenticated: Annotated[
+        bool,
+        _doc("allow raw TCP listeners off loopback while tokens are configured (TCP has no auth)"),
+    ] = False
     tls_cert_file: Annotated[str, _doc("PEM certificate chain for HTTPS")] = ""
     tls_key_file: Annotated[str, _doc("PEM private key for HTTPS")] = ""
 
@@ -398,6 +412,13 @@ def _file_values(path: str) -> list[_Raw]:
         flat = _flatten(tomllib.loads(text))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Invalid TOML in {source}: {exc}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and tables recursively: a few hundred levels exhaust
+        # the stack. No gravixd key nests more than two.
+        raise ConfigError(
+            f"Invalid TOML in {source}: Expected arrays and tables nested a few levels,"
+            " got nesting too deep to parse"
+        ) from None
     except ConfigError as exc:
         raise ConfigError(f"{exc} in {source}") from None
     for key in flat:
@@ -446,11 +467,16 @@ def _convert(raw: _Raw) -> Any:
     value = raw.value
     if spec.is_list and isinstance(value, str) and not raw.typed:
         value = [item.strip() for item in value.split(",") if item.strip()]
-    value = _with_sizes(spec.name, value)
     try:
+        value = _with_sizes(spec.name, value)
         typed = msgspec.convert(value, spec.type, strict=raw.typed)
     except msgspec.ValidationError as exc:
         raise _invalid(spec, raw.source, value, raw.typed, exc) from None
+    except RecursionError:
+        raise ConfigError(
+            f"Invalid value for `{spec.name}` from {raw.source}: Expected a value nested"
+            " a few levels, got nesting too deep to check"
+        ) from None
     # Listen addresses: the one check msgspec cannot express.
     listens = [(spec.name, typed)] if spec.listen else []
     if spec.name == "tcp_listeners":
@@ -531,9 +557,55 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str]) -> LoadedConfig:
             sources[raw.key] = raw.source
     config = Config(**values)
     _check_together(config, sources)
-    if config.auth_tokens_file:
-        read_auth_tokens(config)  # fail at start, not at the first request
+    _check_auth(config, sources, read_auth_tokens(config))  # fail at start, not at a request
     return LoadedConfig(config=config, sources=sources, config_file=config_file)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host only takes connections from this machine. A name other than
+    `localhost` counts as reachable from outside: what it resolves to can change."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_auth(config: Config, sources: Mapping[str, str], tokens: list[str]) -> None:
+    """Authentication never turns off by accident: not by an empty tokens file, and not
+    because raw TCP (which has no auth) listens beside an authenticated HTTP port."""
+
+    def where(key: str) -> str:
+        return f"`{key}` (from {sources[key]})"
+
+    if config.auth == "none" and tokens:
+        raise ConfigError(
+            f"{where('auth')} is `none` but {len(tokens)} bearer token(s) are configured"
+            " (`auth_tokens`, `auth_tokens_file`): expected one or the other"
+        )
+    if config.auth == "tokens" and not tokens:
+        raise ConfigError(
+            f"{where('auth')} is `tokens`: expected at least one bearer token in"
+            " `auth_tokens` or `auth_tokens_file`, got none"
+        )
+    if config.auth == "auto" and config.auth_tokens_file and not tokens:
+        raise ConfigError(
+            f"{where('auth_tokens_file')} {config.auth_tokens_file} holds no bearer token:"
+            ' expected at least one, or `auth = "none"` to run without authentication'
+        )
+    if not tokens or config.tcp_allow_unauthenticated:
+        return
+    listens = {"tcp_listen": config.tcp_listen}
+    listens |= {f"tcp_listeners[{i}].listen": t.listen for i, t in enumerate(config.tcp_listeners)}
+    for key, addr in listens.items():
+        if addr and not is_loopback(parse_listen(addr)[0]):
+            source = sources.get(key, sources["tcp_listeners"])
+            raise ConfigError(
+                f"`{key}` (from {source}) = `{addr}` is reachable from other hosts, but raw TCP"
+                " has no authentication and bearer tokens are configured: expected a loopback"
+                " address, or `tcp_allow_unauthenticated = true` to accept it knowingly"
+            )
 
 
 def read_auth_tokens(config: Config) -> list[str]:

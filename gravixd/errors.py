@@ -16,6 +16,11 @@ class ConfigError(GravixdError):
     """A configuration key is unknown or its value is invalid; the message names the key."""
 
 
+class StartupError(GravixdError):
+    """The daemon cannot start (a port in use, the spool locked by another daemon); the
+    message is one line that names the setting and what is in the way. Exit code 1."""
+
+
 class DecodeError(GravixdError):
     """A payload could not be decoded into events.
 

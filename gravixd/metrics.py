@@ -91,6 +91,12 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.accept_errors = Counter(
+            "ingestion_accept_errors",
+            "accept() failures that were backed off (EMFILE: out of file descriptors, ...).",
+            ["source", "error"],
+            registry=r,
+        )
         self.tcp_disconnects = Counter(
             "ingestion_tcp_closed_connections",
             "TCP ingest connections closed, by reason (eof, malformed_frame, truncated, error).",

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,16 @@ class Daemon:
         *args: str,
         env: dict[str, str] | None = None,
         store_url: str | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
+        """`preexec_fn` runs in the child before gravixd (say, `resource.setrlimit`)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.spool_dir = self.workdir / "spool"
         self.store_dir = self.workdir / "store"
         self.store_url = store_url or f"file://{self.store_dir}"
         self.args = list(args)
+        self.preexec_fn = preexec_fn
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "gravixd.log"
@@ -70,7 +73,12 @@ class Daemon:
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child
         offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=log, env=self.env, cwd=self.workdir
+            self.command(),
+            stdout=log,
+            stderr=log,
+            env=self.env,
+            cwd=self.workdir,
+            preexec_fn=self.preexec_fn,
         )
         log.close()
         deadline = time.monotonic() + _START_TIMEOUT_SECONDS

@@ -1,9 +1,10 @@
 """The HTTP ingest server: trio sockets around the sans-I/O `IngestProtocol`.
 
-Limits are enforced here, where the bytes are: connections (closed at accept when full),
-bytes in memory across all requests (503), requests in flight (503), slow requests (408)
-and idle keep-alive connections (closed). Every response is counted in
-`ingestion_requests_total{endpoint,code}` and timed in `ingestion_latency_seconds`.
+Limits are enforced here, where the bytes are: connections (closed at accept when the
+budget shared with raw TCP is spent, see `listeners`), bytes in memory across all requests
+(503), requests in flight (503), slow requests (408) and idle keep-alive connections
+(closed). Every response is counted in `ingestion_requests_total{endpoint,code}` and timed
+in `ingestion_latency_seconds`.
 
 Memory: `max_in_flight_bytes` counts what a request really holds: its wire bytes as they
 arrive, its body as gzip inflates it (reserved slice by slice, so gzip cannot walk around
@@ -48,6 +49,7 @@ from ..core.otlp import SIGNALS as OTLP_SIGNALS
 from ..core.otlp import OtlpBatch, Signal, decode_export, encode_response, response_content_type
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
+from .listeners import ConnectionBudget, accept_loop
 from .pipeline import Pipeline
 
 log = logging.getLogger("gravixd.http")
@@ -82,7 +84,6 @@ class HttpSettings:
 
     limits: HttpLimits
     auth_tokens: tuple[str, ...] = ()
-    max_connections: int = 1024
     max_in_flight_requests: int = 256
     max_in_flight_bytes: int = 256 * 1024 * 1024
     request_timeout_seconds: float = 30.0
@@ -164,29 +165,24 @@ class HttpServer:
 
     async def serve(
         self,
-        host: str,
-        port: int,
+        listeners: list[trio.SocketListener],
         connection_nursery: trio.Nursery,
-        *,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+        budget: ConnectionBudget,
     ) -> None:
-        """Accept until cancelled; connections live in `connection_nursery` so that a drain
-        can stop accepting while in-flight requests finish."""
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        task_status.started(listeners[0].socket.getsockname()[1])
+        """Accept on the bound `listeners` until cancelled. Connections live in
+        `connection_nursery`, so that a drain can stop accepting while in-flight requests
+        finish; `budget` is the `max_connections` cap shared with raw TCP."""
         async with trio.open_nursery() as nursery:
             for listener in listeners:
-                nursery.start_soon(self._accept_loop, listener, connection_nursery)
-
-    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
-        async with listener:
-            while True:
-                stream = await listener.accept()
-                if self.load.connections >= self.settings.max_connections:
-                    self.metrics.connections_rejected.labels("http").inc()
-                    await trio.aclose_forcefully(stream)
-                    continue
-                nursery.start_soon(self._connection, stream)
+                nursery.start_soon(
+                    accept_loop,
+                    listener,
+                    "http",
+                    self._connection,
+                    connection_nursery,
+                    budget,
+                    self.metrics,
+                )
 
     async def wait_idle(self) -> None:
         while self.load.connections:

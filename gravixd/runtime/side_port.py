@@ -14,23 +14,28 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..metrics import Metrics
+from .listeners import ConnectionBudget, accept_loop
 
 log = logging.getLogger("gravixd.side_port")
 
 # Probes and scrapes are tiny; anything bigger is not a client of this port.
 _MAX_REQUEST_BYTES = 8 * 1024
 _TIMEOUT_SECONDS = 10.0
+# Prometheus, a kubelet's probes and an operator's curl are a handful of clients; 32 leaves
+# room for several scrapers with keep-alive and still costs few descriptors.
+MAX_CONNECTIONS = 32
 
 
 async def serve_side_port(
-    host: str,
-    port: int,
+    listeners: list[trio.SocketListener],
     metrics: Metrics,
     readiness: Callable[[], str | None],
     *,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> None:
-    """Serve until cancelled. `readiness()` returns None when ready, else why not."""
+    """Serve on the bound `listeners` until cancelled. `readiness()` returns None when
+    ready, else why not. At most `max_connections` are open at once (its own budget: a
+    flood of ingest clients never locks out the scrape, nor a flood of scrapers ingest)."""
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
@@ -40,12 +45,11 @@ async def serve_side_port(
             pass
         except Exception:
             log.exception("side port handler failed", extra={"event": "side_port_error"})
-        finally:
-            await trio.aclose_forcefully(stream)
 
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    task_status.started(listeners[0].socket.getsockname()[1])
-    await trio.serve_listeners(handle, listeners)
+    budget = ConnectionBudget(max_connections)
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(accept_loop, listener, "side_port", handle, nursery, budget, metrics)
 
 
 async def _serve_one_connection(

@@ -43,6 +43,7 @@ from ..core.framing import (
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
 from ..native import open_frame_decoder
+from .listeners import ConnectionBudget, accept_loop, bind
 
 __all__ = ["TcpDrain", "serve_tcp_listener"]
 
@@ -118,7 +119,8 @@ async def serve_tcp_listener(
     max_frame_bytes: int,
     max_connections: int,
     *,
-    connection_limiter: trio.CapacityLimiter | None = None,
+    budget: ConnectionBudget | None = None,
+    listeners: list[trio.SocketListener] | None = None,
     handler_nursery: trio.Nursery | None = None,
     drain: TcpDrain | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
@@ -130,8 +132,10 @@ async def serve_tcp_listener(
         framing: "ndjson" (one JSON object a line; `max_frame_bytes` is the longest line)
             or "protobuf" (varint-delimited messages; `max_frame_bytes` the largest frame).
         max_connections: open connections on this listener; further ones are closed at
-            accept and counted. Pass `connection_limiter` instead to share one cap between
-            listeners (the `max_connections` key counts all of them).
+            accept and counted. Pass `budget` instead to share one cap between listeners
+            (the daemon's `max_connections` counts HTTP and every TCP listener together).
+        listeners: sockets already bound to `listen` (a daemon binds every listener before
+            it touches the spool); default: bind here.
         handler_nursery: where connections run (default: the listener's own nursery).
             A daemon passes a nursery that outlives its listeners, so that a drain can stop
             accepting while open connections finish.
@@ -142,22 +146,30 @@ async def serve_tcp_listener(
         raise ValueError(f"Expected framing `ndjson` or `protobuf`, got `{framing}`")
     if stream not in ("facts", "events"):
         raise ValueError(f"Expected stream `facts` or `events`, got `{stream}`")
-    limiter = connection_limiter or trio.CapacityLimiter(max_connections)
     host, port = listen
+    if listeners is None:
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        listeners = await bind("tcp_listen", address)
+    budget = budget or ConnectionBudget(max_connections)
     handler = partial(
         _handle_connection,
         pipeline,
-        limiter,
         stream,
         cast(Framing, framing),
         max_frame_bytes,
-        f"{host}:{port}",
         drain or TcpDrain(),
     )
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            partial(trio.serve_tcp, handler, port, host=host, handler_nursery=handler_nursery)
-        )
+        for listener in listeners:
+            nursery.start_soon(
+                accept_loop,
+                listener,
+                SOURCE,
+                handler,
+                handler_nursery or nursery,
+                budget,
+                pipeline.metrics,
+            )
         bound_port = listeners[0].socket.getsockname()[1]
         log.info(
             "raw TCP listener ready",
@@ -173,27 +185,15 @@ async def serve_tcp_listener(
 
 async def _handle_connection(
     pipeline: Pipeline,
-    limiter: trio.CapacityLimiter,
     stream: str,
     framing: Framing,
     max_frame_bytes: int,
-    listen: str,
     drain: TcpDrain,
     sock: trio.SocketStream,
 ) -> None:
+    """One connection, admitted by the listener's budget (`accept_loop` closes it after)."""
     metrics = pipeline.metrics
     peer = _peer_name(sock)
-    borrower = object()
-    try:
-        limiter.acquire_on_behalf_of_nowait(borrower)
-    except trio.WouldBlock:
-        metrics.connections_rejected.labels(SOURCE).inc()
-        log.warning(
-            "raw TCP connection refused: connection limit reached",
-            extra={"event": "tcp_connection_rejected", "peer": peer, "listen": listen},
-        )
-        await trio.aclose_forcefully(sock)
-        return
     metrics.connections_open.labels(SOURCE).inc()
     connection = _Connection(pipeline, sock, stream, framing, max_frame_bytes, peer, drain)
     drain.opened()
@@ -209,7 +209,6 @@ async def _handle_connection(
         drain.closed()
         metrics.connections_open.labels(SOURCE).dec()
         metrics.tcp_disconnects.labels(connection.close_reason).inc()
-        limiter.release_on_behalf_of(borrower)
         if connection.unlogged_errors:
             log.warning(
                 "raw TCP connection sent more bad lines or frames than were logged",

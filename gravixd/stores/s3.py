@@ -109,7 +109,14 @@ def parse_s3_url(url: str) -> tuple[str, str]:
         raise ConfigError(f"Expected store_url without ?query or #fragment, got {url!r}")
     prefix = parts.path.strip("/")
     if prefix:
-        validate_key(prefix)
+        try:
+            validate_key(prefix)
+        except ValueError:
+            # `..` or an empty part would let keys escape the prefix (or differ by driver).
+            raise ConfigError(
+                "Invalid value for `store_url`: Expected s3://bucket/prefix with a prefix of"
+                f" non-empty parts other than `.` and `..`, got {url!r}"
+            ) from None
         prefix += "/"
     return parts.netloc, prefix
 

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import socket
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,33 @@ def test_unreadable_tokens_file_is_a_start_error(tmp_path: Path) -> None:
     d = Daemon(tmp_path, f"--auth-tokens-file={tmp_path / 'missing'}")
     with pytest.raises(RuntimeError, match="auth_tokens_file"):
         d.start()
+
+
+@pytest.mark.parametrize(
+    "listen_args",
+    [
+        ["--tcp-listen", "0.0.0.0:0"],
+        ["--tcp-listen", "", "--config", "{config}"],
+    ],
+)
+def test_an_open_tcp_listener_beside_tokens_is_refused(
+    tmp_path: Path, listen_args: list[str]
+) -> None:
+    """Raw TCP has no auth: with tokens, a TCP listener other hosts can reach is an error
+    that names it, unless `tcp_allow_unauthenticated` says so on purpose. (The daemon
+    refuses before it binds: nothing listens on 0.0.0.0 here.)"""
+    config = tmp_path / "gravixd.toml"
+    config.write_text('[[tcp_listeners]]\nlisten = "[::]:0"\nstream = "events"\n')
+    args = [arg.format(config=config) for arg in listen_args]
+    daemon = Daemon(tmp_path, *args, "--auth-tokens=tok")
+    done = subprocess.run(daemon.command(), capture_output=True, text=True, env=daemon.env)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    named = "tcp_listen" if "0.0.0.0:0" in args else "tcp_listeners[0].listen"
+    assert f"`{named}`" in line and "tcp_allow_unauthenticated" in line, line
+    # Loopback needs no opt-in.
+    with Daemon(tmp_path, "--auth-tokens=tok") as d:
+        assert d.tcp_ports
 
 
 def tls_context(cafile: Path) -> ssl.SSLContext:

@@ -89,3 +89,58 @@ def test_sighup_applies_limits_from_the_config_file(tmp_path: Path) -> None:
             assert status_with(d, None, EVENT) == 202
         time.sleep(0.1)
         assert d.proc is not None and d.proc.poll() is None
+
+
+def test_a_pathologically_nested_config_on_sighup_is_rejected_not_fatal(tmp_path: Path) -> None:
+    config = tmp_path / "gravixd.toml"
+    config.write_text("max_body_bytes = 4096\n")
+    with Daemon(tmp_path, f"--config={config}") as d:
+        config.write_text("tcp_listeners = " + "[" * 3000 + "]" * 3000 + "\n")
+        rejected = hup_and_wait(d, "reload_rejected")
+        assert "nest" in rejected["error"] and "gravixd.toml" in rejected["error"], rejected
+        assert d.proc is not None and d.proc.poll() is None
+        assert status_with(d, None, EVENT) == 202
+        big = b'{"service":"reload","route":"' + b"r" * 5000 + b'"}'
+        assert status_with(d, None, big) == 413  # the running limits were kept
+    assert d.proc.returncode == 0
+
+
+def test_an_emptied_tokens_file_does_not_turn_auth_off(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("the-token\n")
+    config = tmp_path / "gravixd.toml"
+    config.write_text(f'auth_tokens_file = "{tokens}"\n')
+    with Daemon(tmp_path, f"--config={config}") as d:
+        assert status_with(d, None) == 401
+        for emptied in ("", "# all tokens revoked\n\n"):
+            tokens.write_text(emptied)
+            rejected = hup_and_wait(d, "reload_rejected")
+            assert 'auth = "none"' in rejected["error"], rejected
+            assert status_with(d, None) == 401 and status_with(d, "the-token") == 202
+
+        # Dropping the key from the config file is refused as well.
+        config.write_text("")
+        rejected = hup_and_wait(d, "reload_rejected")
+        assert "no bearer token" in rejected["error"], rejected
+        assert status_with(d, None) == 401
+
+        # Turning auth off on purpose is a reload like any other.
+        config.write_text('auth = "none"\n')
+        reloaded = hup_and_wait(d, "reloaded")
+        assert reloaded["auth_tokens"] == 0
+        assert status_with(d, None) == 202
+
+
+def test_rewritten_tls_files_are_reported_as_needing_a_restart(tmp_path: Path) -> None:
+    from test_auth_tls import self_signed_cert
+
+    cert, key = self_signed_cert(tmp_path)
+    with Daemon(tmp_path, f"--tls-cert-file={cert}", f"--tls-key-file={key}") as d:
+        reloaded = hup_and_wait(d, "reloaded")
+        assert reloaded["ignored_until_restart"] == []
+        offset = d.log_path.stat().st_size
+        self_signed_cert(tmp_path)  # a renewed certificate, written over the same files
+        reloaded = hup_and_wait(d, "reloaded")
+        assert reloaded["ignored_until_restart"] == ["tls_cert_file", "tls_key_file"]
+        [warning] = [e for e in d.log_events(offset) if e["event"] == "tls_restart_needed"]
+        assert warning["level"] == "warning" and "restart" in warning["msg"]

@@ -67,6 +67,9 @@ DEFAULTS = [
     ("max_spool_bytes", GiB),
     ("auth_tokens", []),
     ("auth_tokens_file", ""),
+    ("auth", "auto"),
+    ("tcp_allow_unauthenticated", False),
+    ("reuse_port", False),
     ("tls_cert_file", ""),
     ("tls_key_file", ""),
     ("s3_endpoint_url", ""),
@@ -684,3 +687,47 @@ def test_help_names_every_flag_and_env() -> None:
         if key != "tcp_listeners":
             assert "--" + key.replace("_", "-") in help_text
             assert "GRAVIXD_" + key.upper() in help_text
+
+
+# --- authentication never off by accident ------------------------------------------------
+
+
+def test_auth_modes(tmp_path: Path) -> None:
+    empty = tmp_path / "tokens"
+    empty.write_text("# nothing yet\n")
+    assert "holds no bearer token" in load_error({"auth_tokens_file": str(empty)}, {})
+    assert load({"auth_tokens_file": str(empty), "auth": "none"}, {}).config.auth == "none"
+    assert "expected one or the other" in load_error({"auth": "none", "auth_tokens": "t"}, {})
+    assert "`tokens`: expected at least one" in load_error({"auth": "tokens"}, {})
+    assert load({"auth": "tokens", "auth_tokens": "t"}, {}).config.auth == "tokens"
+
+
+@pytest.mark.parametrize(
+    ("listen", "refused"),
+    [
+        ("127.0.0.1:5170", False),
+        ("127.8.0.1:5170", False),
+        ("[::1]:5170", False),
+        ("localhost:5170", False),
+        ("0.0.0.0:5170", True),
+        ("[::]:5170", True),
+        ("10.0.0.7:5170", True),
+        ("ingest.internal:5170", True),
+    ],
+)
+def test_an_open_tcp_listener_beside_tokens_needs_an_opt_in(listen: str, refused: bool) -> None:
+    flags = {"tcp_listen": listen, "auth_tokens": "t"}
+    if refused:
+        message = load_error(flags, {})
+        assert message.startswith("`tcp_listen` (from flag --tcp-listen)")
+        assert "tcp_allow_unauthenticated" in message
+        flags["tcp_allow_unauthenticated"] = "true"
+    assert load(flags, {}).config.tcp_listen == listen
+    assert load({"tcp_listen": listen}, {}).config.tcp_listen == listen  # no tokens, no rule
+
+
+def test_a_pathologically_nested_config_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text("tcp_listeners = " + "[" * 3000 + "]" * 3000 + "\n")
+    message = load_error({"config": str(path)}, {})
+    assert message.startswith(f"Invalid TOML in file {path}") and "nest" in message
