@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -90,8 +91,9 @@ CASES = [
         "events",
         "application/json",
         b'[{"service":"a","severity":"LOUD"}]',
-        "Expected one of UNSPECIFIED, DEBUG, INFO, WARN, ERROR, FATAL (or a number), got `LOUD` "
-        "- at `$[0].severity`",
+        "Expected a severity number or name (DEBUG, INFO, WARN, ERROR, FATAL, or syslog's and "
+        "OpenTelemetry's: trace, notice, warning, err, crit, alert, emerg, ...; any case), "
+        "got `LOUD` - at `$[0].severity`",
         "validation",
     ),
     (
@@ -274,11 +276,14 @@ def test_int64_strings_are_ascii_digits_only(text: str, media_type: str) -> None
 
 
 def test_int64_strings_with_a_sign_are_accepted() -> None:
-    body = b'[{"service":"a","bytes_in":"+12","bytes_out":"007","timestamp_unix_nano":"-5"}]'
+    body = (
+        b'[{"service":"a","bytes_in":"+12","bytes_out":"007",'
+        b'"timestamp_unix_nano":"+1700000000000000000"}]'
+    )
     batch = _decode("facts", "application/json", body, NOW)
     assert batch.column("bytes_in").to_pylist() == [12]
     assert batch.column("bytes_out").to_pylist() == [7]
-    assert batch.column("timestamp").cast("int64").to_pylist() == [-5]
+    assert batch.column("timestamp").cast("int64").to_pylist() == [1_700_000_000_000_000_000]
 
 
 @pytest.mark.parametrize(
@@ -304,3 +309,167 @@ def test_surrogate_pairs_and_escaped_backslashes_are_text() -> None:
     body = rb'[{"service":"\ud83d\ude00"},{"service":"\\ud800"}]'
     batch = _decode("facts", "application/json", body, NOW)
     assert batch.column("service").to_pylist() == ["\U0001f600", "\\ud800"]
+
+
+# --- JSON conveniences (DESIGN.md section 2) --------------------------------------------------
+
+
+def _utc_nanos(*when: int, fraction_ns: int = 0) -> int:
+    return int(datetime(*when, tzinfo=UTC).timestamp()) * 10**9 + fraction_ns
+
+
+def _both_paths(stream: str, item: dict[str, Any]) -> list[Any]:
+    """`item` decoded alone (a small request's rows) and among 20 (the columnar path)."""
+    one = _decode(stream, "application/json", msgspec.json.encode(item), NOW)
+    many = _decode(stream, "application/json", msgspec.json.encode([item] * 20), NOW)
+    assert many.slice(0, 1).equals(one)
+    ndjson = b"\n".join([msgspec.json.encode(item)] * 20)
+    assert _decode(stream, "application/x-ndjson", ndjson, NOW).equals(many)
+    nanos = one.column("timestamp").cast("int64").to_pylist()
+    rest = one.drop_columns(["timestamp"]).to_pylist()
+    return [{**r, "timestamp": t} for r, t in zip(rest, nanos, strict=True)]
+
+
+@pytest.mark.parametrize(
+    ("stream", "item"),
+    [
+        (
+            "facts",
+            {"service": "a", "timestamp_unix_nano": None, "route": None, "method": None,
+             "status_code": None, "duration_ms": None, "bytes_in": None, "bytes_out": None,
+             "trace_id": None, "attributes": None, "timestamp": None},
+        ),
+        (
+            "events",
+            {"service": "a", "timestamp_unix_nano": None, "kind": None, "severity": None,
+             "message": None, "trace_id": None, "attributes": None, "timestamp": None},
+        ),
+    ],
+)  # fmt: skip
+def test_null_means_the_default(stream: str, item: dict[str, Any]) -> None:
+    expected = _both_paths(stream, {"service": "a"})
+    assert _both_paths(stream, item) == expected
+    assert expected[0]["timestamp"] == NOW
+
+
+@pytest.mark.parametrize("media_type", ["application/json", "application/x-ndjson"])
+def test_null_service_is_still_required(media_type: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        _decode("facts", media_type, b'{"service":null}', NOW)
+    assert (
+        caught.value.message.removeprefix("line 1: ")
+        == "Expected `str`, got `null` - at `$.service`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "nanos"),
+    [
+        (
+            "2026-12-01T07:40:00.123456789+02:00",
+            _utc_nanos(2026, 12, 1, 5, 40, fraction_ns=123_456_789),
+        ),
+        ("2026-12-01T05:40:00Z", _utc_nanos(2026, 12, 1, 5, 40)),
+        ("2026-12-01t05:40:00.5z", _utc_nanos(2026, 12, 1, 5, 40, fraction_ns=500_000_000)),
+        ("2026-12-01 05:40:00.000001+00:00", _utc_nanos(2026, 12, 1, 5, 40, fraction_ns=1000)),
+        ("2026-11-30T23:10:00-06:30", _utc_nanos(2026, 12, 1, 5, 40)),
+        ("2016-12-31T23:59:60Z", _utc_nanos(2017, 1, 1)),  # a leap second, as POSIX counts it
+    ],
+)  # fmt: skip
+def test_rfc3339_timestamps(text: str, nanos: int) -> None:
+    for stream in ("facts", "events"):
+        rows = _both_paths(stream, {"service": "a", "timestamp": text})
+        assert rows[0]["timestamp"] == nanos
+
+
+TIMESTAMP_ERRORS = [
+    (
+        {"timestamp": "2026-12-01T07:40:00.1234567891Z"},
+        "Expected at most 9 fractional digits, got `2026-12-01T07:40:00.1234567891Z` - at "
+        "`$.timestamp`",
+    ),
+    (
+        {"timestamp": "2026-12-01T07:40:00"},
+        "Expected an RFC 3339 time such as `2026-12-01T07:40:00.123456789+02:00`, got "
+        "`2026-12-01T07:40:00` - at `$.timestamp`",
+    ),
+    (
+        {"timestamp": "2026-02-30T07:40:00Z"},
+        "Expected a valid calendar date, got `2026-02-30T07:40:00Z` - at `$.timestamp`",
+    ),
+    (
+        {"timestamp": "2026-12-01T24:00:00Z"},
+        "Expected a valid time of day, got `2026-12-01T24:00:00Z` - at `$.timestamp`",
+    ),
+    (
+        {"timestamp": "2300-01-01T00:00:00Z"},
+        "Expected a time between 1677-09-21 and 2262-04-11 (int64 nanoseconds), got "
+        "`2300-01-01T00:00:00Z` - at `$.timestamp`",
+    ),
+    (
+        {"timestamp": 1700000000},
+        "Expected an RFC 3339 time such as `2026-12-01T07:40:00.123456789+02:00` (Unix time goes "
+        "in `timestamp_unix_nano`, in nanoseconds), got `1700000000` - at `$.timestamp`",
+    ),
+    (
+        {"timestamp": "2026-12-01T07:40:00Z", "timestamp_unix_nano": 1_790_000_000_000_000_000},
+        "Expected `timestamp` or `timestamp_unix_nano`, got both - at `$.timestamp`",
+    ),
+    (
+        {"timestamp_unix_nano": 1_700_000_000},
+        "Expected Unix time in nanoseconds (>= 10^17, after 1973-03-03) or 0, got `1700000000`, "
+        "which looks like seconds (times 10^9 is nanoseconds) - at `$.timestamp_unix_nano`",
+    ),
+    (
+        {"timestamp_unix_nano": "1700000000000"},
+        "Expected Unix time in nanoseconds (>= 10^17, after 1973-03-03) or 0, got "
+        "`1700000000000`, which looks like milliseconds (times 10^6 is nanoseconds) - at "
+        "`$.timestamp_unix_nano`",
+    ),
+    (
+        {"timestamp_unix_nano": 1_700_000_000_000_000},
+        "Expected Unix time in nanoseconds (>= 10^17, after 1973-03-03) or 0, got "
+        "`1700000000000000`, which looks like microseconds (times 10^3 is nanoseconds) - at "
+        "`$.timestamp_unix_nano`",
+    ),
+    (
+        {"timestamp_unix_nano": -5},
+        "Expected Unix time in nanoseconds (>= 10^17, after 1973-03-03) or 0, got `-5` - at "
+        "`$.timestamp_unix_nano`",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "message"), TIMESTAMP_ERRORS)
+@pytest.mark.parametrize("count", [1, 20])
+def test_timestamp_mistakes_are_400s_that_say_what_was_meant(
+    fields: dict[str, Any], message: str, count: int
+) -> None:
+    good = {"service": "a"}
+    items = [good] * (count - 1) + [{"service": "a", **fields}]
+    body = msgspec.json.encode(items if count > 1 else items[0])
+    for stream in ("facts", "events"):
+        with pytest.raises(DecodeError) as caught:
+            _decode(stream, "application/json", body, NOW)
+        where = "$" if count == 1 else f"$[{count - 1}]"
+        assert caught.value.message == message.replace("`$.", f"`{where}.")
+        assert caught.value.reason == "validation"
+
+
+SEVERITY_SPELLINGS = {
+    "UNSPECIFIED": ["unspecified", "SEVERITY_UNSPECIFIED"],
+    "DEBUG": ["trace", "debug", "DEBUG", "Debug", "SEVERITY_DEBUG", "severity_trace"],
+    "INFO": ["info", "informational", "notice", "NOTICE", "SEVERITY_INFO"],
+    "WARN": ["warn", "warning", "Warning", "SEVERITY_WARN", "SEVERITY_WARNING"],
+    "ERROR": ["err", "error", "ERR", "SEVERITY_ERROR"],
+    "FATAL": ["crit", "critical", "alert", "emerg", "emergency", "fatal", "panic", "PANIC"],
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "stored"),
+    [(name, stored) for stored, names in SEVERITY_SPELLINGS.items() for name in names],
+)
+def test_severity_names_of_syslog_and_opentelemetry(name: str, stored: str) -> None:
+    rows = _both_paths("events", {"service": "a", "severity": name})
+    assert rows[0]["severity"] == stored

@@ -1,0 +1,146 @@
+"""Field values JSON emitters send that proto3 JSON alone would refuse (DESIGN.md section 2).
+
+Sans-I/O and stateless: each function takes one value and returns what is stored, or raises
+`FieldValueError` with the "Expected ..., got ..." half of a message (the caller adds where).
+The protobuf path never comes here: its fields are typed on the wire.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Final
+
+from ..schema import MAX_INT64, SEVERITY_NAMES, severity_number
+
+__all__ = [
+    "MIN_UNIX_NANO",
+    "FieldValueError",
+    "int64_of",
+    "rfc3339_unix_nano",
+    "severity_of",
+    "unix_nano_of",
+]
+
+MIN_INT64: Final = -(2**63)
+# A non-zero timestamp_unix_nano below this (1973-03-03) is a unit mistake: seconds,
+# milliseconds or microseconds sent where nanoseconds belong.
+MIN_UNIX_NANO: Final = 10**17
+
+
+class FieldValueError(ValueError):
+    """`message` is "Expected ..., got ..." for one field's value."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# Only ASCII digits and a sign: Python's int() would also take "١٢", "1_000" and " 12 ".
+_DECIMAL: Final = re.compile(r"[+-]?[0-9]+")
+
+
+def int64_of(value: int | str | None, minimum: int) -> int:
+    """A 64-bit integer field: a number (msgspec checked its range) or a decimal string."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    if not _DECIMAL.fullmatch(value):
+        raise FieldValueError(f"Expected `int` or decimal string, got `{value}`")
+    try:
+        number = int(value, 10)
+    except ValueError:  # more digits than Python converts (4300): far out of range anyway
+        number = MAX_INT64 + 1
+    if not minimum <= number <= MAX_INT64:
+        raise FieldValueError(f"Expected `int` >= {minimum} and <= {MAX_INT64}, got `{value}`")
+    return number
+
+
+def unix_nano_of(value: int | str | None) -> int:
+    """timestamp_unix_nano: 0 (time of receipt) or nanoseconds after 1973-03-03."""
+    nanos = int64_of(value, MIN_INT64)
+    if nanos and nanos < MIN_UNIX_NANO:
+        raise FieldValueError(
+            "Expected Unix time in nanoseconds (>= 10^17, after 1973-03-03) or 0, "
+            f"got `{nanos}`{_likely_unit(nanos)}"
+        )
+    return nanos
+
+
+def _likely_unit(nanos: int) -> str:
+    if nanos < 10**8:  # negative, or too small to be any unit of a recent time
+        return ""
+    if nanos < 10**11:
+        unit, factor = "seconds", "10^9"
+    elif nanos < 10**14:
+        unit, factor = "milliseconds", "10^6"
+    else:
+        unit, factor = "microseconds", "10^3"
+    return f", which looks like {unit} (times {factor} is nanoseconds)"
+
+
+# RFC 3339 section 5.6 date-time; "T" may be "t" or a space (as its note allows). [0-9], not
+# \d, which matches other scripts' digits.
+_RFC3339: Final = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]+))?(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
+)
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+_EXAMPLE: Final = "`2026-12-01T07:40:00.123456789+02:00`"
+
+
+def rfc3339_unix_nano(value: object) -> int:
+    """`timestamp`: an RFC 3339 string, any offset, up to 9 fractional digits."""
+    if not isinstance(value, str):
+        got = "`null`" if value is None else f"`{value!r}`"
+        raise FieldValueError(
+            f"Expected an RFC 3339 time such as {_EXAMPLE} (Unix time goes in "
+            f"`timestamp_unix_nano`, in nanoseconds), got {got}"
+        )
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise FieldValueError(f"Expected an RFC 3339 time such as {_EXAMPLE}, got `{value}`")
+    year, month, day, hour, minute, second = (int(match[i]) for i in range(1, 7))
+    fraction, sign, offset_hours, offset_minutes = match[7] or "", match[8], match[9], match[10]
+    if len(fraction) > 9:
+        raise FieldValueError(f"Expected at most 9 fractional digits, got `{value}`")
+    try:
+        days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        raise FieldValueError(f"Expected a valid calendar date, got `{value}`") from None
+    # second 60 is a leap second: POSIX time counts it as the next second's start.
+    if hour > 23 or minute > 59 or second > 60:
+        raise FieldValueError(f"Expected a valid time of day, got `{value}`")
+    seconds = days * 86400 + hour * 3600 + minute * 60 + second
+    if sign is not None:
+        if int(offset_hours) > 23 or int(offset_minutes) > 59:
+            raise FieldValueError(f"Expected a UTC offset within ±23:59, got `{value}`")
+        offset = int(offset_hours) * 3600 + int(offset_minutes) * 60
+        seconds -= offset if sign == "+" else -offset
+    nanos = seconds * 10**9 + int(fraction.ljust(9, "0"))
+    if not MIN_INT64 <= nanos <= MAX_INT64:
+        raise FieldValueError(
+            f"Expected a time between 1677-09-21 and 2262-04-11 (int64 nanoseconds), got `{value}`"
+        )
+    return nanos
+
+
+_SEVERITY_EXPECTED: Final = (
+    "Expected a severity number or name (" + ", ".join(SEVERITY_NAMES[1:]) + ", or syslog's "
+    "and OpenTelemetry's: trace, notice, warning, err, crit, alert, emerg, ...; any case)"
+)
+
+
+def severity_of(value: int | str | None) -> int:
+    """The enum number of a severity given as a number or a name (see `schema`)."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        if not 0 <= value <= 2**31 - 1:
+            raise FieldValueError(f"Expected a severity number >= 0, got `{value}`")
+        return value
+    number = severity_number(value)
+    if number is None:
+        raise FieldValueError(f"{_SEVERITY_EXPECTED}, got `{value}`")
+    return number
