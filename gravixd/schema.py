@@ -61,34 +61,6 @@ COMMITS_SCHEMA: Final = pa.schema(
 # `WHERE severity = 'ERROR'` reads naturally in SQL. Index = proto enum number.
 SEVERITY_NAMES: Final = ("UNSPECIFIED", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 
-# Names emitters use for those numbers, besides the stored names (with or without the proto
-# prefix, as in "SEVERITY_ERROR"): syslog's (RFC 5424) and OpenTelemetry's severity texts.
-SEVERITY_ALIASES: Final = {
-    "TRACE": 1,
-    "INFORMATIONAL": 2,
-    "NOTICE": 2,
-    "WARNING": 3,
-    "ERR": 4,
-    "CRIT": 5,
-    "CRITICAL": 5,
-    "ALERT": 5,
-    "EMERG": 5,
-    "EMERGENCY": 5,
-    "PANIC": 5,
-}
-_SEVERITY_BY_NAME: Final = {
-    **{name: i for i, name in enumerate(SEVERITY_NAMES)},
-    **SEVERITY_ALIASES,
-}
-
-
-def severity_number(name: str) -> int | None:
-    """The enum number a severity name means, any case, with or without `SEVERITY_`;
-    None for a name no one uses (DESIGN.md section 2 lists them)."""
-    upper = name.upper()
-    return _SEVERITY_BY_NAME.get(upper.removeprefix("SEVERITY_"))
-
-
 # status_code is a proto uint32 but the contract bounds it to 0..999.
 MAX_STATUS_CODE: Final = 999
 # bytes_in/bytes_out are proto uint64 stored as signed int64 (what every engine reads):

@@ -11,7 +11,7 @@ import re
 from datetime import date
 from typing import Final
 
-from ..schema import MAX_INT64, SEVERITY_NAMES, severity_number
+from ..schema import MAX_INT64, SEVERITY_NAMES, severity_number_of_name
 
 __all__ = [
     "MIN_UNIX_NANO",
@@ -133,14 +133,14 @@ _SEVERITY_EXPECTED: Final = (
 
 
 def severity_of(value: int | str | None) -> int:
-    """The enum number of a severity given as a number or a name (see `schema`)."""
+    """The enum number of a severity given as a number or a name (`schema.SEVERITY_ALIASES`)."""
     if value is None:
         return 0
     if isinstance(value, int):
         if not 0 <= value <= 2**31 - 1:
             raise FieldValueError(f"Expected a severity number >= 0, got `{value}`")
         return value
-    number = severity_number(value)
+    number = severity_number_of_name(value)
     if number is None:
         raise FieldValueError(f"{_SEVERITY_EXPECTED}, got `{value}`")
     return number
