@@ -392,7 +392,10 @@ class Daemon:
         with trio.CancelScope(deadline=deadline, shield=True) as cancel_scope:
             await self.spool.seal_all()
             await self.uploader.wait_drained()
-        left = self.uploader.backlog
+        # Counted on disk, not from the upload queue: a segment whose seal is still being
+        # retried (disk full) is in the spool too. A listing of two folders, on the loop: the
+        # connections scope is cancelled here, an await would be too.
+        left = self.spool.segments_left()
         log.info(
             "drained",
             extra={

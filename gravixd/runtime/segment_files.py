@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -189,9 +190,16 @@ def _failure(exc: OSError) -> str:
 
 
 def read_segment(stream: str, path: Path, validate: bool = True) -> ScanResult:
-    if not path.is_file():
+    """Scan a spool file.
+
+    Raises:
+        FileNotFoundError: it is gone.
+        IsADirectoryError: it is a directory (or another kind of non-file).
+    """
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
         raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
-    if path.stat().st_size == 0:
+    if info.st_size == 0:
         return scan_segment(stream, b"", validate)
     with pa.memory_map(str(path), "r") as source:
         return scan_segment(stream, source.read_buffer(), validate)
@@ -367,3 +375,14 @@ def sealed_segment_from_path(stream: str, path: Path) -> SealedSegment | None:
     segment_format = "parquet" if ext == "parquet" else "arrow"
     size = path.stat().st_size if path.is_file() else 0
     return SealedSegment(stream, segment_id, path, size, -1, segment_format)
+
+
+def count_segments(spool_dir: Path, streams: list[str]) -> int:
+    """Segment files really in the spool (open and sealed): what a drain left behind."""
+    return sum(
+        1
+        for area in ("open", "sealed")
+        for stream in streams
+        for path in (spool_dir / area / stream).glob("*")
+        if not path.name.endswith(_TMP_SUFFIX)
+    )

@@ -16,6 +16,7 @@ import collections
 import itertools
 import logging
 import math
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +49,13 @@ _RECEIVED_MODE_MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
 # Many tiny batches (single-event requests) are merged before writing: one IPC message costs
 # ~300 bytes of metadata, which would otherwise dwarf a 200-byte event.
 _MERGE_BELOW_ROWS_PER_BATCH: Final = 64
-_SEAL_RETRY_MAX_SECONDS: Final = 30.0
+# A seal fails only for lack of space or an I/O error; it is cheap to retry (the footer),
+# and a full disk that heals should be noticed within seconds.
+_SEAL_RETRY_MAX_SECONDS: Final = 5.0
+# The share of the spool's filesystem that max_spool_bytes may use: the rest is headroom for
+# footers, quarantine and whatever else lives there, so shedding (503) starts before ENOSPC.
+_DISK_SHARE: Final = 0.9
+_DISK_CHECK_SECONDS: Final = 2.0
 # Group commits written and waiting for their fsync at once; beyond it the committer waits.
 _MAX_SYNCS_IN_FLIGHT: Final = 4
 # Sealed segments waiting for the sealer per stream; beyond it the committer waits.
@@ -106,7 +113,10 @@ class Spool:
         self.metrics = metrics
         self.on_sealed = on_sealed
         self.clock_unix_ms = clock_unix_ms
-        self.ledger = SpoolLedger(lambda: self.settings.max_spool_bytes)
+        # What the spool's filesystem can hold (set at start): max_spool_bytes is clamped to it.
+        self.disk_limit_bytes: int | None = None
+        self._clamped = False
+        self.ledger = SpoolLedger(self._limit_bytes)
         self.streams = {name: StreamSpool(self, name) for name in STREAMS}
         # Open segments a previous run left that could not be sealed at start (disk full):
         # their stream's sealer retries them.
@@ -114,6 +124,39 @@ class Spool:
         metrics.register_gauges(
             "spool_bytes", "Bytes held in the local spool.", lambda: self.ledger.used_bytes
         )
+        metrics.register_gauges(
+            "spool_limit_bytes",
+            "Spool bytes above which load is shed: max_spool_bytes, clamped to the disk.",
+            self._limit_bytes,
+        )
+
+    def _limit_bytes(self) -> int:
+        limit = self.settings.max_spool_bytes
+        return limit if self.disk_limit_bytes is None else min(limit, self.disk_limit_bytes)
+
+    def segments_left(self) -> int:
+        """Segment files really in the spool now (blocking: a directory listing)."""
+        return files.count_segments(self.dir, list(STREAMS))
+
+    def _check_disk_sync(self, used_bytes: int) -> None:
+        """Clamp max_spool_bytes to what the filesystem can hold: a limit above it would
+        never shed load, the disk would fill instead (every write then a 503 not_durable)."""
+        stats = os.statvfs(self.dir)
+        disk_bytes = used_bytes + stats.f_bavail * stats.f_frsize
+        was_clamped = self._clamped
+        self.disk_limit_bytes = int(disk_bytes * _DISK_SHARE)
+        self._clamped = self.settings.max_spool_bytes > self.disk_limit_bytes
+        if self._clamped and not was_clamped:
+            log.warning(
+                "max_spool_bytes exceeds what the spool's filesystem can hold; clamped",
+                extra={
+                    "event": "spool_max_bytes_clamped",
+                    "max_spool_bytes": self.settings.max_spool_bytes,
+                    "disk_bytes": disk_bytes,
+                    "clamped_to_bytes": self.disk_limit_bytes,
+                    "spool_dir": str(self.dir),
+                },
+            )
 
     @property
     def bytes_used(self) -> int:
@@ -200,6 +243,7 @@ class Spool:
                     ready.append(report.sealed)
                     used += report.sealed.size_bytes
         self.ledger.used_bytes = used
+        self._check_disk_sync(used)
         return ready
 
     def report(self, stream: str, segment_id: str, stage: str, report: SealReport) -> None:
@@ -270,7 +314,16 @@ class Spool:
         async with trio.open_nursery() as nursery:
             for stream_spool in self.streams.values():
                 await nursery.start(stream_spool.run)
+            nursery.start_soon(self._watch_disk)
             task_status.started()
+
+    async def _watch_disk(self) -> None:
+        """Re-read the disk's free space now and then: space freed outside gravixd (a
+        deleted ballast file) raises the limit again without a restart."""
+        while True:
+            await trio.sleep(_DISK_CHECK_SECONDS)
+            await trio.to_thread.run_sync(self._check_disk_sync, self.ledger.used_bytes)
+            self.ledger.release(0)  # wakes waiters if the limit rose
 
     async def seal_all(self) -> None:
         """Seal every open segment now (shutdown); returns when all are sealed."""

@@ -115,6 +115,13 @@ class Uploader:
                 self._quarantine(segment, key, exc)
                 return
             except Exception as exc:  # noqa: BLE001 - every other failure is retried
+                if not await trio.to_thread.run_sync(segment.path.is_file):
+                    # Gone (removed by hand, another process): no retry can bring it back,
+                    # and retrying would pin this worker forever.
+                    report = files.SealReport("gone", error=f"{segment.path} vanished ({exc})")
+                    self.spool.report(segment.stream, segment.segment_id, "upload", report)
+                    self.spool.release(segment.size_bytes)
+                    return
                 self.metrics.upload_errors.labels("retryable").inc()
                 self.last_error = str(exc)
                 delay = random.uniform(
