@@ -2,8 +2,9 @@
 
 Each stream has one open segment and one committer task, its only writer. Appenders put
 record batches on a pending list and wait for the round that carries them: the committer
-takes everything pending, writes it with one writev and makes it durable with one
-fdatasync in a worker thread, then wakes the whole round. Concurrency thus widens each
+takes everything pending, writes it with one writev and hands it to the stream's fsync
+thread (one long-lived thread, fsync_thread.py), which makes it durable with one fdatasync
+and wakes the whole round back on the event loop. Concurrency thus widens each
 fsync instead of queueing behind it (group commit). Rotation (bytes, events, age, UTC hour)
 closes the segment and hands it to the sealer task. A segment is written in the format it
 is stored in (compressed Arrow IPC file, a checksum per batch), so sealing only verifies it,
@@ -38,6 +39,7 @@ from ..errors import DurabilityError
 from ..metrics import Metrics
 from ..schema import STREAMS
 from . import segment_files as files
+from .fsync_thread import FsyncThread
 from .ledger import SpoolLedger
 from .segment_files import OpenSegment, SealedSegment, SealReport
 
@@ -88,13 +90,20 @@ class _ToSeal:
 class _Round:
     """The batches one fsync makes durable; their appenders wait on `done`."""
 
-    __slots__ = ("done", "error", "segment", "synced")
+    __slots__ = ("batches", "done", "error", "segment", "started", "synced")
 
     def __init__(self) -> None:
         self.done = trio.Event()
         self.error: DurabilityError | None = None
         self.segment: OpenSegment | None = None
         self.synced = False
+        self.batches = 0
+        self.started = 0.0
+
+    @property
+    def target(self) -> OpenSegment:
+        assert self.segment is not None
+        return self.segment
 
 
 class Spool:
@@ -347,7 +356,7 @@ class StreamSpool:
         self._writer_lock = trio.Lock()
         self._in_flight: collections.deque[_Round] = collections.deque()  # written, syncing
         self._synced = trio.Event()  # set whenever _in_flight becomes empty
-        self._syncs: trio.Nursery
+        self._fsync = FsyncThread[_Round](f"gravixd-fsync-{stream}", self._synced_round)
 
     async def append(self, batch: Decoded, wait_durable: bool) -> None:
         """Add a batch to the next group commit.
@@ -369,13 +378,16 @@ class StreamSpool:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sealer)
-            self._syncs = nursery
             for left in self.spool._unsealed[self.stream]:
                 self._sealing += 1
                 self._seal_send.send_nowait(left)  # before any rotation: the channel is empty
             self.spool._unsealed[self.stream] = []
-            task_status.started()
-            await self._committer()
+            self._fsync.start()
+            try:
+                task_status.started()
+                await self._committer()
+            finally:
+                self._fsync.stop()
 
     async def _committer(self) -> None:
         while True:
@@ -443,18 +455,18 @@ class StreamSpool:
                 await self._rotate()  # the next round starts a fresh segment
             return
         round_.segment = segment
+        round_.batches, round_.started = len(batches), trio.current_time()
         self._in_flight.append(round_)
         self.spool.metrics.group_commit_batches.observe(len(batches))
-        self._syncs.start_soon(self._sync, round_, len(batches), trio.current_time())
+        self._fsync.submit(round_)
 
-    async def _sync(self, round_: _Round, batches: int, started: float) -> None:
-        segment = round_.segment
-        assert segment is not None
-        try:
-            await trio.to_thread.run_sync(segment.sync)
-        except DurabilityError as exc:
-            self._write_failed(round_, batches, exc)
-        self.spool.metrics.fsync_latency.labels(self.stream).observe(trio.current_time() - started)
+    def _synced_round(self, round_: _Round, error: DurabilityError | None) -> None:
+        """The fsync thread is done with `round_` (runs on the event loop)."""
+        if error is not None:
+            self._write_failed(round_, round_.batches, error)
+        self.spool.metrics.fsync_latency.labels(self.stream).observe(
+            trio.current_time() - round_.started
+        )
         round_.synced = True
         # In order: a later fsync that returned first may not have seen an earlier one's
         # error (the kernel reports a writeback error once), so it waits for the earlier.

@@ -99,3 +99,41 @@ async def test_a_failed_fsync_fails_its_round_and_the_rounds_after_it(
         spool.metrics.registry.get_sample_value("spool_write_errors_total", {"stream": "facts"})
         >= 1
     )
+
+
+async def test_group_commits_hand_off_to_one_long_lived_fsync_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: a `trio.to_thread.run_sync` per round cost a thread hand-off and a task
+    each time. Rounds now go to the stream's one fsync thread through a queue."""
+    sealed: list = []
+    spool = make_spool(tmp_path, sealed)
+    stream = spool.streams["facts"]
+    fsync_threads: set[int] = set()
+    real_sync = segment_files.OpenSegment.sync
+
+    def recording_sync(self: segment_files.OpenSegment) -> None:
+        fsync_threads.add(threading.get_ident())
+        real_sync(self)
+
+    monkeypatch.setattr(segment_files.OpenSegment, "sync", recording_sync)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(spool.run)
+        await stream.append(event(0), True)  # creates the segment (a thread call, once)
+        hand_offs = 0
+        real_run_sync = trio.to_thread.run_sync
+
+        async def counting_run_sync(*args, **kwargs):  # type: ignore[no-untyped-def]
+            nonlocal hand_offs
+            hand_offs += 1
+            return await real_run_sync(*args, **kwargs)
+
+        monkeypatch.setattr(trio.to_thread, "run_sync", counting_run_sync)
+        for i in range(1, 51):  # one round each: every append waits for its fsync
+            await stream.append(event(i), True)
+        assert hand_offs == 0
+        monkeypatch.setattr(trio.to_thread, "run_sync", real_run_sync)
+        await spool.seal_all()
+        nursery.cancel_scope.cancel()
+    assert len(fsync_threads) == 1 and threading.get_ident() not in fsync_threads
+    assert sealed[0].rows == 51
