@@ -102,6 +102,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ack: Annotated[
         Literal["durable", "received"], _doc("acknowledge after fsync, or after the append")
     ] = "durable"
+    invalid_events: Annotated[
+        Literal["reject", "skip"],
+        _doc("an invalid event rejects its whole request (400), or is left out (202 with errors)"),
+    ] = "reject"
     max_spool_bytes: Annotated[Bytes, _doc("above this spool size, shed load (503)")] = GiB
 
     # Segments.

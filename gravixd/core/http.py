@@ -160,6 +160,7 @@ class IngestRequest:
     body: bytes
     wire_bytes: int
     decompressed_bytes: int = 0  # len(body) when gzip inflated it, else 0 (see below)
+    invalid_events: str | None = None  # `?invalid=skip|reject`; None: the configured one
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +304,7 @@ class IngestProtocol:
         self._endpoint = OTHER_ENDPOINT
         self._stream = ""
         self._media_type = ""
+        self._invalid_events: str | None = None
         self._keep_alive = True
         self._http10 = False
         self._body: _Body | None = None
@@ -364,6 +366,7 @@ class IngestProtocol:
                         data,
                         body.wire_bytes,
                         len(data) if body.gzip else 0,
+                        self._invalid_events,
                     )
                 elif event is h11.NEED_DATA:
                     return NEED_DATA
@@ -482,12 +485,13 @@ class IngestProtocol:
                 f"Expected HTTP/1.1 or HTTP/1.0, got HTTP/{_s(version)}",
                 close=True,
             )
-        path = request.target.split(b"?", 1)[0]
+        path, _, query = request.target.partition(b"?")
         stream = ENDPOINTS.get(path)
         if stream is None:
             paths = ", ".join(p.decode() for p in ENDPOINTS)
             raise _RejectRequest(404, "not_found", f"Expected POST to {paths}, got {_s(path)}")
         self._endpoint, self._stream = path.decode(), stream
+        self._invalid_events = _invalid_events(query)
         header_bytes = sum(len(name) + len(value) + 4 for name, value in raw_headers)
         if header_bytes > self.limits.max_header_bytes:
             raise _RejectRequest(
@@ -629,6 +633,22 @@ def otlp_error_body(media_type: str, status: int, message: str) -> RawBody:
 
 def _media_type(content_type: bytes) -> str:
     return content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
+
+
+def _invalid_events(query: bytes) -> str | None:
+    """`invalid=skip` or `invalid=reject` in a query string (DESIGN.md section 2); other
+    parameters are ignored, as unknown JSON keys are."""
+    for parameter in query.split(b"&"):
+        name, _, value = parameter.partition(b"=")
+        if name == b"invalid":
+            if value not in (b"skip", b"reject"):
+                raise _RejectRequest(
+                    400,
+                    "bad_query",
+                    f"Expected invalid=skip or invalid=reject, got {_s(parameter)}",
+                )
+            return value.decode()
+    return None
 
 
 def _s(value: bytes) -> str:

@@ -80,6 +80,7 @@ def http_settings(config: Config) -> HttpSettings:
         max_in_flight_bytes=config.max_in_flight_bytes,
         request_timeout_seconds=config.request_timeout_seconds,
         idle_timeout_seconds=config.idle_timeout_seconds,
+        invalid_events=config.invalid_events,
     )
 
 

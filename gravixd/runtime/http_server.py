@@ -23,12 +23,20 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, TypeVar, TypeVarTuple, cast
+from typing import Any, Final, TypeVar, TypeVarTuple, cast
 
+import msgspec
 import pyarrow as pa
 import trio
 
-from ..core.decode import JSON_TYPES, NDJSON_TYPES, decode, decode_protobuf_pure
+from ..core.decode import (
+    JSON_TYPES,
+    NDJSON_TYPES,
+    Partial,
+    decode,
+    decode_protobuf_pure,
+    decode_valid,
+)
 from ..core.http import (
     ENDPOINTS,
     BearerTokens,
@@ -88,6 +96,7 @@ class HttpSettings:
     max_in_flight_bytes: int = 256 * 1024 * 1024
     request_timeout_seconds: float = 30.0
     idle_timeout_seconds: float = 75.0
+    invalid_events: str = "reject"  # or "skip": see core.decode.decode_valid
 
 
 @dataclass(slots=True)
@@ -334,18 +343,21 @@ class HttpServer:
         metrics.requests_in_flight.inc()
         try:
             otlp_result: OtlpBatch | None = None
+            skip = False
             try:
                 now = pipeline.now_unix_nano()
                 if signal is None:
-                    batch = await self._off_loop_if_big(
+                    skip = (request.invalid_events or self.settings.invalid_events) == "skip"
+                    partial = await self._off_loop_if_big(
                         request.body,
-                        decode,
+                        decode_valid if skip else _decode_all,
                         request.stream,
                         request.media_type,
                         request.body,
                         now,
                         pipeline.protobuf_decoder,
                     )
+                    batch = partial.decoded
                 else:
                     otlp_result = await self._off_loop_if_big(
                         request.body, decode_export, signal, request.media_type, request.body, now
@@ -372,10 +384,20 @@ class HttpServer:
                     return _error(request, 503, "not_durable", message)
             if signal is not None and otlp_result is not None:
                 return 200, self._otlp_answer(signal, request, otlp_result), []
+            if skip:
+                return 202, self._partial_answer(request.stream, batch.num_rows, partial), []
             return 202, {"accepted": batch.num_rows}, []
         finally:
             load.in_flight_requests -= 1
             metrics.requests_in_flight.dec()
+
+    def _partial_answer(self, stream: str, accepted: int, partial: Partial) -> object:
+        """Count the events a skipping request left out (now that the rest is durable: a
+        retried request is not counted twice) and say which."""
+        for reason, count in partial.rejected_reasons.items():
+            self.metrics.events_rejected.labels(stream, "http", reason).inc(count)
+        errors = msgspec.to_builtins(partial.errors)
+        return {"accepted": accepted, "rejected": partial.rejected, "errors": errors}
 
     def _otlp_answer(self, signal: Signal, request: IngestRequest, result: OtlpBatch) -> RawBody:
         """Count what an OTLP request left out (now that the rest is durable: a retried
@@ -412,6 +434,11 @@ class HttpServer:
         if observe is None:
             observe = self._latency[endpoint] = self.metrics.latency.labels(endpoint).observe
         observe(trio.current_time() - started)  # type: ignore[operator]
+
+
+def _decode_all(*args: Any) -> Partial:
+    """`decode` (all-or-nothing) in `decode_valid`'s shape."""
+    return Partial(decode(*args))
 
 
 async def _linger(stream: trio.abc.Stream) -> None:

@@ -58,6 +58,7 @@ DEFAULTS = [
     ("spool_dir", "./gravixd-data/spool"),
     ("store_url", "file://./gravixd-data/store"),
     ("ack", "durable"),
+    ("invalid_events", "reject"),
     ("max_body_bytes", 8 * MiB),
     ("segment_max_bytes", 64 * MiB),
     ("segment_max_events", 1_000_000),

@@ -9,7 +9,13 @@ import msgspec
 import pytest
 
 from gravixd.core import decode as decode_module
-from gravixd.core.decode import as_record_batch, decode, decode_ndjson_lenient, decode_protobuf_pure
+from gravixd.core.decode import (
+    as_record_batch,
+    decode,
+    decode_ndjson_lenient,
+    decode_protobuf_pure,
+    decode_valid,
+)
 from gravixd.errors import DecodeError
 from gravixd.proto.gravix.v1 import events_pb2 as pb
 
@@ -473,3 +479,72 @@ SEVERITY_SPELLINGS = {
 def test_severity_names_of_syslog_and_opentelemetry(name: str, stored: str) -> None:
     rows = _both_paths("events", {"service": "a", "severity": name})
     assert rows[0]["severity"] == stored
+
+
+# --- partial acceptance (invalid_events = "skip") ----------------------------------------------
+
+
+def _valid(stream: str, media_type: str, body: bytes) -> Any:
+    return decode_valid(stream, media_type, body, NOW, decode_protobuf_pure)
+
+
+@pytest.mark.parametrize("count", [3, 40])  # small-request rows, and columns
+def test_skip_keeps_the_valid_events_and_says_where_the_others_are(count: int) -> None:
+    items: list[dict[str, Any]] = [{"service": "a", "trace_id": str(i)} for i in range(count)]
+    items[1] = {"service": "a", "status_code": "x"}
+    items[2] = {"service": "a", "timestamp_unix_nano": 1_700_000_000}
+    result = _valid("facts", "application/json", msgspec.json.encode(items))
+    assert as_record_batch("facts", result.decoded).column("trace_id").to_pylist() == [
+        str(i) for i in range(count) if i not in (1, 2)
+    ]
+    assert (result.rejected, result.rejected_reasons) == (2, {"validation": 2})
+    assert [(e.path, e.reason) for e in result.errors] == [
+        ("$[1].status_code", "validation"),
+        ("$[2].timestamp_unix_nano", "validation"),
+    ]
+    assert result.errors[0].message == "Expected `int`, got `str` - at `$[1].status_code`"
+    assert "which looks like seconds" in result.errors[1].message
+
+
+def test_skip_in_ndjson_names_lines_and_skips_bad_json_too() -> None:
+    body = b'{"service":"a"}\n{"service":\n{"service":"b","severity":"loud"}\n{"service":"c"}\n'
+    result = _valid("events", "application/x-ndjson", body)
+    assert as_record_batch("events", result.decoded).column("service").to_pylist() == ["a", "c"]
+    assert [(e.line, e.path, e.reason) for e in result.errors] == [
+        (2, "$", "invalid_json"),
+        (3, "$.severity", "validation"),
+    ]
+
+
+def test_skip_in_protobuf_leaves_out_invalid_messages() -> None:
+    facts = [pb.RequestFact(service="a", trace_id="0"), pb.RequestFact(route="/x")]
+    facts += [pb.RequestFact(service="a", trace_id="2", status_code=1000)]
+    facts += [pb.RequestFact(service="b", trace_id="3")]
+    body = pb.RequestFactBatch(facts=facts).SerializeToString()
+    result = _valid("facts", "application/x-protobuf", body)
+    assert result.decoded.column("trace_id").to_pylist() == ["0", "3"]
+    assert [e.path for e in result.errors] == ["$.facts[1].service", "$.facts[2].status_code"]
+
+
+@pytest.mark.parametrize(
+    ("media_type", "body", "reason"),
+    [
+        ("application/json", b'[{"service":"a"},{"service":', "invalid_json"),  # no events
+        ("application/json", b'[{"service":""},{"route":"/x"}]', "validation"),  # none valid
+        ("application/json", b'{"service":""}', "validation"),
+        ("application/x-ndjson", b'{"service":""}\n{"route":"/x"}\n', "validation"),
+        ("application/x-protobuf", b"\x0a\x05\x12\x03api\x0a", "invalid_protobuf"),
+    ],
+)
+def test_skip_still_rejects_a_body_without_a_valid_event(
+    media_type: str, body: bytes, reason: str
+) -> None:
+    with pytest.raises(DecodeError) as caught:
+        _valid("facts", media_type, body)
+    assert caught.value.reason == reason
+
+
+def test_skip_reports_a_bounded_number_of_errors() -> None:
+    body = msgspec.json.encode([{"service": ""}] * 500 + [{"service": "a"}])
+    result = _valid("facts", "application/json", body)
+    assert (result.decoded.num_rows, result.rejected, len(result.errors)) == (1, 500, 20)
