@@ -4,6 +4,7 @@
     python -m bench.run http         # 2. HTTP end to end, durable ack, gravixd vs its peers
     python -m bench.run tcp          # 3. raw TCP end to end: ndjson and protobuf framing
     python -m bench.run durability   # 4. ack=durable vs ack=received on the same load
+    python -m bench.run instances    # 5. 1 vs 2 gravixd instances on one address (reuse_port)
     python -m bench.run all          # all of them, then python -m bench.report
 
 Options: --seconds S (per run), --runs N (the median of N is reported, with min and max),
@@ -364,6 +365,70 @@ def scenario_durability(opts: Options) -> list[Measurement]:
     return out
 
 
+def instances_run(opts: Options, count: int, body: Body) -> dict[str, Any]:
+    """One timed run against `count` instances sharing one HTTP port: wrk's events/s, the
+    CPU seconds of all instances together, the largest instance's peak RSS."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"gravixd-x{count}-", dir=opts.workdir))
+    group = servers.start_gravixd_instances(workdir, count)
+    try:
+        port = group[0].http_port
+        # The load is not pinned here: with 2 cores, the instances hold both of them.
+        if opts.warmup_seconds > 0:
+            load.wrk(port, body, opts.warmup_seconds, opts.connections, cpu=None)
+            for server in group:
+                _wait_idle(server)
+        accepted_before = sum(_accepted_events(s) for s in group)
+        cpu_before = sum(s.cpu_seconds() for s in group)
+        result = load.wrk(port, body, opts.seconds, opts.connections, cpu=None)
+        cpu_s = sum(s.cpu_seconds() for s in group) - cpu_before
+        rss = max(s.peak_rss_bytes() for s in group)
+        figures = _server_figures(result, cpu_s, rss, result.requests_ok * body.wire_bytes)
+        per_instance = [_accepted_events(s) for s in group]
+        figures["server_events_accepted"] = sum(per_instance) - accepted_before
+        figures["events_accepted_per_instance"] = per_instance
+        for server in group:
+            if server.proc.poll() is not None:
+                raise RuntimeError(f"{server.name} died during the run:\n{server.log_tail()}")
+        return figures
+    finally:
+        for server in group:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# Instances scale with cores; these cases show it for batches and for single events.
+_INSTANCE_CASES: tuple[tuple[str, str, int], ...] = (
+    ("single", "json", 1),
+    ("json-1000", "json", 1000),
+    ("protobuf-1000", "protobuf", 1000),
+)
+
+
+def scenario_instances(opts: Options) -> list[Measurement]:
+    """1 and 2 gravixd instances on one address (`reuse_port`), each with its own spool.
+
+    On the 2-core box the instances take both cores and wrk runs beside them, so events/s
+    can grow only a little; CPU s per M events (all instances together) shows what the
+    second instance costs, and on a host with more cores than instances events/s grows with
+    them.
+    """
+    out: list[Measurement] = []
+    for case, fmt, events in _INSTANCE_CASES:
+        if not opts.wants_case(case):
+            continue
+        body = _write_body(opts, fmt, events, False)
+        entries = []
+        for count in (1, 2):
+
+            def fn(count: int = count, body: Body = body) -> dict[str, Any]:
+                return instances_run(opts, count, body)
+
+            name = f"gravixd x{count}"
+            entries.append((name, "wrk", fn, {"body": _body_info(body), "instances": count}))
+        out += measure(opts, "instances", case, entries)
+    return out
+
+
 def tcp_run(
     opts: Options, framing: str, tool: str, block_file: Path, block_events: int
 ) -> dict[str, Any]:
@@ -531,6 +596,7 @@ SCENARIOS: dict[str, Callable[[Options], list[Measurement]]] = {
     "http": scenario_http,
     "tcp": scenario_tcp,
     "durability": scenario_durability,
+    "instances": scenario_instances,
 }
 
 

@@ -205,13 +205,15 @@ def start_gravixd(
     extra_args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
     timeout_seconds: float = 30.0,
+    http_port: int | None = None,
 ) -> Server:
     """Start `python -m gravixd serve` with a local spool and store under `workdir`.
 
     `tcp_framings` adds raw-TCP listeners ("ndjson" is the built-in `tcp_listen`; "protobuf"
     goes into a TOML config as a further listener); their ports land in `Server.tcp_ports`.
+    `http_port` fixes the HTTP port (instances sharing one with `--reuse-port`).
     """
-    http_port, metrics_port = free_port(), free_port()
+    http_port, metrics_port = http_port or free_port(), free_port()
     tcp_ports = {framing: free_port() for framing in tcp_framings}
     argv = [
         sys.executable,
@@ -255,6 +257,33 @@ def start_gravixd(
     )
     _wait_ready(server, metrics_port, "/readyz", {200}, timeout_seconds)
     return server
+
+
+def start_gravixd_instances(
+    workdir: Path, count: int, ack: str = "durable", timeout_seconds: float = 30.0
+) -> list[Server]:
+    """`count` gravixd instances on one HTTP address (`--reuse-port`), each with its own spool,
+    store and metrics port, instance i pinned to core i (modulo the cores there are)."""
+    http_port = free_port()
+    cores = os.cpu_count() or 1
+    started: list[Server] = []
+    try:
+        for i in range(count):
+            server = start_gravixd(
+                workdir / f"instance-{i}",
+                ack=ack,
+                cpu=str(i % cores),
+                extra_args=("--reuse-port",),
+                timeout_seconds=timeout_seconds,
+                http_port=http_port,
+            )
+            server.name = f"gravixd-{i}"
+            started.append(server)
+    except BaseException:
+        for server in started:
+            server.stop()
+        raise
+    return started
 
 
 def start_fastapi(workdir: Path, fsync: bool = True, cpu: str | None = SERVER_CPU) -> Server:

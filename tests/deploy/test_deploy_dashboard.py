@@ -3,6 +3,7 @@ really exports, and the one canonical file that compose and the chart both use."
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -101,3 +102,25 @@ def test_compose_and_chart_use_the_same_file() -> None:
     # The chart packages it with .Files.Get: no second copy may exist.
     copies = [p for p in ROOT.rglob("*.json") if p.name == DASHBOARD.name]
     assert copies == [DASHBOARD]
+
+
+# Aggregations that add instances up (or pick the worst of them): several gravixd instances
+# on one host (reuse_port) or a fleet are one service on this dashboard.
+_ACROSS_INSTANCES = ("sum(", "sum by (", "min(", "max(", "max by (", "count(")
+
+
+@pytest.mark.parametrize(("title", "expr"), dashboard_targets())
+def test_every_query_aggregates_across_instances(title: str, expr: str) -> None:
+    inner = expr.removeprefix("time() - ")
+    if inner.startswith("histogram_quantile("):
+        # Buckets summed over every instance before the quantile, never per-instance quantiles.
+        inner = inner.split(", ", 1)[1]
+        assert re.match(r"sum by \((\w+, )*le\) ", inner), (title, expr)
+    assert inner.startswith(_ACROSS_INSTANCES), (title, expr)
+
+
+def test_the_dashboard_shows_instances_and_connection_limits() -> None:
+    exprs = {expr for _, expr in dashboard_targets()}
+    assert any(e.startswith("sum(up{") for e in exprs)  # how many instances answer
+    for metric in ("ingestion_connections_rejected_total", "ingestion_accept_errors_total"):
+        assert any(metric in e for e in exprs), metric

@@ -1,4 +1,5 @@
-"""systemd/gravixd.service as systemd itself reads it (systemd-analyze)."""
+"""systemd/gravixd.service and the instance template gravixd@.service as systemd itself
+reads them (systemd-analyze)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "gravixd.service"
+TEMPLATE = ROOT / "systemd" / "gravixd@.service"
+# What each unit file is verified as: the template as an instance (its name, the metrics port).
+UNITS = {"gravixd.service": UNIT, "gravixd@9108.service": TEMPLATE}
 INSTALLED_EXEC = "/usr/local/bin/gravixd"
 # systemd's own scale: 0 is sealed shut, 10 is wide open; "OK" ends at 4.9, we want far less.
 MAX_EXPOSURE = 2.0
@@ -20,10 +24,11 @@ def setup_module() -> None:
     assert shutil.which("systemd-analyze"), "systemd-analyze missing: run scripts/install-tools"
 
 
-def _service_section() -> dict[str, list[str]]:
-    """[Service] keys to all their values, in order (systemd allows repeated keys)."""
+def _service_section(unit: Path = UNIT, instance: str = "") -> dict[str, list[str]]:
+    """[Service] keys to all their values, in order (systemd allows repeated keys); `%i`
+    becomes `instance`."""
     section, keys = "", {}  # type: ignore[var-annotated]
-    for raw in UNIT.read_text().splitlines():
+    for raw in unit.read_text().replace("%i", instance).splitlines():
         line = raw.strip()
         if not line or line.startswith(("#", ";")):
             continue
@@ -35,16 +40,17 @@ def _service_section() -> dict[str, list[str]]:
     return keys
 
 
-@pytest.fixture
-def unit_file(tmp_path: Path) -> Path:
+@pytest.fixture(params=list(UNITS))
+def unit_file(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     """The unit with ExecStart pointing at an executable that exists here, since verify
-    rightly complains about a missing binary and gravixd is not installed system-wide."""
+    rightly complains about a missing binary and gravixd is not installed system-wide.
+    The template is written under an instance's name, as systemd loads it."""
     exe = tmp_path / "gravixd"
     exe.write_text("#!/bin/sh\nexit 0\n")
     exe.chmod(0o755)
-    text = UNIT.read_text()
+    text = UNITS[request.param].read_text()
     assert INSTALLED_EXEC in text
-    unit = tmp_path / "gravixd.service"
+    unit = tmp_path / request.param
     unit.write_text(text.replace(INSTALLED_EXEC, str(exe)))
     return unit
 
@@ -69,17 +75,45 @@ def test_security_exposure_is_low(unit_file: Path) -> None:
     assert float(match.group(1)) <= MAX_EXPOSURE, done.stdout
 
 
-def test_unit_promises_what_the_daemon_keeps() -> None:
-    service = {key: values[-1] for key, values in _service_section().items()}
+@pytest.mark.parametrize("unit", UNITS.values(), ids=list(UNITS))
+def test_unit_promises_what_the_daemon_keeps(unit: Path) -> None:
+    service = {key: values[-1] for key, values in _service_section(unit, "9108").items()}
     assert service["Type"] == "notify"
     assert service["ExecReload"].endswith("-HUP $MAINPID")
     assert service["DynamicUser"] == "yes"
-    assert service["StateDirectory"] == "gravixd"
+    assert service["StateDirectory"] == ("gravixd" if unit == UNIT else "gravixd/9108")
     # systemd must wait longer than the drain deadline (drain_timeout_seconds, 20 s).
     assert int(service["TimeoutStopSec"].removesuffix("s")) > 20
     for key in ("ProtectSystem", "NoNewPrivileges", "PrivateTmp", "RestrictAddressFamilies"):
         assert key in service
-    assert "@system-service" in _service_section()["SystemCallFilter"]
+    assert "@system-service" in _service_section(unit)["SystemCallFilter"]
+
+
+def _instance_env(instance: str) -> dict[str, str]:
+    env = {}
+    for value in _service_section(TEMPLATE, instance)["Environment"]:
+        key, _, setting = value.partition("=")
+        env[key] = setting.replace("%S", "/var/lib")
+    return env
+
+
+def test_instances_share_the_ingest_address_and_nothing_else() -> None:
+    """Two instances: one address (reuse_port), their own spool, store and metrics port;
+    one user, since SO_REUSEPORT shares a port only between sockets of the same user."""
+    from gravixd.config import load
+
+    first, second = (load({}, _instance_env(i)).config for i in ("9108", "9109"))
+    assert first.reuse_port and second.reuse_port
+    assert first.http_listen == second.http_listen and first.tcp_listen == second.tcp_listen
+    assert (first.metrics_listen, second.metrics_listen) == ("127.0.0.1:9108", "127.0.0.1:9109")
+    assert first.spool_dir == "/var/lib/gravixd/9108/spool" != second.spool_dir
+    assert first.store_url != second.store_url
+    service = {key: values[-1] for key, values in _service_section(TEMPLATE).items()}
+    assert service["User"] == "gravixd"
+    assert _service_section(TEMPLATE, "9108")["EnvironmentFile"] == [
+        "-/etc/gravixd/gravixd.env",
+        "-/etc/gravixd/9108.env",
+    ]
 
 
 def test_environment_settings_are_valid_for_gravixd(tmp_path: Path) -> None:
