@@ -82,6 +82,12 @@ class Metrics:
         self.requests_in_flight = Gauge(
             "ingestion_requests_in_flight", "HTTP requests being handled now.", registry=r
         )
+        self.in_flight_bytes = Gauge(
+            "ingestion_in_flight_bytes",
+            "Request memory counted against max_in_flight_bytes now: wire bytes, inflated "
+            "bodies, decoding and decoded batches (read at scrape time).",
+            registry=r,
+        )
         self.connections_open = Gauge(
             "ingestion_connections_open", "Open client connections.", ["source"], registry=r
         )

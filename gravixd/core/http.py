@@ -428,6 +428,22 @@ class IngestProtocol:
         return self._finished
 
     @property
+    def endpoint(self) -> str:
+        """The current request's path, OTHER_ENDPOINT when none (or an unknown one)."""
+        return self._endpoint
+
+    @property
+    def media_type(self) -> str:
+        """The current request's Content-Type, once its head was accepted."""
+        return self._media_type
+
+    @property
+    def body_bytes(self) -> int:
+        """The current request's body so far (inflated, for gzip)."""
+        body = self._body
+        return body.size_bytes if body is not None else 0
+
+    @property
     def decompressed_bytes(self) -> int:
         """Bytes the current request's body grew to by inflating gzip (0 for identity bodies,
         whose bytes are the wire bytes the runtime counts already)."""

@@ -33,6 +33,7 @@ from ..stores import ObjectStore, open_store
 from . import fd_limit
 from .http_server import HttpServer, HttpSettings
 from .listeners import ConnectionBudget, bind
+from .malloc_tuning import pin_mmap_threshold
 from .pipeline import Pipeline
 from .sdnotify import SdNotifier
 from .side_port import MAX_CONNECTIONS as SIDE_PORT_MAX_CONNECTIONS
@@ -509,6 +510,7 @@ def serve(loaded: LoadedConfig, flags: Mapping[str, Any], environ: Mapping[str, 
     # interval that thread waits for the GIL behind a busy event loop, and every durable ack
     # with it. 1 ms measured ~10-25% more single-event requests/s (bench/, issue 2 note).
     sys.setswitchinterval(0.001)
+    pin_mmap_threshold()  # freed request bodies go back to the OS (see malloc_tuning.py)
     try:
         trio.run(daemon.run)
     except StartupError as exc:

@@ -7,10 +7,11 @@ budget shared with raw TCP is spent, see `listeners`), bytes in memory across al
 in `ingestion_latency_seconds`.
 
 Memory: `max_in_flight_bytes` counts what a request really holds: its wire bytes as they
-arrive, its body as gzip inflates it (reserved slice by slice, so gzip cannot walk around
-the cap), the decoder's working memory while it decodes, then the decoded batch until the
-response. A reservation that does not fit answers 503 + Retry-After, unless the request
-is the only one holding memory (so that one request within max_body_bytes always goes on).
+arrive; its body as it grows (gzip inflating it, slice by slice, so gzip cannot walk around
+the cap) together with the working memory its decoder will need for it; then the decoded
+batch until the response. A reservation that does not fit answers 503 + Retry-After as
+early as it is known, unless the request is the only one holding memory (so that one
+request within max_body_bytes always goes on).
 
 Fairness: the protocol hands out work in slices and this server yields to other
 connections between them; a large body is decoded in a worker thread, so one client's
@@ -114,9 +115,15 @@ class _Reservation:
     load: _Load
     limit_bytes: int
     bytes: int = 0
+    body: int = 0  # of `bytes`, what the body and its decoding are reserved for
+
+    def set_body(self, n: int) -> None:
+        """Reserve `n` bytes for the current body and its decoding (in place of the last)."""
+        self.add(n - self.body)
+        self.body = n
 
     def add(self, n: int) -> None:
-        """Count bytes that are in memory already (received, inflated)."""
+        """Count bytes that are in memory already (received, decoded)."""
         self.bytes += n
         self.load.in_flight_bytes += n
 
@@ -125,18 +132,10 @@ class _Reservation:
         used = self.load.in_flight_bytes
         return used > self.limit_bytes and used > self.bytes
 
-    def try_add(self, n: int) -> bool:
-        """Reserve bytes about to be allocated; False (nothing reserved) if they don't fit."""
-        self.add(n)
-        if self.over_limit():
-            self.release(n)
-            return False
-        return True
-
-    def release(self, n: int | None = None) -> None:
-        n = self.bytes if n is None else n
-        self.bytes -= n
-        self.load.in_flight_bytes -= n
+    def release(self) -> None:
+        """All of it: the request was answered (or the connection ended)."""
+        self.load.in_flight_bytes -= self.bytes
+        self.bytes = self.body = 0
 
 
 class HttpServer:
@@ -156,6 +155,7 @@ class HttpServer:
         self.ssl_context = ssl_context
         self.draining = False
         self.load = _Load()
+        metrics.in_flight_bytes.set_function(lambda: self.load.in_flight_bytes)
         self._children: dict[tuple[str, int], Callable[[], None]] = {}
         self._latency: dict[str, object] = {}
         self._bytes_received = metrics.bytes_received.labels("http")
@@ -229,15 +229,19 @@ class HttpServer:
         settings = self.settings
         protocol = IngestProtocol(settings.limits, self.auth)
         held = _Reservation(self.load, settings.max_in_flight_bytes)
-        inflated = 0  # of held.bytes, what gzip inflation added
         started: float | None = None  # when the current request's first byte came
         try:
             while True:
                 event = protocol.next_event()
                 if isinstance(event, Progress):
-                    grown = protocol.decompressed_bytes - inflated
-                    inflated += grown
-                    held.add(grown)
+                    held.set_body(
+                        self._body_reservation(
+                            protocol.endpoint,
+                            protocol.media_type,
+                            protocol.body_bytes,
+                            protocol.decompressed_bytes,
+                        )
+                    )
                     if not (held.over_limit() and protocol.request_started):
                         await trio.lowlevel.checkpoint()  # let other connections run
                         continue
@@ -282,8 +286,14 @@ class HttpServer:
                 if started is None:
                     started = trio.current_time()  # a pipelined request, already buffered
                 if isinstance(event, IngestRequest):
-                    held.add(event.decompressed_bytes - inflated)
-                    inflated = 0
+                    held.set_body(
+                        self._body_reservation(
+                            event.endpoint,
+                            event.media_type,
+                            len(event.body),
+                            event.decompressed_bytes,
+                        )
+                    )
                     status, payload, headers = await self._handle(event, held)
                     data = protocol.respond(status, payload, headers)
                     endpoint, close, linger = event.endpoint, protocol.must_close, False
@@ -299,7 +309,6 @@ class HttpServer:
                 self._observe(endpoint, status, started)
                 started = None
                 held.release()
-                inflated = 0
                 if close or (self.draining and not protocol.request_started):
                     return linger
         finally:
@@ -329,16 +338,15 @@ class HttpServer:
         except SpoolFullError as exc:
             metrics.load_shed.labels("spool").inc()
             return _error(request, 503, "spool_full", str(exc))
-        signal = OTLP_SIGNALS.get(request.endpoint)
-        source = "http" if signal is None else "otlp"
-        working_bytes = len(request.body) * self._decode_factor(request.media_type, signal)
-        if not held.try_add(working_bytes):
+        if held.over_limit():
             metrics.load_shed.labels("in_flight_bytes").inc()
             message = (
                 f"Expected room for decoding {len(request.body)} bytes within "
                 f"max_in_flight_bytes={self.settings.max_in_flight_bytes}, got none; retry later"
             )
             return _error(request, 503, "overloaded", message)
+        signal = OTLP_SIGNALS.get(request.endpoint)
+        source = "http" if signal is None else "otlp"
         load.in_flight_requests += 1
         metrics.requests_in_flight.inc()
         try:
@@ -367,7 +375,8 @@ class HttpServer:
                 metrics.events_rejected.labels(request.stream, source, exc.reason).inc()
                 return _error(request, 400, exc.reason, exc.message)
             finally:
-                held.release(working_bytes)
+                # Decoded: what is left of the request is its body and its batch.
+                held.set_body(request.decompressed_bytes)
             # The decoded batch counts until the response (the cap is over-run by at most
             # this, which the decoding reservation just covered).
             held.add(
@@ -410,6 +419,14 @@ class HttpServer:
         return RawBody(
             response_content_type(media_type), encode_response(signal, media_type, result)
         )
+
+    def _body_reservation(
+        self, endpoint: str, media_type: str, body_bytes: int, decompressed_bytes: int
+    ) -> int:
+        """What a body of `body_bytes` holds until decoded: the inflated bytes (identity
+        bodies are their wire bytes, counted already) and its decoder's working memory."""
+        signal = OTLP_SIGNALS.get(endpoint)
+        return decompressed_bytes + body_bytes * self._decode_factor(media_type, signal)
 
     def _decode_factor(self, media_type: str, signal: Signal | None) -> int:
         if media_type in JSON_TYPES or media_type in NDJSON_TYPES:
