@@ -496,6 +496,24 @@ static const uint8_t *parse_fact(decoder *d, const uint8_t *p, const uint8_t *en
     uint64_t v;
     f.service.ptr = f.route.ptr = f.method.ptr = f.trace_id.ptr = p;
     d->n_entries = 0;
+    /* Fast path: serializers write fields in number order, so try each tag in turn with a
+     * well-predicted compare before the switch's indirect jump. Same handlers, same order of
+     * effects: whatever does not match here goes through the loop below, which also lets
+     * later occurrences win. (Tags of fields 1-15 are one byte.) */
+#define NEXT(byte) (p < end && *p == (byte) && (++p, 1))
+    if (NEXT(0x08)) { CHECK(read_varint(d, p, end, &v)); f.timestamp = (int64_t)v; }
+    if (NEXT(0x12)) CHECK(read_string(d, p, end, &f.service));
+    if (NEXT(0x1a)) CHECK(read_string(d, p, end, &f.route));
+    if (NEXT(0x22)) CHECK(read_string(d, p, end, &f.method));
+    if (NEXT(0x28)) { CHECK(read_varint(d, p, end, &v)); f.status_code = (uint32_t)v; }
+    if (p < end && *p == 0x31 && end - p >= 9) {
+        memcpy(&f.duration_ms, p + 1, 8);
+        p += 9;
+    }
+    if (NEXT(0x38)) CHECK(read_varint(d, p, end, &f.bytes_in));
+    if (NEXT(0x40)) CHECK(read_varint(d, p, end, &f.bytes_out));
+    if (NEXT(0x4a)) CHECK(read_string(d, p, end, &f.trace_id));
+    while (NEXT(0x52)) CHECK(parse_entry(d, p, end, depth - 1));
     while (p < end) {
         const uint8_t *tag_at = p;
         uint32_t tag;
@@ -576,6 +594,14 @@ static const uint8_t *parse_event(decoder *d, const uint8_t *p, const uint8_t *e
     uint64_t v;
     ev.service.ptr = ev.kind.ptr = ev.message.ptr = ev.trace_id.ptr = p;
     d->n_entries = 0;
+    /* The in-order fast path, as in parse_fact. */
+    if (NEXT(0x08)) { CHECK(read_varint(d, p, end, &v)); ev.timestamp = (int64_t)v; }
+    if (NEXT(0x12)) CHECK(read_string(d, p, end, &ev.service));
+    if (NEXT(0x1a)) CHECK(read_string(d, p, end, &ev.kind));
+    if (NEXT(0x20)) { CHECK(read_varint(d, p, end, &v)); ev.severity = (int32_t)(uint32_t)v; }
+    if (NEXT(0x2a)) CHECK(read_string(d, p, end, &ev.message));
+    if (NEXT(0x32)) CHECK(read_string(d, p, end, &ev.trace_id));
+    while (NEXT(0x3a)) CHECK(parse_entry(d, p, end, depth - 1));
     while (p < end) {
         const uint8_t *tag_at = p;
         uint32_t tag;
@@ -628,6 +654,8 @@ static const uint8_t *parse_event(decoder *d, const uint8_t *p, const uint8_t *e
     r->rows = row + 1;
     return p;
 }
+
+#undef NEXT
 
 /* ---- the batch ------------------------------------------------------------------------ */
 
