@@ -1,11 +1,12 @@
 """`gravixd serve`: one trio process, one nursery, every component started in order.
 
 Start: lock the spool (one daemon per spool), bind every listener (a port clash fails here,
-before the spool is touched), recover the spool (seal and queue what a previous run left),
-start the uploader and the spool's committers, then accept on the side port and the ingest
-listeners; READY=1 goes to systemd once everything accepts. SIGTERM drains: stop accepting,
-let in-flight requests finish, seal, upload within `drain_timeout_seconds`, exit 0 (what is
-not uploaded stays in the spool for the next start). SIGHUP reloads what can change live.
+before the spool is touched), serve the side port (/readyz says "starting"), recover the
+spool (seal and queue what a previous run left), start the uploader and the spool's
+committers, then accept on the ingest listeners; READY=1 goes to systemd once they accept.
+SIGTERM drains: stop accepting, let in-flight requests finish, seal, upload within
+`drain_timeout_seconds`, exit 0 (what is not uploaded stays in the spool for the next
+start). SIGHUP reloads what can change live.
 """
 
 from __future__ import annotations
@@ -247,7 +248,6 @@ class Daemon:
             try:
                 bound = await self._bind_all()
                 try:
-                    await self._recover()
                     await self._serve(bound, signals, task_status)
                 finally:
                     bound.close()
@@ -302,6 +302,9 @@ class Daemon:
                     max_connections=self.side_port_max_connections,
                 )
             )
+            # The side port answers during recovery (/livez 200, /readyz 503 "starting"),
+            # so a long recovery is visible instead of a hanging probe.
+            await self._recover()
             await nursery.start(self.uploader.run)
             await nursery.start(self.spool.run)
             if config.rollup_interval_seconds > 0:
