@@ -190,12 +190,13 @@ class Daemon:
                 max_spool_bytes=config.max_spool_bytes,
             ),
             self.metrics,
-            on_sealed=lambda segment: self.uploader.submit(segment),
             clock_unix_ms=lambda: time.time_ns() // 1_000_000,
         )
-        self.uploader = Uploader(
+        self.uploader = Uploader(  # takes sealed segments from the spool's bounded channel
             self.store,
-            self.spool,
+            self.spool.sealed_segments,
+            self.spool.ledger,
+            self.spool.dir,
             self.metrics,
             concurrency=config.upload_concurrency,
             retry_initial_seconds=config.upload_retry_initial_seconds,
@@ -276,8 +277,6 @@ class Daemon:
 
     async def _recover(self) -> None:
         recovered = await trio.to_thread.run_sync(self.spool.recover_sync)
-        for segment in recovered:
-            self.uploader.submit(segment)
         if recovered:
             log.info(
                 "spool recovered",

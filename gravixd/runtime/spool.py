@@ -42,6 +42,7 @@ from . import segment_files as files
 from .fsync_thread import FsyncThread
 from .ledger import SpoolLedger
 from .segment_files import OpenSegment, SealedSegment, SealReport
+from .segment_reports import report_segment
 
 log = logging.getLogger("gravixd.spool")
 
@@ -58,6 +59,9 @@ _SEAL_RETRY_MAX_SECONDS: Final = 5.0
 # footers, quarantine and whatever else lives there, so shedding (503) starts before ENOSPC.
 _DISK_SHARE: Final = 0.9
 _DISK_CHECK_SECONDS: Final = 2.0
+# Sealed segments queued for upload. Beyond it the spool sheds load as when full of bytes:
+# many small segments (age rotation) could otherwise outgrow memory before max_spool_bytes.
+_UPLOAD_QUEUE_SEGMENTS: Final = 4096
 # Group commits written and waiting for their fsync at once; beyond it the committer waits.
 _MAX_SYNCS_IN_FLIGHT: Final = 4
 # Sealed segments waiting for the sealer per stream; beyond it the committer waits.
@@ -114,13 +118,19 @@ class Spool:
         spool_dir: Path,
         settings: SpoolSettings,
         metrics: Metrics,
-        on_sealed: Callable[[SealedSegment], None],
         clock_unix_ms: Callable[[], int],
+        *,
+        upload_queue_segments: int = _UPLOAD_QUEUE_SEGMENTS,
     ) -> None:
         self.dir = Path(spool_dir)
         self.settings = settings
         self.metrics = metrics
-        self.on_sealed = on_sealed
+        # Sealed segments go to the uploader through this bounded channel (the spool's one
+        # way out); when it is full the spool counts as full: shed load, as for bytes.
+        self._sealed_send, self.sealed_segments = trio.open_memory_channel[SealedSegment](
+            upload_queue_segments
+        )
+        self._recovered: list[SealedSegment] = []
         self.clock_unix_ms = clock_unix_ms
         # What the spool's filesystem can hold (set at start): max_spool_bytes is clamped to it.
         self.disk_limit_bytes: int | None = None
@@ -173,7 +183,8 @@ class Spool:
 
     @property
     def full(self) -> bool:
-        return self.ledger.full
+        queued = self._sealed_send.statistics()
+        return self.ledger.full or queued.current_buffer_used >= queued.max_buffer_size
 
     def release(self, size_bytes: int) -> None:
         """Bytes left the spool (uploaded or quarantined)."""
@@ -253,58 +264,12 @@ class Spool:
                     used += report.sealed.size_bytes
         self.ledger.used_bytes = used
         self._check_disk_sync(used)
+        self._recovered = list(ready)  # `run` queues them for upload
         return ready
 
     def report(self, stream: str, segment_id: str, stage: str, report: SealReport) -> None:
         """Log and count what sealing, recovering or verifying a segment found."""
-        fields = {"segment": segment_id, "stream": stream, "stage": stage}
-        if report.quarantined is not None:
-            fields["quarantined_to"] = str(report.quarantined)
-        outcome, scan = report.outcome, report.scan
-        if stage == "recovery" and outcome in ("sealed", "truncated", "unreadable"):
-            label = "quarantined" if outcome == "unreadable" else outcome
-            self.metrics.segments_recovered.labels(label).inc()
-        if outcome == "truncated" and scan is not None:
-            log.warning(
-                "torn segment tail cut (the cut bytes are kept in quarantine)",
-                extra={
-                    "event": "spool_torn_tail_truncated",
-                    **fields,
-                    "offset": scan.torn_at,
-                    "kept_bytes": scan.good_bytes,
-                    "dropped_bytes": scan.total_bytes - scan.good_bytes,
-                    "kept_rows": report.kept_rows,
-                },
-            )
-        elif outcome == "salvaged" and scan is not None:
-            self.metrics.segments_quarantined.labels("damaged").inc()
-            self.metrics.damaged_bytes.labels(stage).inc(scan.damaged_bytes)
-            self.metrics.segments_recovered.labels("salvaged").inc()
-            log.error(
-                "damaged segment: original quarantined, intact batches kept",
-                extra={
-                    "event": "spool_segment_damaged",
-                    **fields,
-                    "offset": report.damaged[0][0] if report.damaged else None,
-                    "damaged_ranges": report.damaged,
-                    "damaged_bytes": scan.damaged_bytes,
-                    "kept_batches": len(scan.blocks),
-                    "kept_rows": report.kept_rows,
-                    "error": report.error,
-                },
-            )
-        elif outcome in ("unreadable", "not_a_file"):
-            self.metrics.segments_quarantined.labels(outcome).inc()
-            log.error(
-                "segment quarantined",
-                extra={"event": "spool_segment_quarantined", **fields, "error": report.error},
-            )
-        elif outcome == "gone":
-            self.metrics.segments_gone.labels(stage).inc()
-            log.error(
-                "segment file vanished from the spool; nothing left to seal or upload",
-                extra={"event": "spool_segment_gone", **fields, "error": report.error},
-            )
+        report_segment(self.metrics, stream, segment_id, stage, report)
 
     def _quarantine_stray_sync(self, stream: str, path: Path) -> None:
         target = files.quarantine(self.dir, stream, path)
@@ -324,7 +289,13 @@ class Spool:
             for stream_spool in self.streams.values():
                 await nursery.start(stream_spool.run)
             nursery.start_soon(self._watch_disk)
+            nursery.start_soon(self._queue_recovered)
             task_status.started()
+
+    async def _queue_recovered(self) -> None:
+        recovered, self._recovered = self._recovered, []
+        for segment in recovered:
+            await self._sealed_send.send(segment)
 
     async def _watch_disk(self) -> None:
         """Re-read the disk's free space now and then: space freed outside gravixd (a
@@ -542,7 +513,7 @@ class StreamSpool:
             self.spool.ledger.reserve(sealed.size_bytes if sealed else 0)
             self.spool.ledger.release(item.size_bytes)
             if sealed is not None:
-                self.spool.on_sealed(sealed)
+                await self.spool._sealed_send.send(sealed)  # waits while uploads are behind
             self._sealing -= 1
             if not self._sealing:
                 self._idle.set()

@@ -11,11 +11,11 @@ denied, missing bucket) moves the segment to quarantine: counted and logged, nev
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import trio
 
@@ -24,8 +24,9 @@ from ..errors import PermanentStoreError
 from ..metrics import Metrics
 from ..stores.base import ObjectStore
 from . import segment_files as files
+from .ledger import SpoolLedger
 from .segment_files import SealedSegment
-from .spool import Spool
+from .segment_reports import report_segment
 
 log = logging.getLogger("gravixd.uploader")
 
@@ -34,7 +35,9 @@ class Uploader:
     def __init__(
         self,
         store: ObjectStore,
-        spool: Spool,
+        sealed: trio.MemoryReceiveChannel[SealedSegment],
+        ledger: SpoolLedger,
+        spool_dir: Path,
         metrics: Metrics,
         *,
         concurrency: int,
@@ -43,15 +46,16 @@ class Uploader:
         clock_unix_seconds: Callable[[], float],
     ) -> None:
         self.store = store
-        self.spool = spool
+        # Sealed segments come from the spool through `sealed`; the uploader owns them from
+        # then on, and gives their bytes back to the spool's ledger once they left.
+        self._sealed = sealed
+        self.ledger = ledger
+        self.spool_dir = spool_dir
         self.metrics = metrics
         self.concurrency = concurrency
         self.retry_initial_seconds = retry_initial_seconds
         self.retry_max_seconds = retry_max_seconds
         self.clock_unix_seconds = clock_unix_seconds
-        # One entry per sealed file on disk: bounded by max_spool_bytes, not by this deque.
-        self._queue: collections.deque[SealedSegment] = collections.deque()
-        self._queued = trio.Event()
         self._in_progress = 0
         self._drained = trio.Event()
         self.last_error: str | None = None
@@ -63,11 +67,9 @@ class Uploader:
 
     @property
     def backlog(self) -> int:
-        return len(self._queue) + self._in_progress
-
-    def submit(self, segment: SealedSegment) -> None:
-        self._queue.append(segment)
-        self._queued.set()
+        """Segments queued (or waiting to be queued) for upload, and being uploaded."""
+        queued = self._sealed.statistics()
+        return queued.current_buffer_used + queued.tasks_waiting_send + self._in_progress
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -82,10 +84,7 @@ class Uploader:
 
     async def _worker(self) -> None:
         while True:
-            while not self._queue:
-                await self._queued.wait()
-                self._queued = trio.Event()
-            segment = self._queue.popleft()
+            segment = await self._sealed.receive()
             self._in_progress += 1
             try:
                 await self._upload(segment)
@@ -97,10 +96,10 @@ class Uploader:
 
     async def _upload(self, segment: SealedSegment) -> None:
         report = await self._verify(segment)
-        self.spool.report(segment.stream, segment.segment_id, "upload", report)
+        self._report(segment.stream, segment.segment_id, "upload", report)
         checked = report.sealed
-        self.spool.ledger.reserve(checked.size_bytes if checked is not None else 0)
-        self.spool.ledger.release(segment.size_bytes)
+        self.ledger.reserve(checked.size_bytes if checked is not None else 0)
+        self.ledger.release(segment.size_bytes)
         if checked is None:
             return
         segment = checked
@@ -119,8 +118,8 @@ class Uploader:
                     # Gone (removed by hand, another process): no retry can bring it back,
                     # and retrying would pin this worker forever.
                     report = files.SealReport("gone", error=f"{segment.path} vanished ({exc})")
-                    self.spool.report(segment.stream, segment.segment_id, "upload", report)
-                    self.spool.release(segment.size_bytes)
+                    self._report(segment.stream, segment.segment_id, "upload", report)
+                    self.ledger.release(segment.size_bytes)
                     return
                 self.metrics.upload_errors.labels("retryable").inc()
                 self.last_error = str(exc)
@@ -148,11 +147,14 @@ class Uploader:
         self.metrics.upload_bytes.labels(segment.stream).inc(segment.size_bytes)
         self.metrics.last_upload_timestamp.set(self.clock_unix_seconds())
         await trio.to_thread.run_sync(segment.path.unlink, True)
-        self.spool.release(segment.size_bytes)
+        self.ledger.release(segment.size_bytes)
         log.debug(
             "segment uploaded",
             extra={"event": "upload_done", "key": key, "bytes": segment.size_bytes},
         )
+
+    def _report(self, stream: str, segment_id: str, stage: str, report: files.SealReport) -> None:
+        report_segment(self.metrics, stream, segment_id, stage, report)
 
     async def _verify(self, segment: SealedSegment) -> files.SealReport:
         """Check the file before it goes out; an I/O error doing so (not damage: EIO, a full
@@ -160,7 +162,7 @@ class Uploader:
         for attempt in itertools.count():
             try:
                 return await trio.to_thread.run_sync(
-                    files.verify_sealed_sync, self.spool.dir, segment
+                    files.verify_sealed_sync, self.spool_dir, segment
                 )
             except OSError as exc:
                 delay = min(self.retry_max_seconds, self.retry_initial_seconds * 2**attempt)
@@ -179,7 +181,7 @@ class Uploader:
 
     def _quarantine(self, segment: SealedSegment, key: str, exc: Exception) -> None:
         try:
-            target = files.quarantine(self.spool.dir, segment.stream, segment.path)
+            target = files.quarantine(self.spool_dir, segment.stream, segment.path)
         except OSError as move_error:
             log.error(
                 "could not quarantine segment",
@@ -187,7 +189,7 @@ class Uploader:
             )
             return
         self.metrics.segments_quarantined.labels("store_rejected").inc()
-        self.spool.release(segment.size_bytes)
+        self.ledger.release(segment.size_bytes)
         log.error(
             "store rejected segment; quarantined",
             extra={

@@ -104,7 +104,6 @@ def new_spool(spool_dir: Path) -> Spool:
             max_spool_bytes=1 << 30,
         ),
         Metrics(),
-        on_sealed=lambda segment: None,
         clock_unix_ms=lambda: 0,
     )
     return spool

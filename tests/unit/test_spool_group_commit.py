@@ -19,7 +19,7 @@ from gravixd.runtime.spool import Spool, SpoolSettings
 NOW_MS = 1_764_000_000_000
 
 
-def make_spool(tmp_path: Path, sealed: list) -> Spool:
+def make_spool(tmp_path: Path) -> Spool:
     settings = SpoolSettings(
         segment_max_bytes=64 << 20,
         segment_max_events=1_000_000,
@@ -28,9 +28,19 @@ def make_spool(tmp_path: Path, sealed: list) -> Spool:
         segment_compression="lz4",
         max_spool_bytes=1 << 30,
     )
-    spool = Spool(tmp_path, settings, Metrics(), sealed.append, clock_unix_ms=lambda: NOW_MS)
+    spool = Spool(tmp_path, settings, Metrics(), clock_unix_ms=lambda: NOW_MS)
     spool.recover_sync()
     return spool
+
+
+def sealed_segments(spool: Spool) -> list:
+    """What the spool queued for upload (its channel to the uploader)."""
+    out = []
+    while True:
+        try:
+            out.append(spool.sealed_segments.receive_nowait())
+        except trio.WouldBlock:
+            return out
 
 
 def event(i: int):
@@ -38,8 +48,7 @@ def event(i: int):
 
 
 async def test_concurrent_appends_share_fsyncs_and_all_land(tmp_path: Path) -> None:
-    sealed: list = []
-    spool = make_spool(tmp_path, sealed)
+    spool = make_spool(tmp_path)
     async with trio.open_nursery() as nursery:
         await nursery.start(spool.run)
         async with trio.open_nursery() as clients:
@@ -50,15 +59,14 @@ async def test_concurrent_appends_share_fsyncs_and_all_land(tmp_path: Path) -> N
     metrics = spool.metrics.registry
     rounds = metrics.get_sample_value("spool_group_commit_batches_count")
     assert rounds is not None and rounds < 200  # fsyncs were shared
-    [segment] = sealed
+    [segment] = sealed_segments(spool)
     assert segment.rows == 200
 
 
 async def test_a_failed_fsync_fails_its_round_and_the_rounds_after_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sealed: list = []
-    spool = make_spool(tmp_path, sealed)
+    spool = make_spool(tmp_path)
     first_sync_entered = threading.Event()
     calls = 0
     real_sync = segment_files.OpenSegment.sync
@@ -106,8 +114,7 @@ async def test_group_commits_hand_off_to_one_long_lived_fsync_thread(
 ) -> None:
     """Issue 13: a `trio.to_thread.run_sync` per round cost a thread hand-off and a task
     each time. Rounds now go to the stream's one fsync thread through a queue."""
-    sealed: list = []
-    spool = make_spool(tmp_path, sealed)
+    spool = make_spool(tmp_path)
     stream = spool.streams["facts"]
     fsync_threads: set[int] = set()
     real_sync = segment_files.OpenSegment.sync
@@ -136,4 +143,36 @@ async def test_group_commits_hand_off_to_one_long_lived_fsync_thread(
         await spool.seal_all()
         nursery.cancel_scope.cancel()
     assert len(fsync_threads) == 1 and threading.get_ident() not in fsync_threads
-    assert sealed[0].rows == 51
+    assert sealed_segments(spool)[0].rows == 51
+
+
+async def test_one_ledger_counts_spool_bytes_and_the_upload_queue_is_bounded(
+    tmp_path: Path,
+) -> None:
+    """Spool bytes have one owner (the ledger: appends reserve, sealing adds the footer, the
+    uploader releases); sealed segments reach the uploader through a bounded channel, and a
+    full channel sheds load like a full spool (DESIGN 3: backpressure on the upload queue)."""
+    settings = SpoolSettings(
+        segment_max_bytes=64 << 20,
+        segment_max_events=1_000_000,
+        segment_max_age_seconds=3600,
+        segment_format="arrow",
+        segment_compression="lz4",
+        max_spool_bytes=1 << 30,
+    )
+    spool = Spool(
+        tmp_path, settings, Metrics(), clock_unix_ms=lambda: NOW_MS, upload_queue_segments=1
+    )
+    spool.recover_sync()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(spool.run)
+        await spool.streams["facts"].append(event(1), True)
+        assert spool.ledger.used_bytes == spool.streams["facts"]._segment.size_bytes
+        await spool.seal_all()
+        assert spool.full  # one sealed segment fills a one-segment queue
+        segment = spool.sealed_segments.receive_nowait()  # the uploader takes it
+        assert not spool.full
+        assert spool.ledger.used_bytes == segment.size_bytes == segment.path.stat().st_size
+        spool.ledger.release(segment.size_bytes)  # uploaded
+        assert spool.ledger.used_bytes == 0
+        nursery.cancel_scope.cancel()
