@@ -70,6 +70,24 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* Raw TCP has no authentication, so gravixd refuses to start with bearer tokens and a TCP
+     listener other hosts can reach (unless tcp_allow_unauthenticated): say so at render
+     time, not as a crash-looping pod. Loopback as gravixd sees it: 127.x, [::1], localhost. */}}
+{{- define "gravixd.checkTcpAuth" -}}
+{{- if and .Values.auth.existingSecret (not .Values.config.tcp_allow_unauthenticated) }}
+{{- $listens := list (list "config.tcp_listen" (.Values.config.tcp_listen | default "")) }}
+{{- range $i, $listener := .Values.config.tcp_listeners | default list }}
+{{- $listens = append $listens (list (printf "config.tcp_listeners[%d].listen" $i) $listener.listen) }}
+{{- end }}
+{{- range $listens }}
+{{- $key := index . 0 }}{{- $addr := index . 1 }}
+{{- if and $addr (not (regexMatch "^(127\\.[0-9.]+|\\[::1\\]|localhost):[0-9]+$" $addr)) }}
+{{- fail (printf "%s = %q is reachable from other pods, but raw TCP has no authentication and auth.existingSecret configures bearer tokens (gravixd would refuse to start): expected %s to be \"\" (no raw TCP) or a loopback address, or config.tcp_allow_unauthenticated: true if every client that can reach the port may write" $key $addr $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Env and volumes shared by the daemon and the rollup CronJob. */}}
 {{- define "gravixd.env" -}}
 - name: GRAVIXD_CONFIG

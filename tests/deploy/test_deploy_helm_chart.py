@@ -36,6 +36,8 @@ NON_DEFAULT: dict[str, dict[str, Any]] = {
             "segment_max_age_seconds": 30.5,
             "upload_concurrency": 4,
             "drain_timeout_seconds": 45,
+            # Tokens (auth.existingSecret) beside raw TCP, which has none: a trusted network.
+            "tcp_allow_unauthenticated": True,
             "tcp_listeners": [
                 {"listen": "0.0.0.0:5171", "stream": "events", "framing": "protobuf"}
             ],
@@ -269,14 +271,28 @@ def test_pods_meet_pod_security_restricted(chart: helm.Chart, name: str) -> None
             assert "privileged" not in sc or sc["privileged"] is False
 
 
+def _load_as_the_pod_does(docs: list[dict[str, Any]], tmp: Path) -> gravixd_config.Config:
+    """The rendered gravixd.toml loaded with the container's GRAVIXD_* environment, the
+    mounted files (config, auth tokens) written under tmp: what gravixd checks at start."""
+    (config_map,) = [c for c in _by_kind(docs, "ConfigMap") if "gravixd.toml" in c["data"]]
+    (statefulset,) = _by_kind(docs, "StatefulSet")
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"] if e["name"].startswith("GRAVIXD_")}
+    config_path = tmp / "gravixd.toml"
+    config_path.write_text(config_map["data"]["gravixd.toml"])
+    env["GRAVIXD_CONFIG"] = str(config_path)
+    if "GRAVIXD_AUTH_TOKENS_FILE" in env:  # the Secret's key, one token a line
+        tokens_path = tmp / "tokens"
+        tokens_path.write_text("gravix-test-token-1\n")
+        env["GRAVIXD_AUTH_TOKENS_FILE"] = str(tokens_path)
+    return gravixd_config.load({}, env).config
+
+
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_config_map_is_a_valid_gravixd_config(chart: helm.Chart, name: str) -> None:
     docs = _render(chart, VALUE_SETS[name])
-    (config_map,) = [c for c in _by_kind(docs, "ConfigMap") if "gravixd.toml" in c["data"]]
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "gravixd.toml"
-        path.write_text(config_map["data"]["gravixd.toml"])
-        loaded = gravixd_config.load({}, {"GRAVIXD_CONFIG": str(path)}).config
+        loaded = _load_as_the_pod_does(docs, Path(tmp))
     for key, value in ((VALUE_SETS[name] or {}).get("config") or {}).items():
         if key == "tcp_listeners":
             assert [listener.listen for listener in loaded.tcp_listeners] == [
@@ -309,6 +325,47 @@ def test_probes_ports_and_grace_period(chart: helm.Chart, name: str) -> None:
 def test_grace_period_below_the_drain_deadline_fails(chart: helm.Chart) -> None:
     with pytest.raises(helm.HelmRenderError, match="drain_timeout_seconds"):
         chart.render({"terminationGracePeriodSeconds": 10}, name="gravix")
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({}, "config.tcp_listen"),  # the default 0.0.0.0:5170
+        ({"tcp_listen": "[::]:5170"}, "config.tcp_listen"),
+        (
+            {"tcp_listen": "", "tcp_listeners": [{"listen": "0.0.0.0:5171", "stream": "events"}]},
+            "config.tcp_listeners[0].listen",
+        ),
+    ],
+)
+def test_tokens_beside_open_raw_tcp_fail_at_render(
+    chart: helm.Chart, config: dict[str, Any], named: str
+) -> None:
+    """gravixd refuses bearer tokens beside a raw TCP port other hosts can reach (TCP has no
+    auth): the chart says so at `helm install`, naming the values, not as a crash loop."""
+    values = {"auth": {"existingSecret": "gravix-tokens"}, "config": config}
+    with pytest.raises(helm.HelmRenderError) as caught:
+        chart.render(values, name="gravix")
+    message = str(caught.value)
+    assert named in message and "tcp_allow_unauthenticated: true" in message
+    assert "auth.existingSecret" in message
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"tcp_listen": ""},
+        {"tcp_listen": "127.0.0.1:5170"},
+        {"tcp_allow_unauthenticated": True},
+    ],
+)
+def test_tokens_with_closed_or_allowed_raw_tcp_start(
+    chart: helm.Chart, config: dict[str, Any]
+) -> None:
+    docs = _render(chart, {"auth": {"existingSecret": "gravix-tokens"}, "config": config})
+    with tempfile.TemporaryDirectory() as tmp:
+        loaded = _load_as_the_pod_does(docs, Path(tmp))
+    assert loaded.auth_tokens_file and loaded.tcp_listen == config.get("tcp_listen", "0.0.0.0:5170")
 
 
 def test_s3_credentials_come_from_a_secret(chart: helm.Chart) -> None:
