@@ -17,7 +17,9 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import shutil
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -239,11 +241,13 @@ def seal_sync(
         target = quarantine(spool_dir, stream, path)
         return SealReport("unreadable", quarantined=target, scan=scan, error=scan.error)
     if scan.damaged or not scan.file_format:
-        # Damage, or an older spool's stream file: rewrite the intact batches. The original
-        # is quarantined first (damage) or removed once the new file is durable (old format).
-        kept = quarantine(spool_dir, stream, path) if scan.damaged else None
+        # Damage, or an older spool's stream file: rewrite the intact batches. Crash-safe in
+        # this order: the original is linked into quarantine (damage), the new file made
+        # durable, and only then the original's spool name removed; a crash in between
+        # redoes it from the original, still in place.
+        kept = _keep_original(spool_dir, stream, path) if scan.damaged else None
         sealed = _rewrite(stream, segment_id, scan, final, segment_format) if scan.blocks else None
-        if kept is None:
+        if path != final or sealed is None:
             _remove(path)
         outcome = "salvaged" if scan.damaged else "sealed"
         return SealReport(outcome, sealed, kept, scan, scan.error, scan.rows, list(scan.damaged))
@@ -286,6 +290,25 @@ def _append_trailer(path: Path, scan: ScanResult) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _keep_original(spool_dir: Path, stream: str, path: Path) -> Path:
+    """Hard-link `path` into quarantine (a copy where links are not possible), durable
+    before anything else happens to it."""
+    target = spool_dir / "quarantine" / stream / path.name
+    if target.exists() and not os.path.samefile(target, path):
+        target = target.with_name(f"{path.name}.{time.time_ns()}")
+    if not target.exists():
+        try:
+            os.link(path, target)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            shutil.copyfile(path, target)
+            with open(target, "rb") as copied:
+                os.fsync(copied.fileno())
+    fsync_dir(target.parent)
+    return target
 
 
 def _save_tail(spool_dir: Path, stream: str, path: Path, offset: int) -> Path:

@@ -335,3 +335,40 @@ def test_spool_check_reports_without_changing_anything(fast_dir: Path) -> None:
     assert torn.torn_bytes == 5
     empty = reports[f"{new_segment_id(1_764_000_000_000, 9)}.arrows"]
     assert empty.rows is None and empty.error
+
+
+def test_a_crash_while_salvaging_damage_loses_nothing(
+    fast_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The original is linked into quarantine first, the intact batches are made durable
+    in the sealed file next, and only then is the original's spool name removed: a crash
+    at any step leaves something the next start finishes."""
+    from gravixd.runtime import segment_files
+
+    spool_dir = fast_dir / "spool"
+    open_dir = spool_dir / "open" / "facts"
+    open_dir.mkdir(parents=True)
+    damaged = bytearray(SEGMENT)
+    damaged[BATCH_ENDS[0] + 100] ^= 0xFF  # inside the second batch
+    (open_dir / f"{SEGMENT_ID}.arrows").write_bytes(bytes(damaged))
+
+    class Crash(Exception):
+        pass
+
+    def crash(*args: object) -> None:
+        raise Crash
+
+    for step in ("_rewrite", "_remove"):  # before the new file, then before the cleanup
+        with monkeypatch.context() as patch:
+            patch.setattr(segment_files, step, crash)
+            with pytest.raises(Crash):
+                recover(spool_dir)
+        assert (open_dir / f"{SEGMENT_ID}.arrows").read_bytes() == bytes(damaged)
+    _, ready = recover(spool_dir)
+    expected = [f"t-{i}" for i in range(BATCH_ROWS[0])] + [
+        f"t-{i}" for i in range(BATCH_ROWS[0] + BATCH_ROWS[1], sum(BATCH_ROWS))
+    ]
+    assert sealed_trace_ids(ready[0].path) == expected
+    assert not list(open_dir.iterdir())
+    [kept] = (spool_dir / "quarantine" / "facts").iterdir()
+    assert kept.read_bytes() == bytes(damaged)
