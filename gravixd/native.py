@@ -153,13 +153,17 @@ class NativeFrameDecoder:
         self._stream = stream
         self._number, self._schema, self._message = _STREAMS[stream]
         self.max_frame_bytes = max_frame_bytes
-        self._buffer = b""  # the start of a frame not yet complete
-        self._offset = 0  # stream offset of `_buffer`'s first byte
+        # The start of a frame not yet complete, as received: joined only once the frame
+        # can be whole (`_needed`), so a large frame costs one copy and one C call.
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._needed = 0
+        self._offset = 0  # stream offset of the first buffered byte
         self.error: FramingError | None = None
 
     @property
     def buffered_bytes(self) -> int:
-        return len(self._buffer)
+        return self._buffered
 
     def feed(self, data: bytes, received_unix_nano: int) -> DecodedFrames:
         """Take the next bytes; decode the whole frames among what is buffered.
@@ -170,11 +174,17 @@ class NativeFrameDecoder:
         """
         if self.error is not None:
             raise RuntimeError("feed() after a framing error")
-        buffer = self._buffer + data if self._buffer else data
+        out = DecodedFrames()
+        if data:
+            self._chunks.append(data)
+            self._buffered += len(data)
+        if self._buffered < self._needed or not self._buffered:
+            return out  # the partial frame is still short: nothing to decode yet
+        chunks = self._chunks
+        buffer = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         view = ffi.from_buffer("uint8_t[]", buffer)
         status = ffi.new("gx_status *")
         array = ffi.new("struct ArrowArray *")
-        out = DecodedFrames()
         start = 0  # of `buffer`: where this call's input starts
         while True:
             code = lib.gx_decode_stream_arrow(
@@ -190,6 +200,7 @@ class NativeFrameDecoder:
                 address = int(ffi.cast("uintptr_t", array))
                 out.batches.append(pa.RecordBatch._import_from_c(address, self._schema))
             if code == 0:
+                needed = start + status.needed  # of `buffer`, 0: unknown yet
                 start += status.consumed
                 break
             if code == _NO_MEMORY:
@@ -202,12 +213,16 @@ class NativeFrameDecoder:
                 continue
             out.error = self._framing_error(code, status, buffer, start)
             start += status.consumed
+            needed = 0
             break
         self._offset += start
-        self._buffer = buffer[start:]
+        rest = buffer[start:] if start else buffer
+        self._chunks = [rest] if rest else []
+        self._buffered = len(rest)
+        self._needed = needed - start if needed > start else 0
         if out.error is not None:
             self.error = out.error
-            self._buffer = b""
+            self._chunks, self._buffered, self._needed = [], 0, 0
         return out
 
     def _framing_error(self, code: int, status: Any, buffer: bytes, start: int) -> FramingError:
@@ -235,11 +250,11 @@ class NativeFrameDecoder:
 
     def eof(self) -> TruncatedFrame | None:
         """The stream ended: report a half-written frame, if any."""
-        if self.error is not None or not self._buffer:
+        if self.error is not None or not self._buffered:
             return None
-        truncated = TruncatedFrame(self._offset, len(self._buffer))
-        self._offset += len(self._buffer)
-        self._buffer = b""
+        truncated = TruncatedFrame(self._offset, self._buffered)
+        self._offset += self._buffered
+        self._chunks, self._buffered, self._needed = [], 0, 0
         return truncated
 
 

@@ -149,6 +149,8 @@ static int64_t stream_once(const uint8_t *data, size_t len, int facts, int64_t m
     if (rc != st->error) die("stream return code", rc);
     if (st->consumed < 0 || (size_t)st->consumed > len) die("consumed", st->consumed);
     if (rc != GX_OK && st->frame_start != st->consumed) die("frame start", st->frame_start);
+    if (st->needed && (rc != GX_OK || st->needed <= (int64_t)len || st->needed <= st->consumed))
+        die("needed", st->needed); /* a partial frame ends past what was given */
     if (rc != GX_OK && (st->error_offset < st->frame_start || (size_t)st->error_offset > len))
         die("stream error offset", st->error_offset);
     if (!array.release) {

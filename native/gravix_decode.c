@@ -1012,7 +1012,10 @@ int gx_decode_stream_arrow(int stream, const uint8_t *data, size_t len,
                 status->error_offset = status->frame_start = p - data;
                 break;
             }
-            if (length > (uint64_t)(end - p - prefix)) break; /* the frame is still arriving */
+            if (length > (uint64_t)(end - p - prefix)) { /* the frame is still arriving */
+                status->needed = (p - data) + prefix + (int64_t)length;
+                break;
+            }
             const uint8_t *message = p + prefix, *frame_end = message + length;
             /* As a batch entry, the prefix must also be a valid protobuf length. */
             if (prefix > 5 || length >= (uint64_t)MAX_OFFSET) {

@@ -143,6 +143,9 @@ typedef struct {
     int64_t consumed;
     int64_t frame_start;
     int64_t frame_end;
+    /* Stream entry, GX_OK: where in the input the partial last frame will end, once its
+     * length prefix has arrived (else 0), so a caller can wait for that many bytes. */
+    int64_t needed;
     /* GX_ERR_INVALID: the row (of this call's input) and value, as in gx_result. */
     int64_t empty_service_row;
     int64_t big_status_code_row;

@@ -382,3 +382,36 @@ def test_raw_tcp_uses_the_c_stream_entry_point_with_the_native_decoder() -> None
     assert isinstance(
         native.open_frame_decoder(decode_protobuf_pure, "facts", 1024), PythonFrameDecoder
     )
+
+
+def test_a_large_frame_in_small_reads_is_decoded_once_it_is_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The C stream entry point says where a partial frame ends, so the reads in between are
+    # only buffered: no C call (and no re-scan of the buffer) per read. Counted, not timed.
+    calls = []
+
+    class CountingLib:
+        def __getattr__(self, name: str) -> object:
+            if name == "gx_decode_stream_arrow":
+                calls.append(name)
+            return getattr(lib, name)
+
+    lib = native.lib
+    monkeypatch.setattr(native, "lib", CountingLib())
+    fact = events_pb2.RequestFact(service="checkout", route="/" + "r" * 1_000_000)
+    message = fact.SerializeToString()
+    wire = (varint(len(message)) + message) * 2
+    wire = wire[: len(wire) - len(message) + 10]
+    decoder = native.NativeFrameDecoder("facts", 4 * 2**20)
+    batches = []
+    for at in range(0, len(wire), 4096):
+        batches += decoder.feed(wire[at : at + 4096], RECEIVED_NS).batches
+    assert len(calls) <= 4  # the first read, the one that completes a frame, and so on
+    assert [b.num_rows for b in batches] == [1]
+    expected = decode_protobuf_pure("facts", item(message), RECEIVED_NS)
+    assert batches[0].equals(expected)
+    prefix_bytes = len(varint(len(message)))
+    assert decoder.buffered_bytes == prefix_bytes + 10  # the second frame, still partial
+    truncated = decoder.eof()
+    assert truncated is not None and truncated.byte_offset == prefix_bytes + len(message)
