@@ -41,6 +41,13 @@ import trio
 from . import __version__
 from .config import parse_listen
 from .core.framing import encode_varint
+from .core.json_fields import (
+    FieldValueError,
+    int64_of,
+    rfc3339_unix_nano,
+    severity_of,
+    unix_nano_of,
+)
 from .eventgen import EventGenerator
 
 __all__ = ["add_arguments", "main", "run"]
@@ -466,7 +473,32 @@ def _as_dict(event: Event) -> dict[str, Any]:
     return event
 
 
-_INT_FIELDS: Final = frozenset({"timestamp_unix_nano", "bytes_in", "bytes_out", "status_code"})
+def _protobuf_fields(event: dict[str, Any], known: set[str]) -> dict[str, Any]:
+    """proto3 field values of one JSON event. The JSON conveniences gravixd's JSON path
+    takes (DESIGN.md section 2: null is the default, an RFC 3339 `timestamp`, severity names
+    such as syslog's `warning`, decimal strings for 64-bit integers) are converted by the
+    same functions, so a file sent as protobuf stores what it stores sent as JSON."""
+    fields = {k: v for k, v in event.items() if k in known and v is not None}
+    field = "timestamp_unix_nano"
+    try:
+        if field in fields:
+            fields[field] = unix_nano_of(fields[field])
+        if event.get("timestamp") is not None:
+            field = "timestamp"
+            if fields.get("timestamp_unix_nano"):
+                raise FieldValueError("Expected `timestamp` or `timestamp_unix_nano`, got both")
+            fields["timestamp_unix_nano"] = rfc3339_unix_nano(event["timestamp"])
+        for field in ("bytes_in", "bytes_out"):
+            if field in fields:
+                fields[field] = int64_of(fields[field], 0)
+        field = "severity"
+        if field in fields:
+            fields[field] = severity_of(fields[field])
+    except FieldValueError as exc:
+        raise ValueError(f"{exc.message} - at `{field}`") from None
+    if isinstance(fields.get("status_code"), str):
+        fields["status_code"] = int(fields["status_code"])
+    return fields
 
 
 def _protobuf_messages(stream: str, events: list[dict[str, Any]]) -> list[Any]:
@@ -474,18 +506,7 @@ def _protobuf_messages(stream: str, events: list[dict[str, Any]]) -> list[Any]:
 
     cls = events_pb2.RequestFact if stream == "facts" else events_pb2.ServiceEvent
     known = set(cls.DESCRIPTOR.fields_by_name)
-    messages = []
-    for event in events:
-        fields = {k: v for k, v in event.items() if k in known}
-        for name in _INT_FIELDS & fields.keys():
-            if isinstance(fields[name], str):  # proto3 JSON: 64-bit ints may be strings
-                fields[name] = int(fields[name])
-        severity = fields.get("severity")
-        if isinstance(severity, str):
-            name = severity.upper()
-            fields["severity"] = name if name.startswith("SEVERITY_") else f"SEVERITY_{name}"
-        messages.append(cls(**fields))
-    return messages
+    return [cls(**_protobuf_fields(event, known)) for event in events]
 
 
 def _protobuf_batch(stream: str, events: list[dict[str, Any]]) -> bytes:

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from daemon import Daemon, column, read_store, wait_for
+from daemon import Daemon, column, read_store, sorted_rows, wait_for
 
 from gravixd.eventgen import EventGenerator
 
@@ -146,3 +146,47 @@ def test_emit_duration_and_rate(tmp_path: Path) -> None:
         timed = emit("--url", url, "--duration", "0.5", "--rate", "2000", "--batch-size", "100")
         assert 500 <= timed["acknowledged"] <= 1100
         assert timed["failed"] == 0
+
+
+def test_emit_protobuf_from_a_file_takes_what_json_takes(tmp_path: Path) -> None:
+    """A file gravixd accepts as JSON stores the same rows when emit sends it as protobuf:
+    syslog severity names, an RFC 3339 `timestamp`, nulls and decimal strings (DESIGN.md
+    section 2) are converted, not refused ("unknown enum label SEVERITY_WARNING") or
+    dropped (the timestamp)."""
+    lines = [
+        {"service": "sys", "severity": "warning", "message": "w", "trace_id": "1",
+         "timestamp": "2026-12-01T07:40:00.123456789+02:00"},
+        {"service": "sys", "severity": "err", "message": "e", "trace_id": "2", "kind": None,
+         "timestamp_unix_nano": "1800000000000000001"},
+        {"service": "sys", "severity": 3, "message": "n", "trace_id": "3"},
+    ]  # fmt: skip
+    path = tmp_path / "events.ndjson"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with Daemon(tmp_path / "d") as daemon:
+        url = f"http://127.0.0.1:{daemon.http_port}"
+        for wire in ("ndjson", "protobuf"):
+            report = emit("--url", url, "--stream", "events", "--file", str(path), "--format", wire)
+            assert report["acknowledged"] == 3 and report["failed"] == 0, report
+        assert daemon.stop() == 0
+    stored = [
+        (row["trace_id"], row["severity"], row["timestamp"] if row["trace_id"] != "3" else 0)
+        for row in sorted_rows(read_store(daemon.store_dir, "events"))
+    ]
+    assert stored == [
+        ("1", "WARN", 1_796_103_600_123_456_789), ("1", "WARN", 1_796_103_600_123_456_789),
+        ("2", "ERROR", 1_800_000_000_000_000_001), ("2", "ERROR", 1_800_000_000_000_000_001),
+        ("3", "WARN", 0), ("3", "WARN", 0),
+    ]  # fmt: skip
+
+
+def test_emit_names_a_bad_field_value_in_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.ndjson"
+    path.write_text('{"service": "sys", "severity": "loud"}\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "gravixd", "emit", "--url", "http://127.0.0.1:9",
+         "--stream", "events", "--file", str(path), "--format", "protobuf", "--json"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    report = json.loads(proc.stdout)
+    (error,) = report["errors"]
+    assert error.startswith("could not encode a batch: Expected a severity number or name")
