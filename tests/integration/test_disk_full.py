@@ -22,20 +22,20 @@ TMPFS_BYTES = 4 * 1024 * 1024
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs; skipped when this process may not mount (not root, no CAP_SYS_ADMIN)."""
+    """A 4 MiB tmpfs. CI runs as root (scripts/install-tools needs it too): a machine that
+    cannot mount one fails here rather than skip the disk-full guarantees unseen."""
     mount_point = tmp_path / "small-fs"
     mount_point.mkdir()
-    if not shutil.which("mount"):
-        pytest.skip("no `mount` command to create a small filesystem for the spool")
+    assert shutil.which("mount"), "no `mount` command (Debian: util-linux) for the small spool fs"
     result = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES},mode=0700", "tmpfs", str(mount_point)],
         capture_output=True,
         text=True,
     )
-    if result.returncode != 0:
-        pytest.skip(
-            f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {result.stderr.strip()}"
-        )
+    assert result.returncode == 0, (
+        f"cannot mount a tmpfs for the spool (the tests run as root, with CAP_SYS_ADMIN):"
+        f" {result.stderr.strip()}"
+    )
     try:
         yield mount_point
     finally:

@@ -180,11 +180,8 @@ def test_expect_100_continue(daemon: Daemon) -> None:
         assert sock.recv(65536).startswith(b"HTTP/1.1 202 ")
 
 
-@pytest.mark.skipif(
-    shutil.which("curl") is None and not __import__("os").environ.get("CI"),
-    reason="curl is not installed (scripts/install-tools installs it)",
-)
 def test_curl_examples_from_the_readme(daemon: Daemon, tmp_path: Path) -> None:
+    assert shutil.which("curl"), "curl is not installed: scripts/install-tools installs it"
     url = f"http://127.0.0.1:{daemon.http_port}"
     (tmp_path / "batch.ndjson").write_bytes(ndjson(facts(3, "curl")))
     commands = [
