@@ -11,13 +11,14 @@ import re
 from datetime import date
 from typing import Final
 
-from ..schema import MAX_INT64, SEVERITY_NAMES, severity_number_of_name
+from ..schema import MAX_INT64, SEVERITY_ALIASES, SEVERITY_NAMES, severity_number_of_name
 
 __all__ = [
     "MIN_UNIX_NANO",
     "FieldValueError",
     "int64_of",
     "rfc3339_unix_nano",
+    "severity_number_of",
     "severity_of",
     "unix_nano_of",
 ]
@@ -98,6 +99,38 @@ def rfc3339_unix_nano(value: object) -> int:
             f"Expected an RFC 3339 time such as {_EXAMPLE} (Unix time goes in "
             f"`timestamp_unix_nano`, in nanoseconds), got {got}"
         )
+    # A shipper's batch repeats its date, time to the second and offset: those are parsed
+    # and checked once (`_parse`), and only the fraction per value (3 µs -> ~0.5 µs).
+    tail = _FRACTION_AND_ZONE.fullmatch(value, 19)
+    if tail is None:
+        return _parse(value)  # not the usual shape: the full parse, or its error
+    whole_seconds = value[:19] + tail[2]
+    nanos = _WHOLE_SECONDS.get(whole_seconds)
+    if nanos is None:
+        nanos = _parse(whole_seconds)
+        if len(_WHOLE_SECONDS) >= _CACHED_WHOLE_SECONDS:
+            _WHOLE_SECONDS.clear()
+        _WHOLE_SECONDS[whole_seconds] = nanos
+    fraction = tail[1]
+    if fraction:
+        nanos += int(fraction.ljust(9, "0"))
+        if nanos > MAX_INT64:
+            raise FieldValueError(_out_of_range(value))
+    return nanos
+
+
+_FRACTION_AND_ZONE: Final = re.compile(r"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})")
+# Distinct seconds of the recent past are few; a hostile stream of distinct ones only makes
+# the cache start over.
+_CACHED_WHOLE_SECONDS: Final = 4096
+_WHOLE_SECONDS: dict[str, int] = {}
+
+
+def _out_of_range(value: str) -> str:
+    return f"Expected a time between 1677-09-21 and 2262-04-11 (int64 nanoseconds), got `{value}`"
+
+
+def _parse(value: str) -> int:
     match = _RFC3339.fullmatch(value)
     if match is None:
         raise FieldValueError(f"Expected an RFC 3339 time such as {_EXAMPLE}, got `{value}`")
@@ -120,9 +153,7 @@ def rfc3339_unix_nano(value: object) -> int:
         seconds -= offset if sign == "+" else -offset
     nanos = seconds * 10**9 + int(fraction.ljust(9, "0"))
     if not MIN_INT64 <= nanos <= MAX_INT64:
-        raise FieldValueError(
-            f"Expected a time between 1677-09-21 and 2262-04-11 (int64 nanoseconds), got `{value}`"
-        )
+        raise FieldValueError(_out_of_range(value))
     return nanos
 
 
@@ -140,7 +171,22 @@ def severity_of(value: int | str | None) -> int:
         if not 0 <= value <= 2**31 - 1:
             raise FieldValueError(f"Expected a severity number >= 0, got `{value}`")
         return value
-    number = severity_number_of_name(value)
+    number = severity_number_of(value)
     if number is None:
         raise FieldValueError(f"{_SEVERITY_EXPECTED}, got `{value}`")
     return number
+
+
+# The spellings shippers send (`warning`, `WARNING`, `Warning`, `SEVERITY_WARNING`), found as
+# they are before any case folding.
+_SEVERITY_BY_SPELLING: Final = {
+    spelling: number
+    for name, number in SEVERITY_ALIASES.items()
+    for spelling in (name, name.upper(), name.capitalize(), f"SEVERITY_{name.upper()}")
+}
+
+
+def severity_number_of(name: str) -> int | None:
+    """`schema.severity_number_of_name`, the common spellings by one lookup."""
+    number = _SEVERITY_BY_SPELLING.get(name)
+    return number if number is not None else severity_number_of_name(name)

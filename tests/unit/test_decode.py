@@ -548,3 +548,18 @@ def test_skip_reports_a_bounded_number_of_errors() -> None:
     body = msgspec.json.encode([{"service": ""}] * 500 + [{"service": "a"}])
     result = _valid("facts", "application/json", body)
     assert (result.decoded.num_rows, result.rejected, len(result.errors)) == (1, 500, 20)
+
+
+@pytest.mark.parametrize("media_type", ["application/json", "application/x-ndjson"])
+def test_an_unknown_severity_name_among_many_is_placed(media_type: str) -> None:
+    items: list[dict[str, Any]] = [{"service": "a", "severity": "warning"}] * 40
+    items[17] = {"service": "a", "severity": "loud"}
+    if media_type == "application/json":
+        body, where = msgspec.json.encode(items), "at `$[17].severity`"
+    else:
+        body, where = b"\n".join(map(msgspec.json.encode, items)), "at `$.severity`"
+    with pytest.raises(DecodeError) as caught:
+        _decode("events", media_type, body, NOW)
+    assert caught.value.message.endswith(f"got `loud` - {where}")
+    if media_type == "application/x-ndjson":
+        assert caught.value.message.startswith("line 18: ")
