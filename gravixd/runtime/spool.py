@@ -262,7 +262,7 @@ class Spool:
                 if report.sealed is not None:
                     ready.append(report.sealed)
                     used += report.sealed.size_bytes
-        self.ledger.used_bytes = used
+        self.ledger.reserve(used - self.ledger.used_bytes)  # what a previous run left
         self._check_disk_sync(used)
         self._recovered = list(ready)  # `run` queues them for upload
         return ready
