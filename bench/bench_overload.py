@@ -24,17 +24,9 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from daemon import Daemon  # noqa: E402 - the tests' subprocess harness
+from daemon import Daemon, vm_kib  # noqa: E402 - the tests' subprocess harness
 
 IN_FLIGHT_BYTES_CAP = "32MiB"
-
-
-def vm_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
 
 
 def make_body(target_bytes: int) -> bytes:

@@ -5,6 +5,9 @@
 `PermanentStoreError` makes it a refusal the uploader must quarantine, `fail_next_puts(n)`
 fails only the next n calls, and `heal()` ends it. `put_keys` records every attempted key,
 so tests can check that a retry reuses the same key (idempotent uploads).
+
+`FailingOpsStore(inner, fail)` raises StoreError on the calls `fail(op, key)` picks, e.g.
+`after_n("put", "part-", 1)`: a process that dies half way through (the rollup's crash tests).
 """
 
 from __future__ import annotations
@@ -74,3 +77,44 @@ class FaultyStore(ObjectStore):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class FailingOpsStore(ObjectStore):
+    """Wraps a store and raises StoreError on the operations `fail` picks (a crash)."""
+
+    def __init__(self, inner: ObjectStore, fail: Callable[[str, str], bool]) -> None:
+        self.inner, self.fail, self.url = inner, fail, inner.url
+
+    def _check(self, op: str, key: str) -> None:
+        if self.fail(op, key):
+            raise StoreError(f"injected failure: {op} {key}")
+
+    async def put(self, key: str, body: Body) -> None:
+        self._check("put", key)
+        await self.inner.put(key, body)
+
+    async def get(self, key: str) -> bytes:
+        self._check("get", key)
+        return await self.inner.get(key)
+
+    async def delete(self, key: str) -> None:
+        self._check("delete", key)
+        await self.inner.delete(key)
+
+    async def list(self, prefix: str = "") -> list[str]:
+        self._check("list", prefix)
+        return await self.inner.list(prefix)
+
+
+def after_n(op_wanted: str, key_part: str, n: int) -> Callable[[str, str], bool]:
+    """Fail every `op_wanted` on keys containing `key_part` after the first `n` succeeded."""
+    seen = 0
+
+    def fail(op: str, key: str) -> bool:
+        nonlocal seen
+        if op != op_wanted or key_part not in key:
+            return False
+        seen += 1
+        return seen > n
+
+    return fail

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +33,6 @@ def require_tool(name: str) -> str:
     path = shutil.which(name)
     assert path, f"{name} not found: run scripts/install-tools and pip install -e '.[test]'"
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def dashboard() -> dict[str, Any]:

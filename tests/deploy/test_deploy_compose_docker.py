@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import ROOT, free_port, require_tool
+from daemon import free_port
+from deploy_helpers import ROOT, require_tool
 
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"

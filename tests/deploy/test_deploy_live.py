@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon import Daemon, wait_for
-from deploy_helpers import ROOT, concrete_promql, dashboard_targets, free_port, require_tool
+from daemon import Daemon, free_port, wait_for
+from deploy_helpers import ROOT, concrete_promql, dashboard_targets, require_tool
 
 # Prometheus scrapes every second; Grafana's $__rate_interval is then 4 scrapes at least.
 SCRAPE_INTERVAL = "1s"

@@ -18,18 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from daemon import Daemon, column, read_store
+from daemon import Daemon, column, read_store, vm_kib
 
 MAX_BODY_BYTES = 1024 * 1024
 REQUEST_TIMEOUT_SECONDS = 1.0
-
-
-def vm_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
 
 
 def head(

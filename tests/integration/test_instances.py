@@ -8,15 +8,9 @@ import socket
 import subprocess
 from pathlib import Path
 
-from daemon import Daemon, column, read_store
+from daemon import Daemon, column, free_port, read_store
 
 CONNECTIONS = 40
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def instance(tmp_path: Path, name: str, http: int, tcp: int, *more: str) -> Daemon:

@@ -20,11 +20,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
+from faulty_store import FailingOpsStore, after_n
 from query_store import HIVE_TYPES, duckdb_view, events, facts, land
 
-from gravixd.errors import StoreError
 from gravixd.rollup import rollup
-from gravixd.stores import Body, ObjectStore, open_store
+from gravixd.stores import ObjectStore, open_store
 
 # 2026-11-25T07:08:09.123456789Z: a nanosecond timestamp, in an hour "07" that needs its
 # leading zero in some engines and not in others.
@@ -94,35 +94,6 @@ async def roll(store_dir: Path, wrap: Callable[[ObjectStore], ObjectStore] = lam
     return report.ok
 
 
-class CrashingStore(ObjectStore):
-    """Fails (StoreError, as a dead process would stop) every `op` on keys containing
-    `key_part` after the first `n` succeeded: the rollup stops there."""
-
-    def __init__(self, inner: ObjectStore, op: str, key_part: str, n: int) -> None:
-        self.inner, self.op, self.key_part, self.n, self.url = inner, op, key_part, n, inner.url
-
-    def _check(self, op: str, key: str) -> None:
-        if op == self.op and self.key_part in key:
-            self.n -= 1
-            if self.n < 0:
-                raise StoreError(f"injected crash: {op} {key}")
-
-    async def put(self, key: str, body: Body) -> None:
-        self._check("put", key)
-        await self.inner.put(key, body)
-
-    async def get(self, key: str) -> bytes:
-        self._check("get", key)
-        return await self.inner.get(key)
-
-    async def delete(self, key: str) -> None:
-        self._check("delete", key)
-        await self.inner.delete(key)
-
-    async def list(self, prefix: str = "") -> list[str]:
-        return await self.inner.list(prefix)
-
-
 @pytest.mark.parametrize("stream", ["facts", "events"])
 async def test_every_event_once_before_after_and_with_late_segments(
     landed: tuple[Path, Path], tmp_path: Path, stream: str
@@ -166,7 +137,7 @@ async def test_every_event_once_when_the_rollup_crashes_half_way(
     store = tmp_path / "store"
     shutil.copytree(landed[0], store)
 
-    crashed = await roll(store, lambda s: CrashingStore(s, op, key_part, n))
+    crashed = await roll(store, lambda s: FailingOpsStore(s, after_n(op, key_part, n)))
     assert not crashed, when
     assert view_ids(store, "facts") == expected_ids("facts"), when
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 import trio
+from faulty_store import FailingOpsStore, after_n
 from rollup_data import (
     arrow_file_bytes,
     parquet_bytes,
@@ -23,10 +24,9 @@ from rollup_data import (
 )
 
 from gravixd import rollup as rollup_mod
-from gravixd.errors import StoreError
 from gravixd.rollup import RollupReport, rollup, run_rollup_schedule
 from gravixd.schema import STREAMS
-from gravixd.stores import Body, ObjectStore, open_store
+from gravixd.stores import ObjectStore, open_store
 
 H20 = datetime(2026, 11, 25, 20, tzinfo=UTC)
 H21 = H20 + timedelta(hours=1)
@@ -221,47 +221,6 @@ async def test_a_bad_segment_fails_its_hour_only_and_deletes_nothing(store: Obje
 # --- crashes ------------------------------------------------------------------------------
 
 
-class FaultyStore(ObjectStore):
-    """Wraps a store and raises StoreError on the operations `fail` picks (a crash)."""
-
-    def __init__(self, inner: ObjectStore, fail: Callable[[str, str], bool]) -> None:
-        self.inner, self.fail, self.url = inner, fail, inner.url
-
-    def _check(self, op: str, key: str) -> None:
-        if self.fail(op, key):
-            raise StoreError(f"injected failure: {op} {key}")
-
-    async def put(self, key: str, body: Body) -> None:
-        self._check("put", key)
-        await self.inner.put(key, body)
-
-    async def get(self, key: str) -> bytes:
-        self._check("get", key)
-        return await self.inner.get(key)
-
-    async def delete(self, key: str) -> None:
-        self._check("delete", key)
-        await self.inner.delete(key)
-
-    async def list(self, prefix: str = "") -> list[str]:
-        self._check("list", prefix)
-        return await self.inner.list(prefix)
-
-
-def after_n(op_wanted: str, key_part: str, n: int) -> Callable[[str, str], bool]:
-    """Fail every `op_wanted` on keys containing `key_part` after the first `n` succeeded."""
-    seen = 0
-
-    def fail(op: str, key: str) -> bool:
-        nonlocal seen
-        if op != op_wanted or key_part not in key:
-            return False
-        seen += 1
-        return seen > n
-
-    return fail
-
-
 @pytest.mark.parametrize(
     ("op", "key_part", "n", "what"),
     [
@@ -276,7 +235,7 @@ async def test_a_crash_half_way_leaves_no_duplicates_after_the_next_run(
     store: ObjectStore, op: str, key_part: str, n: int, what: str
 ) -> None:
     facts = await put_segments(store, "facts", H20, [3000, 3000, 3000, 3000])
-    faulty = FaultyStore(store, after_n(op, key_part, n))
+    faulty = FailingOpsStore(store, after_n(op, key_part, n))
 
     crashed = await rollup(faulty, target_file_bytes=60_000, now=NOW, streams=("facts",))
     assert not crashed.ok, what

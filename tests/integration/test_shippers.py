@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon import Daemon, read_store, wait_for
+from daemon import Daemon, free_port, read_store, wait_for
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "shippers.md"
 RSYSLOG_ROOT = Path("/opt/gravixd-tools/rsyslog")
@@ -111,13 +111,6 @@ def substitute(text: str, replacements: dict[str, str]) -> str:
         assert old in text, f"expected `{old}` in the recipe:\n{text}"
         text = text.replace(old, new)
     return text
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
