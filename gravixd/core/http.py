@@ -69,6 +69,9 @@ MIN_AVERAGE_CHUNK_BYTES: Final = 256
 # cost at most this much copying each; a body is handed over whole.
 _HEAD_FEED_BYTES: Final = 16 * 1024
 
+# Body pieces smaller than this are gathered before being kept (see _Body).
+_SMALL_PIECE_BYTES: Final = 64 * 1024
+
 _SUPPORTED_VERSIONS: Final = (b"1.1", b"1.0")
 _REASON_PHRASES: Final = {s.value: s.phrase.encode() for s in HTTPStatus}
 _SERVER_HEADER: Final = b"server: gravixd\r\n"
@@ -202,15 +205,16 @@ class _Body:
 
     limit_bytes: int
     gzip: bool
-    data: bytearray = field(default_factory=bytearray)
+    # Big pieces are kept as they come and joined once at the end (one copy); small ones
+    # are gathered in `_small` first, so a body trickled in tiny pieces costs no more than
+    # its bytes.
+    _pieces: list[bytes | bytearray] = field(default_factory=list)
+    _small: bytearray = field(default_factory=bytearray)
+    size_bytes: int = 0
     wire_bytes: int = 0
     chunks: int = 0
     _tail: bytes = b""  # compressed input not inflated yet
     _inflater: zlib._Decompress | None = None
-
-    @property
-    def size_bytes(self) -> int:
-        return len(self.data)
 
     @property
     def pending(self) -> bool:
@@ -242,7 +246,7 @@ class _Body:
             if self._inflater is None:
                 self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
             inflater = self._inflater
-            room = min(max_bytes - produced, self.limit_bytes - len(self.data) + 1)
+            room = min(max_bytes - produced, self.limit_bytes - self.size_bytes + 1)
             try:
                 # max_length caps what one call may inflate: a gzip bomb costs at most the
                 # limit in memory, never its full expansion.
@@ -264,14 +268,24 @@ class _Body:
         return produced
 
     def _append(self, data: bytes | bytearray) -> None:
-        if len(self.data) + len(data) > self.limit_bytes:
+        self.size_bytes += len(data)
+        if self.size_bytes > self.limit_bytes:
             raise _RejectRequest(
                 413,
                 "too_large",
                 f"Expected a body of at most {self.limit_bytes} bytes (after decompression), "
                 f"got more",
             )
-        self.data += data
+        if len(data) >= _SMALL_PIECE_BYTES:
+            if self._small:
+                self._pieces.append(self._small)
+                self._small = bytearray()
+            self._pieces.append(data)
+        else:
+            self._small += data
+            if len(self._small) >= _SMALL_PIECE_BYTES:
+                self._pieces.append(self._small)
+                self._small = bytearray()
 
     def finish(self) -> bytes:
         if self._inflater is not None:
@@ -280,9 +294,11 @@ class _Body:
                 "invalid_gzip",
                 f"Expected a complete gzip stream, got one truncated after {self.wire_bytes} bytes",
             )
-        body = bytes(self.data)
-        self.data = bytearray()
-        return body
+        pieces, self._pieces = self._pieces, []
+        if self._small:
+            pieces.append(self._small)
+            self._small = bytearray()
+        return bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
 
 
 class IngestProtocol:

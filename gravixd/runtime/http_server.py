@@ -82,9 +82,13 @@ _DECODE_BYTES_PER_BODY_BYTE: Final = {"json": 6, "protobuf_pure": 20, "protobuf"
 # spool does.
 _ROW_BYTES: Final = 512
 # After an error that closes the connection, read and drop what the client still sends
-# for up to this long (as nginx's lingering close): closing with unread input makes the
-# kernel send a reset, and the client would lose the response (a gzip bomb's 413).
+# for up to this long and this much (as nginx's lingering close): closing with unread input
+# makes the kernel send a reset, and the client would lose the response (a gzip bomb's
+# 413). Not after a 400 (broken framing, a malformed body), 408 or 505: such a client is
+# broken or hostile, and reading its flood would cost more than its reset.
 _LINGER_SECONDS: Final = 2.0
+_LINGER_BYTES: Final = 16 * 1024 * 1024
+_LINGER_STATUSES: Final = frozenset({401, 404, 405, 411, 413, 415, 417, 431, 503})
 
 
 @dataclass(slots=True)
@@ -159,7 +163,9 @@ class HttpServer:
         self._children: dict[tuple[str, int], Callable[[], None]] = {}
         self._latency: dict[str, object] = {}
         self._bytes_received = metrics.bytes_received.labels("http")
-        self._decode_threads = trio.CapacityLimiter(2)  # the box's cores
+        # One: big decodes mostly hold the GIL (msgspec, pyarrow's conversions), and each more
+        # thread is one more contender the event loop has to win the GIL from.
+        self._decode_threads = trio.CapacityLimiter(1)
 
     @property
     def settings(self) -> HttpSettings:
@@ -302,7 +308,8 @@ class HttpServer:
                         _stream_of(event.endpoint), _source_of(event.endpoint), event.reason
                     ).inc()
                     status, data, endpoint = event.status, event.data, event.endpoint
-                    close = linger = event.close
+                    close = event.close
+                    linger = close and status in _LINGER_STATUSES
                 else:
                     return False  # Closed
                 await stream.send_all(data)
@@ -459,12 +466,13 @@ def _decode_all(*args: Any) -> Partial:
 
 
 async def _linger(stream: trio.abc.Stream) -> None:
-    """Half-close, then read and drop until the client closes (or _LINGER_SECONDS)."""
+    """Half-close, then read and drop until the client closes (or the linger budget ends)."""
+    left = _LINGER_BYTES
     with trio.move_on_after(_LINGER_SECONDS):
         if isinstance(stream, trio.SocketStream):
             await stream.send_eof()
-        while await stream.receive_some(_RECEIVE_BYTES):
-            pass
+        while left > 0 and (data := await stream.receive_some(_RECEIVE_BYTES)):
+            left -= len(data)
 
 
 def _stream_of(endpoint: str) -> str:
