@@ -19,7 +19,7 @@ from gravixd.runtime.spool import Spool, SpoolSettings
 NOW_MS = 1_764_000_000_000
 
 
-def make_spool(tmp_path: Path) -> Spool:
+def make_spool(tmp_path: Path, **spool_options: int) -> Spool:
     settings = SpoolSettings(
         segment_max_bytes=64 << 20,
         segment_max_events=1_000_000,
@@ -28,7 +28,7 @@ def make_spool(tmp_path: Path) -> Spool:
         segment_compression="lz4",
         max_spool_bytes=1 << 30,
     )
-    spool = Spool(tmp_path, settings, Metrics(), clock_unix_ms=lambda: NOW_MS)
+    spool = Spool(tmp_path, settings, Metrics(), clock_unix_ms=lambda: NOW_MS, **spool_options)
     spool.recover_sync()
     return spool
 
@@ -152,18 +152,7 @@ async def test_one_ledger_counts_spool_bytes_and_the_upload_queue_is_bounded(
     """Spool bytes have one owner (the ledger: appends reserve, sealing adds the footer, the
     uploader releases); sealed segments reach the uploader through a bounded channel, and a
     full channel sheds load like a full spool (DESIGN 3: backpressure on the upload queue)."""
-    settings = SpoolSettings(
-        segment_max_bytes=64 << 20,
-        segment_max_events=1_000_000,
-        segment_max_age_seconds=3600,
-        segment_format="arrow",
-        segment_compression="lz4",
-        max_spool_bytes=1 << 30,
-    )
-    spool = Spool(
-        tmp_path, settings, Metrics(), clock_unix_ms=lambda: NOW_MS, upload_queue_segments=1
-    )
-    spool.recover_sync()
+    spool = make_spool(tmp_path, upload_queue_segments=1)
     async with trio.open_nursery() as nursery:
         await nursery.start(spool.run)
         await spool.streams["facts"].append(event(1), True)
