@@ -169,7 +169,7 @@ def severity_of(value: int | str | None) -> int:
         return 0
     if isinstance(value, int):
         if not 0 <= value <= 2**31 - 1:
-            raise FieldValueError(f"Expected a severity number >= 0, got `{value}`")
+            raise FieldValueError(f"Expected a severity number 0..2147483647, got `{value}`")
         return value
     number = severity_number_of(value)
     if number is None:

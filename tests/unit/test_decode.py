@@ -563,3 +563,14 @@ def test_an_unknown_severity_name_among_many_is_placed(media_type: str) -> None:
     assert caught.value.message.endswith(f"got `loud` - {where}")
     if media_type == "application/x-ndjson":
         assert caught.value.message.startswith("line 18: ")
+
+
+@pytest.mark.parametrize("count", [1, 20])
+@pytest.mark.parametrize("severity", [-1, 2**31, 2**70])
+def test_severity_numbers_out_of_the_enums_range(count: int, severity: int) -> None:
+    body = msgspec.json.encode([{"service": "a", "severity": severity}] * count)
+    with pytest.raises(DecodeError) as caught:
+        _decode("events", "application/json", body, NOW)
+    assert caught.value.message == (
+        f"Expected a severity number 0..2147483647, got `{severity}` - at `$[0].severity`"
+    )
