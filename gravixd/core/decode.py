@@ -8,7 +8,10 @@ C decoder (`gravixd.native`) and the pure `protobuf` package path are interchang
 runtime picks one at start.
 
 Errors are `DecodeError`s that say what was expected, what came and where, in msgspec's own
-words (``Expected `int` <= 999 - at `$[3].status_code` ``). A request is all-or-nothing.
+words (``Expected `int` <= 999 - at `$[3].status_code` ``). `decode` is all-or-nothing;
+`decode_valid` leaves invalid events out and reports them (partial acceptance). JSON also
+takes what emitters send beyond proto3 JSON (DESIGN.md section 2: nulls, RFC 3339
+`timestamp`, severity names; `json_fields` converts each value), in every JSON form.
 
 `received_unix_nano` is passed in: it replaces `timestamp_unix_nano == 0` ("time of receipt").
 """
