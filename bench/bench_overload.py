@@ -1,19 +1,23 @@
 """Peak memory under overload: offered load far above what the daemon can take, for a fixed time.
 
     python -m bench.bench_overload [--seconds 10] [--clients 48] [--stallers 64]
+                                   [--gzip-clients 64] [--gzip-inflated-mib 7.5]
                                    [--body-mib 1] [--out bench/results/overload.json]
 
 One gravixd (subprocess, loopback, free ports) with caps set to
 `--max-in-flight-bytes 32MiB --max-in-flight-requests 64 --max-connections 256`. Load:
 `clients` threads post 1 MiB JSON batches back to back on keep-alive connections, while
 `stallers` connections each send half of a 1 MiB body and stall (holding in-flight bytes),
-reconnecting when shed. The daemon's VmHWM (peak RSS) is read from /proc before and after;
-the point is that it stays near (baseline + the in-flight byte cap), not the offered load.
+reconnecting when shed, and `gzip_clients` threads post gzip bodies of ~8 KB that inflate to
+7.5 MiB of small identical events (the issue 11 finding: memory counted on the wire only
+reached 2.7 GiB). The daemon's VmHWM (peak RSS) is read from /proc before and after; the
+point is that it stays near (baseline + the in-flight byte cap), not the offered load.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import socket
 import sys
@@ -40,10 +44,16 @@ def make_body(target_bytes: int) -> bytes:
     return b"[" + b",".join(items) + b"]"
 
 
-def request_head(length: int) -> bytes:
+def make_gzip_body(inflated_bytes: int) -> bytes:
+    item = b'{"service":"overload","route":"/api/v1/items/{id}","status_code":200}'
+    count = inflated_bytes // (len(item) + 1)
+    return gzip.compress(b"[" + b",".join([item] * count) + b"]", 9)
+
+
+def request_head(length: int, extra: bytes = b"") -> bytes:
     return (
         b"POST /v1/facts HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n" % length
+        b"Content-Length: %d\r\n%s\r\n" % (length, extra)
     )
 
 
@@ -103,9 +113,18 @@ def staller(port: int, request: bytes, stop: threading.Event, counts: Counter) -
             time.sleep(0.05)
 
 
-def run(seconds: float, clients: int, stallers: int, body_mib: float) -> dict:
+def run(
+    seconds: float,
+    clients: int,
+    stallers: int,
+    body_mib: float,
+    gzip_clients: int = 0,
+    gzip_inflated_mib: float = 7.5,
+) -> dict:
     body = make_body(int(body_mib * 1024 * 1024))
     request = request_head(len(body)) + body
+    gzip_body = make_gzip_body(int(gzip_inflated_mib * 1024 * 1024))
+    gzip_request = request_head(len(gzip_body), b"Content-Encoding: gzip\r\n") + gzip_body
     with tempfile.TemporaryDirectory(prefix="gravixd-overload-") as workdir:
         daemon = Daemon(
             Path(workdir),
@@ -132,6 +151,13 @@ def run(seconds: float, clients: int, stallers: int, body_mib: float) -> dict:
                 threading.Thread(target=staller, args=(daemon.http_port, request, stop, counts))
                 for _ in range(stallers)
             ]
+            gzip_counts: Counter = Counter()
+            threads += [
+                threading.Thread(
+                    target=blaster, args=(daemon.http_port, gzip_request, stop, gzip_counts)
+                )
+                for _ in range(gzip_clients)
+            ]
             started = time.monotonic()
             for t in threads:
                 t.start()
@@ -154,6 +180,10 @@ def run(seconds: float, clients: int, stallers: int, body_mib: float) -> dict:
         "body_bytes": len(body),
         "in_flight_bytes_cap": IN_FLIGHT_BYTES_CAP,
         "responses": {str(k): v for k, v in sorted(counts.items(), key=str)},
+        "gzip_clients": gzip_clients,
+        "gzip_body_bytes": len(gzip_body),
+        "gzip_inflated_mib": gzip_inflated_mib,
+        "gzip_responses": {str(k): v for k, v in sorted(gzip_counts.items(), key=str)},
         "offered_mib": round(
             sum(v for k, v in counts.items() if not str(k).startswith("staller"))
             * len(request)
@@ -175,9 +205,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=48)
     parser.add_argument("--stallers", type=int, default=64)
     parser.add_argument("--body-mib", type=float, default=1.0)
+    parser.add_argument("--gzip-clients", type=int, default=64)
+    parser.add_argument("--gzip-inflated-mib", type=float, default=7.5)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    result = run(args.seconds, args.clients, args.stallers, args.body_mib)
+    result = run(
+        args.seconds,
+        args.clients,
+        args.stallers,
+        args.body_mib,
+        args.gzip_clients,
+        args.gzip_inflated_mib,
+    )
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
