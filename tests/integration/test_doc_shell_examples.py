@@ -135,3 +135,13 @@ def test_shell_example_runs_as_written(daemon: Daemon, example_files: Path, bloc
     with contextlib.suppress(AssertionError):  # TCP lines are counted once gravixd reads them
         wait_for(lambda: refusals(daemon) == expected, timeout=10)
     assert refusals(daemon) == expected, script
+
+
+def test_no_example_installs_gravixd_from_the_package_index() -> None:
+    """gravixd is installed from its clone or a wheel built from it: it is not on PyPI, and
+    `pip install gravixd` would install nothing, or a stranger's package under that name."""
+    from_index = re.compile(r"pip3? install (?:-[-\w=]+ )*gravixd(?![\w./-])")
+    for path in (README, *sorted((ROOT / "docs").glob("*.md"))):
+        for _lang, body in _BLOCK.findall(path.read_text()):
+            code = "\n".join(line.split("#")[0] for line in body.splitlines())
+            assert not from_index.search(code), f"{path.name}: {from_index.search(code)}"
