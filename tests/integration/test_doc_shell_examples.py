@@ -4,7 +4,8 @@ against a real daemon: curl, nc, socat, bash's /dev/tcp and `gravixd emit`. Only
 the run stays short) and the one line that follows a log forever are changed. Each block is
 one bash script under `set -e -o pipefail`; `# -> STATUS BODY` comments in a block are what
 its output must hold; and afterwards the daemon must have refused nothing but the documented
-bad payload, so an example that quietly gets a 4xx fails here."""
+bad payload, so an example that quietly gets a 4xx fails here. Also: every gravixd TOML
+example of the docs loads, and none installs gravixd from the package index."""
 
 from __future__ import annotations
 
@@ -145,3 +146,23 @@ def test_no_example_installs_gravixd_from_the_package_index() -> None:
         for _lang, body in _BLOCK.findall(path.read_text()):
             code = "\n".join(line.split("#")[0] for line in body.splitlines())
             assert not from_index.search(code), f"{path.name}: {from_index.search(code)}"
+
+
+def test_every_gravixd_toml_of_the_docs_loads(tmp_path: Path) -> None:
+    """Each TOML example of README.md and docs/ that configures gravixd (Vector's, with its
+    sources/transforms/sinks tables, aside) is valid for the current config loader."""
+    from gravixd.config import load
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text("doc-example-token\n")
+    vector = re.compile(r"^\[(sources|transforms|sinks)\.", re.MULTILINE)
+    loaded = 0
+    for path in (README, *sorted((ROOT / "docs").glob("*.md"))):
+        for lang, body in _BLOCK.findall(path.read_text()):
+            if lang != "toml" or vector.search(body):
+                continue
+            config = tmp_path / f"{path.stem}-{loaded}.toml"
+            config.write_text(body.replace("/etc/gravixd/tokens", str(tokens)))
+            load({"config": str(config)}, {})
+            loaded += 1
+    assert loaded >= 5
