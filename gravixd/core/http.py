@@ -336,6 +336,8 @@ class IngestProtocol:
             self._eof = True
         elif self._input:
             self._input = memoryview(bytes(self._input) + data)
+        elif len(data) <= _HEAD_FEED_BYTES or self._conn.their_state is h11.SEND_BODY:
+            self._conn.receive_data(data)  # what _next_h11_event would hand over at once
         else:
             self._input = memoryview(data)
 
@@ -496,13 +498,17 @@ class IngestProtocol:
 
     def _start_request(self, request: h11.Request) -> SendInterim | None:
         self._request = request
-        raw_headers = request.headers  # h11 lowercases names
-        headers: dict[bytes, bytes] = {}
+        headers: dict[bytes, bytes] = {}  # names lower case (h11 lowercases them)
         repeated: list[bytes] = []
-        for name, value in raw_headers:
+        header_bytes = 0
+        # h11's Headers iterates through a Python __getitem__ per header; its list of
+        # (raw name, name, value) is several times faster to walk.
+        full_items = getattr(request.headers, "_full_items", None)
+        for _, name, value in full_items or ((n, n, v) for n, v in request.headers):
             if name in headers:
                 repeated.append(name)
             headers[name] = value
+            header_bytes += len(name) + len(value) + 4
         connection = {t.strip() for t in headers.get(b"connection", b"").lower().split(b",")}
         version = request.http_version
         # RFC 9112 section 9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only on request.
@@ -524,7 +530,6 @@ class IngestProtocol:
             raise _RejectRequest(404, "not_found", f"Expected POST to {paths}, got {_s(path)}")
         self._endpoint, self._stream = path.decode(), stream
         self._invalid_events = _invalid_events(query)
-        header_bytes = sum(len(name) + len(value) + 4 for name, value in raw_headers)
         if header_bytes > self.limits.max_header_bytes:
             raise _RejectRequest(
                 431,
