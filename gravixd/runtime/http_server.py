@@ -14,8 +14,9 @@ early as it is known, unless the request is the only one holding memory (so that
 request within max_body_bytes always goes on).
 
 Fairness: the protocol hands out work in slices and this server yields to other
-connections between them; a large body is decoded in a worker thread, so one client's
-request never holds the event loop for long.
+connections between them; a large JSON or NDJSON body is decoded in slices on the loop
+(`decode_in_slices`, a checkpoint between them), a large protobuf body in a worker thread,
+so one client's request never holds the event loop for long.
 """
 
 from __future__ import annotations
@@ -34,10 +35,14 @@ import trio
 from ..core.decode import (
     JSON_TYPES,
     NDJSON_TYPES,
+    Decoded,
+    DecodeSteps,
     Partial,
     decode,
+    decode_in_slices,
     decode_protobuf_pure,
     decode_valid,
+    valid_after_error,
 )
 from ..core.http import (
     ENDPOINTS,
@@ -70,10 +75,11 @@ _RECEIVE_BYTES: Final = 256 * 1024
 # How long a shed client should wait: about one upload round; short enough to retry soon.
 _RETRY_AFTER_SECONDS: Final = b"1"
 _RETRY_AFTER: Final = [(b"retry-after", _RETRY_AFTER_SECONDS)]
-# Bodies from this size on are decoded in a worker thread: a 512 KiB JSON body holds the
-# loop ~5-10 ms, an 8 MiB one ~70 ms (the C protobuf decoder releases the GIL; msgspec and
-# pyarrow's conversions hold it per call, so the loop still gets its turn between them).
-# Below it the thread hand-off (~100 us) costs more than it spares.
+# Bodies from this size on are decoded in slices (JSON, NDJSON) or in a worker thread
+# (protobuf: the C decoder releases the GIL): a 512 KiB JSON body holds the loop ~5-10 ms,
+# an 8 MiB one ~70-100 ms in one piece, and a worker thread would not help, since msgspec
+# and pyarrow's conversions hold the GIL for the whole of each call. Below it the hand-off
+# (~100 us) costs more than it spares.
 _THREAD_DECODE_BYTES: Final = 512 * 1024
 # Decoders' peak working memory per body byte, measured (bench/bench_overload.py, RSS):
 # msgspec Structs + Arrow ~6x a JSON body; upb messages + Python lists ~19x a protobuf
@@ -375,15 +381,7 @@ class HttpServer:
                 now = pipeline.now_unix_nano()
                 if signal is None:
                     skip = (request.invalid_events or self.settings.invalid_events) == "skip"
-                    partial = await self._off_loop_if_big(
-                        request.body,
-                        decode_valid if skip else _decode_all,
-                        request.stream,
-                        request.media_type,
-                        request.body,
-                        now,
-                        pipeline.protobuf_decoder,
-                    )
+                    partial = await self._decode(request, skip, now)
                     batch = partial.decoded
                 else:
                     otlp_result = await self._off_loop_if_big(
@@ -453,6 +451,27 @@ class HttpServer:
             return _DECODE_BYTES_PER_BODY_BYTE["protobuf_pure"]  # OTLP parses with upb
         return _DECODE_BYTES_PER_BODY_BYTE["protobuf"]
 
+    async def _decode(self, request: IngestRequest, skip: bool, now: int) -> Partial:
+        """`decode_valid` (skip) or `decode` of a request body, without holding the loop long."""
+        args = (request.stream, request.media_type, request.body, now)
+        protobuf_decoder = self.pipeline.protobuf_decoder
+        decode_all = decode_valid if skip else _decode_all
+        media_type = request.media_type
+        if media_type not in JSON_TYPES and media_type not in NDJSON_TYPES:
+            return await self._off_loop_if_big(request.body, decode_all, *args, protobuf_decoder)
+        if len(request.body) < _THREAD_DECODE_BYTES:
+            return decode_all(*args, protobuf_decoder)
+        try:
+            return Partial(await _run_steps(decode_in_slices(*args)))
+        except DecodeError as first:
+            if not skip:
+                raise
+            # Each event on its own, a Python loop (the GIL changes hands between its
+            # items): in the worker thread.
+            return await trio.to_thread.run_sync(
+                valid_after_error, *args, protobuf_decoder, first, limiter=self._decode_threads
+            )
+
     async def _off_loop_if_big(self, body: bytes, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
         """fn(*args) here for a small body; in a worker thread for a big one."""
         if len(body) < _THREAD_DECODE_BYTES:
@@ -469,6 +488,16 @@ class HttpServer:
         if observe is None:
             observe = self._latency[endpoint] = self.metrics.latency.labels(endpoint).observe
         observe(trio.current_time() - started)  # type: ignore[operator]
+
+
+async def _run_steps(steps: DecodeSteps) -> Decoded:
+    """Drive a sliced decode to its end, letting other tasks run between its steps."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return cast(Decoded, done.value)
+        await trio.lowlevel.checkpoint()
 
 
 def _decode_all(*args: Any) -> Partial:

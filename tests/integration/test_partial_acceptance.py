@@ -85,3 +85,32 @@ def test_skip_as_configured_for_ndjson_and_protobuf(tmp_path: Path) -> None:
         assert d.stop() == 0
     stored = read_store(d.store_dir, "events").column("trace_id").to_pylist()
     assert sorted(stored) == ["n-0", "n-3", "p-0"]
+
+
+def test_a_big_body_decoded_in_slices_names_the_bad_event_by_its_place_in_the_body(
+    tmp_path: Path,
+) -> None:
+    """From 512 KiB on a JSON or NDJSON body is decoded in slices of 2048 events; an error in
+    a later slice still names the event's index (or line) in the whole body, all-or-nothing
+    still rejects the body, and skip still keeps the rest."""
+    items = [{"service": "big", "trace_id": f"t-{i:05}", "route": "/x" * 20} for i in range(9000)]
+    items[6001]["status_code"] = 1000  # msgspec's check, in the third slice
+    items[7002]["timestamp"] = "yesterday"  # _normalize's, in the fourth
+    as_json = json.dumps(items).encode()
+    as_ndjson = b"\n" + ndjson(items)  # a blank first line: line numbers are not indices + 1
+    assert len(as_json) > 512 * 1024 and len(as_ndjson) > 512 * 1024
+    with Daemon(tmp_path) as d:
+        status, answer, _ = d.post("/v1/facts", as_json)
+        assert (status, answer["reason"]) == (400, "validation")
+        assert answer["error"] == "Expected `int` <= 999 - at `$[6001].status_code`"
+        status, answer, _ = d.post("/v1/facts", as_ndjson, content_type="application/x-ndjson")
+        assert (status, answer["reason"]) == (400, "validation")
+        assert answer["error"] == "line 6003: Expected `int` <= 999 - at `$.status_code`"
+
+        status, answer, _ = d.post("/v1/facts?invalid=skip", as_json)
+        assert status == 202
+        assert (answer["accepted"], answer["rejected"]) == (8998, 2)
+        assert [e["path"] for e in answer["errors"]] == ["$[6001].status_code", "$[7002].timestamp"]
+        assert d.stop() == 0
+    stored = read_store(d.store_dir, "facts").column("trace_id").to_pylist()
+    assert len(stored) == 8998 and "t-06001" not in stored and "t-07002" not in stored
