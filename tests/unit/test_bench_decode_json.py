@@ -20,7 +20,7 @@ def test_every_stage_is_measured_on_both_streams() -> None:
         stages = bench_decode_json.measure(stream, 40, 0.01, 1, "gravixd.core.decode", True)
         assert set(stages) == {
             "parse", "parse+columns", "columns", "decode_json", "decode_ndjson",
-            "small (1-event requests, 64 a commit)",
+            "small (1-event requests, 64 a commit)", "json in slices", "ndjson in slices",
         } | ({"syslog-shaped ndjson"} if stream == "events" else set())  # fmt: skip
         # ("columns" is a difference of two timings: it may come out as anything here.)
         assert all(v["cpu_us_per_event"] > 0 for k, v in stages.items() if k != "columns")
