@@ -457,7 +457,7 @@ def decode_ndjson_lenient(
             errors.append(LineError(number, start, message, "validation"))
         else:
             items.append(item)
-    return _finish(stream, _row_array(stream, items), 0), errors
+    return _columns_of(stream, items), errors
 
 
 # --- partial acceptance (DESIGN.md section 2: invalid_events = "skip") ---------------------
@@ -572,7 +572,7 @@ def _json_valid(stream: str, body: bytes, received_unix_nano: int, first: Decode
             items.append(item)
     if len(items) <= SMALL_REQUEST_ROWS:
         return _partial(_as_rows(stream, items), errors, first)
-    return _partial(_finish(stream, _row_array(stream, items), 0), errors, first)
+    return _partial(_columns_of(stream, items), errors, first)
 
 
 def _protobuf_valid(
@@ -694,6 +694,19 @@ def _row_array(stream: str, items: Sequence[Any]) -> pa.StructArray:
 
 
 _astuple: Final = msgspec.structs.astuple
+
+
+def _columns_of(stream: str, items: list[Any]) -> pa.RecordBatch:
+    """Final items (`_normalize`d) as a batch, built DECODE_SLICE_ROWS at a time: each
+    pyarrow call then holds the GIL a few ms, so a worker thread building a big batch (the
+    partial-acceptance slow paths) lets the event loop run in between."""
+    n = DECODE_SLICE_ROWS
+    if len(items) <= n:
+        return _finish(stream, _row_array(stream, items), 0)
+    parts = [
+        _finish(stream, _row_array(stream, items[i : i + n]), 0) for i in range(0, len(items), n)
+    ]
+    return pa.concat_batches(parts)
 
 
 def _to_batch(

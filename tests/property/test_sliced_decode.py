@@ -142,3 +142,26 @@ def test_an_error_in_a_later_slice_names_its_index_in_the_body() -> None:
         assert exc.message == "Expected `int` <= 999 - at `$[4321].status_code`"
     else:
         raise AssertionError("accepted")
+
+
+def test_partial_acceptance_of_a_big_body_keeps_exactly_the_valid_events() -> None:
+    """The slow path builds its columns 2048 events at a time: the same batch as the valid
+    events decoded alone."""
+    items: list[dict[str, Any]] = [
+        {
+            "service": "s",
+            "severity": "warning",
+            "trace_id": str(i),
+            "attributes": {"b": "1", "a": "2"},
+        }
+        for i in range(5000)
+    ]
+    bad = [*items[:100], {"service": ""}, *items[100:4900], {"severity": "loud"}, *items[4900:]]
+    valid = decode("events", "application/json", msgspec.json.encode(items), RECEIVED_NS)
+    for media_type, body in [
+        ("application/json", msgspec.json.encode(bad)),
+        ("application/x-ndjson", b"\n".join(msgspec.json.encode(i) for i in bad)),
+    ]:
+        partial = decode_valid("events", media_type, body, RECEIVED_NS)
+        assert partial.rejected == 2
+        assert as_record_batch("events", partial.decoded).equals(valid), media_type
