@@ -32,7 +32,15 @@ from daemon import Daemon, free_port, read_store, wait_for
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "shippers.md"
 RSYSLOG_ROOT = Path("/opt/gravixd-tools/rsyslog")
-SYSLOG_NG_HTTP_MODULE = Path("/usr/lib/syslog-ng/3.38/libhttp.so")
+
+
+def _installed(package: str) -> bool:
+    """Whether dpkg has `package` installed (the http() module's path holds syslog-ng's version)."""
+    query = ["dpkg-query", "-W", "-f=${Status}", package]
+    status = subprocess.run(query, capture_output=True, text=True, check=False).stdout
+    return status == "install ok installed"
+
+
 _INSTALL_HINT = "run `bash scripts/install-tools` (as root), which installs it"
 
 # Syslog severities by number (RFC 5424), as syslog-ng's ${LEVEL} and rsyslog's
@@ -226,7 +234,7 @@ def assert_stored_once(store_dir: Path, lines: list[Line], *, with_attributes: b
 def _syslog_ng() -> str:
     path = shutil.which("syslog-ng")
     assert path, f"syslog-ng is not installed: {_INSTALL_HINT}"
-    assert SYSLOG_NG_HTTP_MODULE.exists(), f"syslog-ng-mod-http is not installed: {_INSTALL_HINT}"
+    assert _installed("syslog-ng-mod-http"), f"syslog-ng-mod-http is not installed: {_INSTALL_HINT}"
     return path
 
 
