@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute
 import pyarrow.parquet as pq
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
 from seaweed import SeaweedServer, environ_without_aws, free_ports
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
@@ -127,7 +128,15 @@ def read_bucket_facts(server: SeaweedServer, prefix: str) -> pa.Table:
 def wait_for_rows(server: SeaweedServer, prefix: str, rows: int) -> pa.Table:
     deadline = time.monotonic() + _WAIT_SECONDS
     while True:
-        table = read_bucket_facts(server, prefix)
+        try:
+            table = read_bucket_facts(server, prefix)
+        except (ClientError, EndpointConnectionError):
+            # A SeaweedFS just restarted answers 500 InternalError until its volume is back:
+            # this reader polls through it as the daemon's uploader retries through it.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+            continue
         if table.num_rows >= rows or time.monotonic() > deadline:
             return table
         time.sleep(0.2)
