@@ -41,7 +41,7 @@ from ..schema import (
     SEVERITY_NAMES,
     severity_number_of_name,
 )
-from . import otlp_json
+from . import otlp_json, otlp_json_typed
 from .decode import attributes_column, timestamp_column
 
 PROTOBUF_TYPES: Final = frozenset({"application/x-protobuf", "application/protobuf"})
@@ -463,7 +463,25 @@ def _parse_protobuf(signal: Signal, body: bytes) -> Any:
         ) from None
 
 
+# Canonical OTLP JSON decoded straight into Structs (otlp_json_typed), one per request type,
+# made on first use. Anything else proto3 JSON allows goes to the descriptor-driven reader.
+_TYPED_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
 def _parse_json(signal: Signal, body: bytes) -> Any:
+    decoder = _TYPED_DECODERS.get(signal.request_type)
+    if decoder is None:
+        decoder = _TYPED_DECODERS[signal.request_type] = otlp_json_typed.decoder_for(
+            signal.request_type
+        )
+    try:
+        return decoder.decode(body)
+    except (msgspec.MsgspecError, RecursionError):
+        pass  # not the canonical form (or not valid): the full reader decides, and words it
+    return _parse_json_any_form(signal, body)
+
+
+def _parse_json_any_form(signal: Signal, body: bytes) -> Any:
     name = signal.request_type.DESCRIPTOR.full_name
     try:
         document = _decode_json(body)
