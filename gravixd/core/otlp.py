@@ -452,6 +452,18 @@ def decode_export(
     return signal.to_batch(request, received_unix_nano)
 
 
+# Peak memory of decoding OTLP JSON per JSON object in the body (Structs, then the mapping's
+# column lists), measured: ~220 B an object for exporters' spans, ~350 B for `{}` records.
+JSON_DECODE_BYTES_PER_OBJECT: Final = 350
+
+
+def json_decode_bytes(body: bytes) -> int:
+    """An upper bound of the memory decoding this OTLP JSON body takes, known before anything
+    is built: its objects (every `{`, counted by one C loop, ~1 ms for 8 MiB) times the most
+    one costs. A body of 2.7M empty records is 8 MiB of JSON but ~1 GiB of objects."""
+    return body.count(b"{") * JSON_DECODE_BYTES_PER_OBJECT
+
+
 def _parse_protobuf(signal: Signal, body: bytes) -> Any:
     try:
         return signal.request_type.FromString(body)
@@ -504,18 +516,37 @@ def _parse_json_any_form(signal: Signal, body: bytes) -> Any:
 
 def encode_response(signal: Signal, media_type: str, result: OtlpBatch) -> bytes:
     """The `Export…ServiceResponse` for a request whose records are durable, in the request's
-    encoding. `partial_success` is set only when records were rejected (OTLP: it MUST stay
-    unset on full success); spans skipped for their kind are not rejections."""
+    encoding. `partial_success` is set only when records were rejected or spans ignored (OTLP:
+    it MUST stay unset on full success); spans skipped for their kind are not rejections
+    (`rejected_spans` does not count them: else every Collector would log an error for every
+    trace), but the message says how many and why."""
     response = signal.response_type()
+    notes = []
     if result.rejected:
         noun = signal.record_noun
         message = f"{result.rejected} {noun} rejected: " + "; ".join(result.errors)
         if result.rejected > len(result.errors):
             message += f"; and {result.rejected - len(result.errors)} more"
-        partial = signal.partial_success_type(error_message=message)
+        notes.append(message)
+    if result.ignored_by_kind:
+        notes.append(ignored_spans_message(result.ignored_by_kind))
+    if notes:
+        # OTLP: a partial_success with 0 rejected and a message is a warning the client logs.
+        partial = signal.partial_success_type(error_message=". ".join(notes))
         setattr(partial, signal.rejected_field, result.rejected)
         response.partial_success.CopyFrom(partial)
     return _encode_message(response, media_type)
+
+
+def ignored_spans_message(ignored_by_kind: dict[str, int]) -> str:
+    """Why spans were not stored, for partial_success: a user who forgot SpanKind.SERVER
+    learns it from the answer, not from a metric."""
+    total = sum(ignored_by_kind.values())
+    kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(ignored_by_kind.items()))
+    return (
+        f"{total} spans ignored, not stored: only spans of kind SERVER are request facts "
+        f"(got {kinds}); create the span with kind SERVER to store it"
+    )
 
 
 # google.rpc.Code numbers for the Status.code field (OTLP clients do not act on it, but it

@@ -61,7 +61,14 @@ from ..core.http import (
     otlp_error_body,
 )
 from ..core.otlp import SIGNALS as OTLP_SIGNALS
-from ..core.otlp import OtlpBatch, Signal, decode_export, encode_response, response_content_type
+from ..core.otlp import (
+    OtlpBatch,
+    Signal,
+    decode_export,
+    encode_response,
+    response_content_type,
+)
+from ..core.otlp import json_decode_bytes as otlp_json_decode_bytes
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
 from .listeners import ConnectionBudget, accept_loop
@@ -300,6 +307,7 @@ class HttpServer:
                                 event.media_type,
                                 len(event.body),
                                 event.decompressed_bytes,
+                                event.body,
                             )
                         )
                         status, payload, headers = await self._handle(event, held)
@@ -364,6 +372,17 @@ class HttpServer:
         except SpoolFullError as exc:
             metrics.load_shed.labels("spool").inc()
             return _error(request, 503, "spool_full", str(exc))
+        signal = OTLP_SIGNALS.get(request.endpoint)
+        if signal is not None and held.body > self.settings.max_in_flight_bytes:
+            # Alone over the budget: no retry can succeed (a 503 would be retried forever).
+            message = (
+                f"Expected a body whose decoding fits max_in_flight_bytes="
+                f"{self.settings.max_in_flight_bytes}, got one that needs ~{held.body} bytes "
+                f"({len(request.body)} bytes of {signal.record_noun} and their objects); "
+                "send smaller batches"
+            )
+            metrics.events_rejected.labels(signal.stream, "otlp", "too_large_to_decode").inc()
+            return _error(request, 413, "too_large_to_decode", message)
         if held.over_limit():
             metrics.load_shed.labels("in_flight_bytes").inc()
             message = (
@@ -371,7 +390,6 @@ class HttpServer:
                 f"max_in_flight_bytes={self.settings.max_in_flight_bytes}, got none; retry later"
             )
             return _error(request, 503, "overloaded", message)
-        signal = OTLP_SIGNALS.get(request.endpoint)
         source = "http" if signal is None else "otlp"
         load.in_flight_requests += 1
         try:
@@ -437,12 +455,22 @@ class HttpServer:
         )
 
     def _body_reservation(
-        self, endpoint: str, media_type: str, body_bytes: int, decompressed_bytes: int
+        self,
+        endpoint: str,
+        media_type: str,
+        body_bytes: int,
+        decompressed_bytes: int,
+        body: bytes | None = None,
     ) -> int:
         """What a body of `body_bytes` holds until decoded: the inflated bytes (identity
-        bodies are their wire bytes, counted already) and its decoder's working memory."""
+        bodies are their wire bytes, counted already) and its decoder's working memory. Once
+        the whole `body` is there, an OTLP JSON body is measured by its objects: tiny records
+        cost far more than their bytes."""
         signal = OTLP_SIGNALS.get(endpoint)
-        return decompressed_bytes + body_bytes * self._decode_factor(media_type, signal)
+        decoding = body_bytes * self._decode_factor(media_type, signal)
+        if signal is not None and body is not None and media_type in JSON_TYPES:
+            decoding = max(decoding, otlp_json_decode_bytes(body))
+        return decompressed_bytes + decoding
 
     def _decode_factor(self, media_type: str, signal: Signal | None) -> int:
         if media_type in JSON_TYPES or media_type in NDJSON_TYPES:

@@ -27,7 +27,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, set_span_in_context
-from otlp_messages import log_record, logs_request, span, to_otlp_json, traces_request
+from otlp_messages import CLIENT, log_record, logs_request, span, to_otlp_json, traces_request
 
 START = 1_764_000_000_123_456_789
 
@@ -209,6 +209,15 @@ def test_json_gzip_partial_success_and_bad_payloads(tmp_path: Path) -> None:
             " - at `$.resourceSpans[0].scopeSpans[0].spans[1]`"
         )
 
+        # A client span (the SDK's default kind is INTERNAL) is not stored; the answer says so.
+        status, _, body = post(
+            d, "/v1/traces", to_otlp_json(traces_request([span(kind=CLIENT)])), "application/json"
+        )
+        assert status == 200
+        warning = json.loads(body)["partialSuccess"]
+        assert "rejectedSpans" not in warning  # 0: a warning, not a rejection
+        assert warning["errorMessage"].startswith("1 spans ignored, not stored: only spans of kind")
+
         # gzip'd protobuf: full success is an empty ExportLogsServiceResponse.
         logs = logs_request([log_record(body="zipped", severity_number=9)])
         status, content_type, body = post(
@@ -248,7 +257,7 @@ def test_json_gzip_partial_success_and_bad_payloads(tmp_path: Path) -> None:
             "application/x-protobuf, got 'application/x-ndjson'"
         )
 
-        assert d.metric("ingestion_requests_total", endpoint="/v1/traces", code="200") == 1
+        assert d.metric("ingestion_requests_total", endpoint="/v1/traces", code="200") == 2
         assert d.metric("ingestion_requests_total", endpoint="/v1/traces", code="400") == 1
         assert d.metric("ingestion_requests_total", endpoint="/v1/logs", code="400") == 1
         assert d.metric("ingestion_requests_total", endpoint="/v1/logs", code="415") == 1
@@ -353,3 +362,34 @@ async def test_sdk_exporter_retries_a_503_until_the_spool_has_room(tmp_path: Pat
         exporter.shutdown()
     routes = [r["route"] for r in sorted_rows(read_store(tmp_path / "store", "facts"))]
     assert routes.count("GET /retried") == 1
+
+
+def _doc_python_blocks(section: str) -> list[str]:
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "otlp.md").read_text()
+    start = text.index(section + "\n")
+    end = text.find("\n## ", start + len(section))
+    return re.findall(r"```python\n(.*?)```", text[start : end if end > 0 else None], re.DOTALL)
+
+
+def test_the_docs_sdk_examples_store_a_fact_and_an_event(tmp_path: Path) -> None:
+    """docs/otlp.md's Python examples, run as written (only the port differs): the span is
+    a SERVER span and lands as a fact, the log record lands as an event."""
+    blocks = _doc_python_blocks("## Sending from an OpenTelemetry SDK")
+    assert len(blocks) == 2
+    with Daemon(tmp_path) as d:
+        for code in blocks:
+            code = code.replace("127.0.0.1:8088", f"127.0.0.1:{d.http_port}")
+            exec(compile(code, "<docs/otlp.md>", "exec"), {})  # noqa: S102 - the docs' example
+        assert d.metric("otlp_spans_ignored_total", kind="internal") == 0
+        assert d.stop() == 0
+    facts = read_store(d.store_dir, "facts").drop_columns(["timestamp"]).to_pylist()
+    events = read_store(d.store_dir, "events").drop_columns(["timestamp"]).to_pylist()
+    assert [(f["service"], f["route"], f["method"], f["status_code"]) for f in facts] == [
+        ("checkout", "/orders/{id}", "POST", 201)
+    ]
+    assert [(e["service"], e["kind"], e["severity"], e["message"]) for e in events] == [
+        ("checkout", "payment.declined", "WARN", "payment declined")
+    ]
+    assert dict(events[0]["attributes"])["order.id"] == "42"

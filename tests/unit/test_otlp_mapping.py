@@ -593,6 +593,26 @@ def test_partial_success_counts_rejected_records_in_both_encodings() -> None:
     assert as_json == {"partialSuccess": {"rejectedLogRecords": "7", "errorMessage": message}}
 
 
+def test_ignored_spans_are_a_warning_that_says_why_in_both_encodings() -> None:
+    """Spans of other kinds are not rejections (rejected_spans stays 0, as OTLP allows for
+    warnings), but the answer says how many were not stored and what to change."""
+    request = traces_request(
+        [span(kind=CLIENT), span(kind=INTERNAL), span(kind=CLIENT), span(name="kept")]
+    )
+    result = decode(otlp.TRACES, request, "application/x-protobuf")
+    assert result.batch.num_rows == 1
+    response = trace_service_pb2.ExportTraceServiceResponse.FromString(
+        otlp.encode_response(otlp.TRACES, "application/x-protobuf", result)
+    )
+    assert response.partial_success.rejected_spans == 0
+    assert response.partial_success.error_message == (
+        "3 spans ignored, not stored: only spans of kind SERVER are request facts "
+        "(got client: 2, internal: 1); create the span with kind SERVER to store it"
+    )
+    as_json = json.loads(otlp.encode_response(otlp.TRACES, "application/json", result))
+    assert as_json == {"partialSuccess": {"errorMessage": response.partial_success.error_message}}
+
+
 def test_error_body_is_a_google_rpc_status_in_the_request_encoding() -> None:
     from google.rpc import status_pb2
 
