@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from daemon import Daemon, free_port, read_store, wait_for
 
 # How long a test waits for a shipper to deliver everything (a deadline, not a figure):
@@ -48,7 +49,15 @@ def restart_when(d: Daemon, ready: Callable[[], bool], what: str) -> None:
 
 
 def stored_rows(d: Daemon, stream: str) -> list[dict[str, Any]]:
-    return read_store(d.store_dir, stream).to_pylist()
+    """Every stored row of `stream`, its `timestamp` in Unix nanoseconds (an int: Python's
+    datetime has no nanoseconds)."""
+    table = read_store(d.store_dir, stream)
+    at = table.schema.get_field_index("timestamp")
+    return table.set_column(at, "timestamp", table.column(at).cast(pa.int64())).to_pylist()
+
+
+def stored_values(d: Daemon, stream: str, key: str) -> set[Any]:
+    return set(read_store(d.store_dir, stream).column(key).to_pylist())
 
 
 def wait_stored(
@@ -63,12 +72,12 @@ def wait_stored(
 
     def arrived() -> bool:
         assert d.proc is not None and d.proc.poll() is None, d.log_text()[-2000:]
-        return wanted <= {row[key] for row in stored_rows(d, stream)}
+        return wanted <= stored_values(d, stream, key)
 
     try:
         wait_for(arrived, timeout, 0.5, f"{len(wanted)} {stream} stored")
     except AssertionError as timeout:
-        missing = wanted - {row[key] for row in stored_rows(d, stream)}
+        missing = wanted - stored_values(d, stream, key)
         raise AssertionError(
             f"{len(missing)} of {len(wanted)} never stored: {sorted(missing)[:10]}"
         ) from timeout
