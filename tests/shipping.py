@@ -53,7 +53,10 @@ def stored_rows(d: Daemon, stream: str) -> list[dict[str, Any]]:
     datetime has no nanoseconds)."""
     table = read_store(d.store_dir, stream)
     at = table.schema.get_field_index("timestamp")
-    return table.set_column(at, "timestamp", table.column(at).cast(pa.int64())).to_pylist()
+    rows: list[dict[str, Any]] = table.set_column(
+        at, "timestamp", table.column(at).cast(pa.int64())
+    ).to_pylist()
+    return rows
 
 
 def stored_values(d: Daemon, stream: str, key: str) -> set[Any]:

@@ -138,7 +138,10 @@ def test_sdk_to_collector_to_gravixd_across_a_gravixd_restart(tmp_path: Path) ->
 
         def send(numbers: list[int]) -> None:
             for n in numbers:
-                attributes = {"http.route": f"/orders/{n}", "http.response.status_code": 200}
+                attributes: dict[str, str | int] = {
+                    "http.route": f"/orders/{n}",
+                    "http.response.status_code": 200,
+                }
                 tracer.start_span(
                     f"GET /orders/{n}", kind=SpanKind.SERVER, attributes=attributes
                 ).end()
