@@ -49,6 +49,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if . }}{{ regexReplaceAll "^.*:" . "" }}{{ end }}
 {{- end }}
 
+{{/* The [[tcp_listeners]] other pods can reach, one "name port" a line (name: tcp-<stream>-<i>,
+     at most 15 characters as Kubernetes wants): each becomes a containerPort and a Service
+     port. A loopback listener is not reachable through a Service, so it gets neither. */}}
+{{- define "gravixd.tcpListenerPorts" -}}
+{{- range $i, $listener := .Values.config.tcp_listeners | default list }}
+{{- $port := include "gravixd.port" $listener.listen }}
+{{- if and $port (not (regexMatch "^(127\\.[0-9.]+|\\[::1\\]|localhost):" $listener.listen)) }}
+{{ printf "tcp-%s-%d" $listener.stream $i }} {{ $port }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* The Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or "" for the SDK's chain. */}}
 {{- define "gravixd.s3SecretName" -}}
 {{- if .Values.s3.existingSecret }}

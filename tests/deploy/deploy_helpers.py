@@ -55,6 +55,7 @@ def concrete_promql(expr: str, rate_window: str = "1m") -> str:
         expr.replace("$__rate_interval", rate_window)
         .replace("$__interval", rate_window)
         .replace("$instance", ".+")
+        .replace("$job", "gravixd")  # the job name of deploy/prometheus/prometheus.yml
     )
 
 

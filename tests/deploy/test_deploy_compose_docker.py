@@ -215,3 +215,24 @@ def test_dockerignore_keeps_what_the_wheel_build_needs() -> None:
     for needed in ("pyproject.toml", "README.md", "setup.py", "gravixd", "native", "proto"):
         assert needed not in ignored
     assert {".git", "tests"} <= ignored
+
+
+def test_compose_tcp_listeners_are_configured_and_published() -> None:
+    """Compose configures gravixd by environment, which cannot say [[tcp_listeners]]: the
+    mounted config file adds docs/shippers.md's events listener, and every TCP listener
+    gravixd will open is published on the host (compose could set no listener at all)."""
+    from gravixd.config import load
+
+    service = _compose()["services"]["gravixd"]
+    mounts = dict(
+        m.split(":")[:2] for m in service["volumes"] if isinstance(m, str) and m.startswith("./")
+    )
+    by_target = {target: source for source, target in mounts.items()}
+    config_file = ROOT / by_target["/etc/gravixd/gravixd.toml"]
+    env = {k: str(v) for k, v in service["environment"].items()}
+    loaded = load({}, {**env, "GRAVIXD_CONFIG": str(config_file)}).config
+    listeners = {(t.listen, t.stream, t.framing) for t in loaded.tcp_listeners}
+    assert ("0.0.0.0:5171", "events", "ndjson") in listeners
+    published = {str(p).split(":")[-1] for p in service["ports"]}
+    for listen in [loaded.tcp_listen, *(t.listen for t in loaded.tcp_listeners)]:
+        assert listen.rsplit(":", 1)[1] in published, f"{listen} is not published"

@@ -124,3 +124,30 @@ def test_the_dashboard_shows_instances_and_connection_limits() -> None:
     assert any(e.startswith("sum(up{") for e in exprs)  # how many instances answer
     for metric in ("ingestion_connections_rejected_total", "ingestion_accept_errors_total"):
         assert any(metric in e for e in exprs), metric
+
+
+def test_instances_up_counts_only_gravixd_scrape_jobs() -> None:
+    """`up` exists for every target Prometheus scrapes (Prometheus itself, node exporters):
+    each `up` query selects the jobs that scrape gravixd, which the `job` variable lists
+    from a metric only gravixd exports. (Counting every job, 5 gravixd showed as 6.)"""
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    assert variables["job"]["query"]["query"] == "label_values(gravixd_build_info, job)"
+    # "All" must mean the listed (gravixd) jobs, never a catch-all regex.
+    assert "allValue" not in variables["job"], variables["job"]
+    assert 'job=~"$job"' in variables["instance"]["query"]["query"]
+    up_queries = [(t, e) for t, e in dashboard_targets() if "up{" in e]
+    assert up_queries
+    for title, expr in up_queries:
+        assert re.search(r"\bup\{[^}]*job=~\"\$job\"", expr), (title, expr)
+
+
+# Panels that count trouble: a healthy gravixd has no such series yet (labelled counters
+# appear at their first increment), and "No data" there reads as "broken", not "none".
+_TROUBLE = re.compile(r"error|reject|refus|shed|retr|quarantin", re.IGNORECASE)
+
+
+@pytest.mark.parametrize(
+    ("title", "expr"), [(t, e) for t, e in dashboard_targets() if _TROUBLE.search(t)]
+)
+def test_trouble_panels_show_zero_rather_than_no_data(title: str, expr: str) -> None:
+    assert expr.endswith(" or vector(0)"), (title, expr)

@@ -478,3 +478,32 @@ def test_documented_helm_install_commands_render(chart: helm.Chart, values: dict
 
 def test_every_documented_install_command_is_checked() -> None:
     assert len(DOCUMENTED_INSTALLS) >= 3
+
+
+def test_extra_tcp_listeners_get_container_and_service_ports(chart: helm.Chart) -> None:
+    """docs/shippers.md's events listener, set in config.tcp_listeners, is reachable through
+    the Service (it had no containerPort and no Service port); a loopback one, reachable
+    only inside the pod, gets neither."""
+    listeners = [
+        {"listen": "0.0.0.0:5171", "stream": "events", "framing": "ndjson"},
+        {"listen": "127.0.0.1:5172", "stream": "facts", "framing": "protobuf"},
+        {"listen": "[::]:5173", "stream": "facts", "framing": "protobuf"},
+    ]
+    docs = _render(chart, {"config": {"tcp_listeners": listeners}})
+    (statefulset,) = _by_kind(docs, "StatefulSet")
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container_ports == {
+        "http": 8088,
+        "tcp-ingest": 5170,
+        "tcp-events-0": 5171,
+        "tcp-facts-2": 5173,
+        "metrics": 9108,
+    }
+    service = next(s for s in _by_kind(docs, "Service") if "clusterIP" not in s["spec"])
+    service_ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+    assert service_ports["tcp-events-0"] == (5171, "tcp-events-0")
+    assert service_ports["tcp-facts-2"] == (5173, "tcp-facts-2")
+    assert not any(port == 5172 for port, _ in service_ports.values())
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSIONS[-1], strict=True)

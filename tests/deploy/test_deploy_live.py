@@ -101,6 +101,10 @@ class _Prometheus:
             "  - job_name: gravixd\n"
             "    static_configs:\n"
             f"      - targets: ['127.0.0.1:{target_port}']\n"
+            # A second job, as every real Prometheus has: its `up` is not a gravixd's.
+            "  - job_name: prometheus\n"
+            "    static_configs:\n"
+            f"      - targets: ['127.0.0.1:{self.port}']\n"
         )
         self.argv = [
             require_tool("prometheus"),
@@ -219,3 +223,18 @@ def test_ready_gauge_is_current_on_a_scrape(daemon: Daemon) -> None:
     """The dashboard's Ready panel reads gravixd_ready: it must say 1 while serving even
     where nothing calls /readyz (systemd hosts, plain Prometheus)."""
     assert daemon.metric("gravixd_ready") == 1.0
+
+
+@pytest.mark.prometheus
+def test_instances_up_counts_gravixd_not_every_scrape_job(daemon: Daemon, tmp_path: Path) -> None:
+    """The "Instances up" panel, with `$job` expanded as Grafana's "All" does (the jobs that
+    `label_values(gravixd_build_info, job)` lists), says 1 for one gravixd although
+    Prometheus scrapes two jobs (it said 2)."""
+    (expr,) = [e for title, e in dashboard_targets() if title == "Instances up"]
+    with _Prometheus(tmp_path, daemon.metrics_port) as prometheus:
+        wait_for(lambda: len(prometheus.query("up == 1")) == 2, timeout=30, what="two targets up")
+        jobs = {s["metric"]["job"] for s in prometheus.query("group by (job) (gravixd_build_info)")}
+        assert jobs == {"gravixd"}
+        promql = concrete_promql(expr)  # $job: "gravixd", as `jobs` says
+        (series,) = prometheus.query(promql)
+        assert float(series["value"][1]) == 1.0, (promql, series)
