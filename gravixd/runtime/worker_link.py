@@ -80,7 +80,12 @@ class WorkerLink:
 def resolve_workers(configured: int) -> int:
     """`workers = 0`: one a CPU this process may run on (cgroup cpusets, `taskset`), as
     `nproc` counts them."""
-    return configured if configured > 0 else max(1, len(os.sched_getaffinity(0)))
+    if configured > 0:
+        return configured
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except OSError:  # a seccomp filter that refuses it: count the host's CPUs instead
+        return os.cpu_count() or 1
 
 
 def worker_share(config: Config, index: int, count: int) -> Config:
