@@ -63,6 +63,10 @@ _STABLE_SECONDS: Final = 60.0
 # spool need to close, and a Python process takes about a second to exit.
 _DRAIN_GRACE_SECONDS: Final = 10.0
 _SIGTERM_REPEAT_SECONDS: Final = 1.0
+# A worker silent this long is stuck (it repeats its status every second): the same 30 s as
+# the units' WatchdogSec. Its first line may take longer: imports, and a busy host.
+WORKER_SILENCE_SECONDS: Final = 30.0
+_FIRST_STATUS_SECONDS: Final = 120.0
 # systemd's view of the workers: never handed on (workers report to the supervisor).
 _SYSTEMD_ENV: Final = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
@@ -336,20 +340,39 @@ class Supervisor:
             # Its live gauges (in flight, spool bytes) leave the sums; counters stay.
             mark_process_dead(process.pid, str(self.multiproc_dir))  # type: ignore[no-untyped-call]
 
-    async def _follow(self, worker: _Worker, status: trio.lowlevel.FdStream) -> None:
-        """Read the worker's status lines until it closes the pipe (exits)."""
+    async def _follow(self, worker: _Worker, status: trio.abc.ReceiveStream) -> None:
+        """Read the worker's status lines until it closes the pipe (exits).
+
+        A worker repeats its status every second; one silent for `WORKER_SILENCE_SECONDS`
+        has a stuck event loop (what systemd's watchdog catches for a single process) and
+        is killed, to be restarted: its spool keeps what it acknowledged.
+        """
         buffer = b""
+        allowance = _FIRST_STATUS_SECONDS
         while True:
-            data = await status.receive_some(STATUS_MAX_BYTES)
-            if not data:
-                return
-            buffer += data
-            *lines, buffer = buffer.split(b"\n")
-            if len(buffer) >= STATUS_MAX_BYTES:
-                buffer = b""  # not a status line: drop it rather than grow
-            for line in lines:
-                worker.reason = decode_status(line)
-            self._count_ready()
+            with trio.move_on_after(allowance):
+                data = await status.receive_some(STATUS_MAX_BYTES)
+                allowance = WORKER_SILENCE_SECONDS
+                if not data:
+                    return
+                buffer += data
+                *lines, buffer = buffer.split(b"\n")
+                if len(buffer) >= STATUS_MAX_BYTES:
+                    buffer = b""  # not a status line: drop it rather than grow
+                for line in lines:
+                    worker.reason = decode_status(line)
+                self._count_ready()
+                continue
+            if worker.process is not None and worker.process.returncode is None:
+                log.error(
+                    f"worker {worker.index} sent nothing for {allowance:g} s: killed, to be"
+                    " restarted",
+                    extra={"event": "worker_hung", "worker": worker.index},
+                )
+                worker.reason = "not answering"
+                self._count_ready()
+                worker.process.kill()
+            allowance = WORKER_SILENCE_SECONDS
 
     def _count_ready(self) -> None:
         ready = sum(w.reason is None for w in self.workers)

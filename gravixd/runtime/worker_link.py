@@ -4,8 +4,9 @@ Down, at exec: one environment variable (`_GRAVIXD_WORKER`, JSON) naming the wor
 the inherited listening sockets (descriptors, in the order of the configuration's
 listeners) and the write end of its status pipe. The worker reads the same configuration as
 the supervisor (same flags, same environment) and takes its share with `worker_share`.
-Up, while it runs: one line on the status pipe each time its readiness changes (`ready`, or
-`not ready: <why>`); end of file means the worker is gone. Workers never speak to systemd's
+Up, while it runs: one line on the status pipe each time its readiness changes and every
+second (`ready`, or `not ready: <why>`); end of file means the worker is gone, silence means
+its event loop is stuck. Workers never speak to systemd's
 NOTIFY_SOCKET: the supervisor says READY=1 once every worker said `ready`.
 
 It must never carry events or metrics (those go to the store and to the multiprocess files),
@@ -50,8 +51,9 @@ STATUS_MAX_BYTES: Final = 1024
 # Readiness is polled this often: a probe sees a worker's change within it, and READY=1
 # comes at most this long after the last worker can serve. Costs a few µs a poll.
 _POLL_SECONDS: Final = 0.1
-# Values read at scrape time reach the merged /metrics at most this late.
-_REFRESH_SECONDS: Final = 1.0
+# The status is repeated this often (the supervisor kills a worker silent for 30 s: a stuck
+# event loop), and values read at scrape time reach the merged /metrics at most this late.
+_HEARTBEAT_SECONDS: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,8 @@ def decode_status(line: bytes) -> str | None:
 async def report_to_supervisor(
     link: WorkerLink, readiness: Callable[[], str | None], metrics: Metrics
 ) -> None:
-    """A worker's task: send each change of `readiness()`, refresh the metric files.
+    """A worker's task: send `readiness()` on each change and every second (a heartbeat),
+    refresh the metric files.
 
     The supervisor gone (the pipe broken, or this process handed to another parent, even
     after a SIGKILL of the supervisor) makes the worker drain and exit, as on SIGTERM. (Not
@@ -142,29 +145,21 @@ async def report_to_supervisor(
     pipe = trio.lowlevel.FdStream(os.dup(link.status_fd))
     os.close(link.status_fd)
     sent: object = object()  # nothing sent yet
-    next_refresh = trio.current_time()
+    next_beat = trio.current_time()
     async with pipe:
-        while True:
+        while os.getppid() == link.supervisor_pid:
             reason = readiness()
-            if os.getppid() != link.supervisor_pid:
-                log.warning(
-                    "the supervisor is gone; draining",
-                    extra={"event": "supervisor_gone", "worker": link.index},
-                )
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            if reason != sent:
+            now = trio.current_time()
+            if reason != sent or now >= next_beat:
                 try:
                     await pipe.send_all(encode_status(reason))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    log.warning(
-                        "the supervisor is gone; draining",
-                        extra={"event": "supervisor_gone", "worker": link.index},
-                    )
-                    os.kill(os.getpid(), signal.SIGTERM)
-                    return
-                sent = reason
-            if trio.current_time() >= next_refresh:
+                    break
+                sent, next_beat = reason, now + _HEARTBEAT_SECONDS
                 metrics.refresh()
-                next_refresh = trio.current_time() + _REFRESH_SECONDS
             await trio.sleep(_POLL_SECONDS)
+    log.warning(
+        "the supervisor is gone; draining",
+        extra={"event": "supervisor_gone", "worker": link.index},
+    )
+    os.kill(os.getpid(), signal.SIGTERM)
