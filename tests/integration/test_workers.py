@@ -252,3 +252,25 @@ def test_a_port_clash_fails_before_any_spool_is_touched(tmp_path: Path) -> None:
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"http_listen 127.0.0.1:{port}: address in use" in lines[0]
     assert not any(p.name.startswith("worker-") for p in daemon.spool_dir.glob("*"))
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie no one reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_workers_drain_by_themselves_when_the_supervisor_is_killed(two_workers: Daemon) -> None:
+    daemon = two_workers
+    pids = serving_event(daemon)["worker_pids"]
+    ids = [f"s{i:03d}" for i in range(30)]
+    for trace_id in ids:
+        assert post_fact(daemon.http_port, trace_id) == 202
+    daemon.kill()  # SIGKILL: nothing forwards a signal to the workers
+    wait_for(lambda: all(gone(pid) for pid in pids), timeout=60, what="workers exited")
+    assert len(events_named(daemon, "supervisor_gone")) == 2
+    assert len(events_named(daemon, "drained")) == 2
+    stored_once(daemon, ids)
