@@ -55,6 +55,7 @@ from .worker_link import (
     prepare_worker,
     report_to_supervisor,
     resolve_workers,
+    tag_logs,
     worker_share,
 )
 
@@ -569,6 +570,7 @@ def serve(
         reload = functools.partial(load, flags, environ)
     else:
         prepare_worker(link)
+        tag_logs(link.index)
         loaded = _worker_share(loaded, link)
 
         def reload() -> LoadedConfig:

@@ -40,6 +40,7 @@ __all__ = [
     "encode_status",
     "report_to_supervisor",
     "resolve_workers",
+    "tag_logs",
     "worker_share",
 ]
 
@@ -118,6 +119,19 @@ def prepare_worker(link: WorkerLink) -> None:
         raise SystemExit(1)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def tag_logs(index: int) -> None:
+    """Every log line of this worker carries `worker: index` (the lines of all workers and
+    of the supervisor share one stderr)."""
+
+    def tag(record: logging.LogRecord) -> bool:
+        if not hasattr(record, "worker"):
+            record.worker = index
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(tag)
 
 
 def encode_status(reason: str | None) -> bytes:

@@ -134,6 +134,7 @@ def test_metrics_sum_over_workers_and_sigterm_drains_every_acknowledged_event(
     # SIGHUP reaches every worker.
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: len(events_named(daemon, "reloaded")) == 2, what="two workers reloaded")
+    assert {e["worker"] for e in events_named(daemon, "reloaded")} == {0, 1}  # lines tagged
 
     # SIGTERM under load: everything acknowledged is stored, once.
     with Load(daemon.http_port) as load:
