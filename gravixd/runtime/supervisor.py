@@ -283,10 +283,13 @@ class Supervisor:
         try:
             while not self.stopping.is_set():
                 started = trio.current_time()
-                code = await self._run_once(worker)
+                try:
+                    code: int | str = await self._run_once(worker)
+                except OSError as exc:  # no process at all (EAGAIN, ENOMEM, EMFILE): retried
+                    code = f"could not start: {exc}"
                 if self.stopping.is_set():
                     log.info(
-                        f"worker {worker.index} exited with {_exit_text(code)}",
+                        f"worker {worker.index} {_exit_text(code)}",
                         extra={"event": "worker_exited", "worker": worker.index, "code": code},
                     )
                     return
@@ -295,8 +298,7 @@ class Supervisor:
                 assert self.own is not None
                 self.own.restarts.labels(str(worker.index)).inc()
                 log.error(
-                    f"worker {worker.index} exited with {_exit_text(code)}; restarting it in"
-                    f" {backoff:g} s",
+                    f"worker {worker.index} {_exit_text(code)}; restarting it in {backoff:g} s",
                     extra={
                         "event": "worker_died",
                         "worker": worker.index,
@@ -446,10 +448,16 @@ def _with_port(address: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _exit_text(code: int) -> str:
+def _exit_text(code: int | str) -> str:
+    """`exited with code 1`, `killed by SIGKILL`, or why it could not start."""
+    if isinstance(code, str):
+        return code
     if code < 0:
-        return f"signal {signal.Signals(-code).name}"
-    return f"code {code}"
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 def supervise(
