@@ -1,5 +1,6 @@
-"""The supervisor's reading of its workers' status pipes, on trio's mock clock: readiness as
-the workers say it (whole lines, split lines, garbage), and a silent worker killed."""
+"""The supervisor's bookkeeping of its workers, on trio's mock clock: readiness as the
+workers say it (whole lines, split lines, garbage), a silent worker killed, restarts backed
+off."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import trio
 import trio.testing
 
 from gravixd.config import load
-from gravixd.runtime.supervisor import WORKER_SILENCE_SECONDS, Supervisor, _Worker
+from gravixd.runtime.supervisor import (
+    WORKER_SILENCE_SECONDS,
+    Supervisor,
+    _SupervisorMetrics,
+    _Worker,
+)
 
 
 class FakeProcess:
@@ -66,3 +72,28 @@ async def test_a_worker_silent_too_long_is_killed(autojump_clock: trio.testing.M
         assert process.killed == 1
         assert sup.readiness() == "worker 0 of 1: not answering"
         await send.aclose()
+
+
+async def test_restarts_back_off_and_reset_after_a_stable_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sup, (worker,), _ = supervisor(1)
+    sup.own = _SupervisorMetrics(1)
+    starts: list[float] = []
+    lifetimes = iter([0, 0, 0, 0, 0, 0, 0, 0, 61, 0, 0])  # seconds each run lasts
+
+    async def run_once(w: _Worker) -> int:
+        starts.append(trio.current_time())
+        lifetime = next(lifetimes, None)
+        if lifetime is None:
+            sup.stopping.set()
+            return 0
+        await trio.sleep(lifetime)
+        return 1
+
+    sup._run_once = run_once  # type: ignore[method-assign]
+    await sup._keep_running(worker)
+    waits = [round(b - a, 3) for a, b in zip(starts, starts[1:], strict=False)]
+    # 0.5 s doubling up to 30 s while it keeps dying; after a run of a minute, 0.5 s again.
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 61.5, 1.0, 2.0]
+    assert worker.exited.is_set()
