@@ -133,7 +133,9 @@ def test_metrics_sum_over_workers_and_sigterm_drains_every_acknowledged_event(
 
     # SIGHUP reaches every worker.
     daemon.signal(signal.SIGHUP)
-    wait_for(lambda: len(events_named(daemon, "reloaded")) == 2, what="two workers reloaded")
+    wait_for(
+        lambda: len(events_named(daemon, "reloaded")) == 2, timeout=60, what="two workers reloaded"
+    )
     assert {e["worker"] for e in events_named(daemon, "reloaded")} == {0, 1}  # lines tagged
 
     # SIGTERM under load: everything acknowledged is stored, once.
@@ -156,7 +158,9 @@ def test_a_worker_killed_under_load_loses_nothing_acknowledged_and_comes_back(
         wait_for(lambda: len(load.acked) > 30, what="load acknowledged")
         before = open_segments(daemon, 0)
         os.kill(victim, signal.SIGKILL)
-        died = wait_for(lambda: events_named(daemon, "worker_died"), what="worker_died logged")
+        died = wait_for(
+            lambda: events_named(daemon, "worker_died"), timeout=60, what="worker_died logged"
+        )
         assert died[0]["worker"] == 0 and died[0]["code"] == -signal.SIGKILL
         wait_for(
             lambda: [
@@ -164,13 +168,18 @@ def test_a_worker_killed_under_load_loses_nothing_acknowledged_and_comes_back(
                 for e in events_named(daemon, "worker_started")
                 if e["worker"] == 0 and e["pid"] != victim
             ],
+            timeout=60,
             what="worker 0 restarted",
         )
-        wait_for(lambda: daemon.metric("gravixd_workers_ready") == 2, what="both ready again")
+        wait_for(
+            lambda: daemon.metric("gravixd_workers_ready") == 2, timeout=60, what="both ready again"
+        )
         # It serves: the new worker 0 opens segments of its own in its spool.
-        wait_for(lambda: open_segments(daemon, 0) - before, what="new worker 0 taking events")
+        wait_for(
+            lambda: open_segments(daemon, 0) - before, timeout=60, what="new worker 0 taking events"
+        )
         acked_at_restart = len(load.acked)
-        wait_for(lambda: len(load.acked) > acked_at_restart + 30, what="load goes on")
+        wait_for(lambda: len(load.acked) > acked_at_restart + 30, timeout=60, what="load goes on")
     assert daemon.metric("gravixd_worker_restarts_total", worker="0") == 1
     assert daemon.stop() == 0
     stored_once(daemon, load.acked)
@@ -199,7 +208,9 @@ def test_a_spool_left_by_another_number_of_workers_is_delivered(
     assert any((spool / left_in / "open" / "facts").iterdir())
     now = Daemon(tmp_path / "now", f"--spool-dir={spool}", f"--workers={workers}", store_url=store)
     with now:
-        adopted = wait_for(lambda: events_named(now, "spool_adopted"), what="spool adopted")
+        adopted = wait_for(
+            lambda: events_named(now, "spool_adopted"), timeout=60, what="spool adopted"
+        )
         assert adopted[0]["orphan"] == str(spool / left_in).rstrip("/")
         assert now.stop() == 0
     assert sorted(column(read_store(tmp_path / "store", "facts"), "trace_id")) == ids
