@@ -368,7 +368,6 @@ class Daemon:
                             else f"worker {self.link.index} serving",
                             extra={
                                 "event": "serving" if self.link is None else "worker_serving",
-                                "worker": None if self.link is None else self.link.index,
                                 "version": __version__,
                                 "decoder": self.decoder_name,
                                 "http_port": self.ports.http,
