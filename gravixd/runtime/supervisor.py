@@ -22,11 +22,13 @@ worker runs) or outlive its workers' drain by more than a grace period.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -155,6 +157,14 @@ class Supervisor:
             metrics = await bind("metrics_listen", config.metrics_listen)
             http_address = config.http_listen
             tcp_addresses = [spec.listen for spec in tcp_specs(config)]
+            if not config.reuse_port:
+                # Our sockets carry SO_REUSEPORT, so they would silently join another
+                # process's SO_REUSEPORT listener on the address: refuse a taken address as
+                # a single process does, unless `reuse_port` asks for sharing.
+                if http_address:
+                    await _refuse_taken("http_listen", http_address)
+                for spec in tcp_specs(config):
+                    await _refuse_taken(spec.setting, spec.listen)
             for index in range(self.count):
                 http = (
                     await bind("http_listen", http_address, reuse_port=True) if http_address else []
@@ -436,6 +446,31 @@ class Supervisor:
         while True:
             self._signal_workers(signal.SIGTERM)
             await trio.sleep(_SIGTERM_REPEAT_SECONDS)
+
+
+async def _refuse_taken(setting: str, address: str) -> None:
+    """StartupError if a socket of another process listens on `address` (whatever its
+    options): a bind without SO_REUSEPORT, never listening, closed at once."""
+    host, port = parse_listen(address)
+    if port == 0:
+        return
+    try:
+        infos = await trio.socket.getaddrinfo(
+            host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
+        )
+    except OSError:
+        return  # `bind` says it, naming the setting
+    for family, type_, proto, _, sockaddr in infos:
+        with socket.socket(family, type_, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise StartupError(f"{setting} {address}: address in use") from None
+                return  # anything else: `bind` says it, naming the setting
 
 
 def _port(listeners: list[trio.SocketListener]) -> int:

@@ -248,8 +248,14 @@ def test_ready_1_comes_once_every_worker_is_ready(tmp_path: Path) -> None:
         sock.close()
 
 
-def test_a_port_clash_fails_before_any_spool_is_touched(tmp_path: Path) -> None:
+@pytest.mark.parametrize("holder_reuse_port", [False, True])
+def test_a_port_clash_fails_before_any_spool_is_touched(
+    tmp_path: Path, holder_reuse_port: bool
+) -> None:
     taken = socket.socket()
+    # A holder with SO_REUSEPORT too (another `reuse_port` instance): workers share their
+    # own sockets, not the address with another process unless `reuse_port` says so.
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, holder_reuse_port)
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
