@@ -126,6 +126,9 @@ def test_metrics_sum_over_workers_and_sigterm_drains_every_acknowledged_event(
         what="every TCP line counted",
     )
     assert daemon.metric("gravixd_workers_ready") == 2
+    # Values a worker reads at scrape time reach the merged /metrics too (refreshed each
+    # second): the open segments' bytes of both workers.
+    wait_for(lambda: daemon.metric("spool_bytes") > 0, what="spool_bytes from the workers")
     assert daemon.metric("gravixd_ready") == 1
     assert daemon.side_get("/readyz") == (200, b"ready\n")
     status, text = daemon.side_get("/metrics")
