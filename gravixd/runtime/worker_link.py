@@ -87,7 +87,7 @@ def resolve_workers(configured: int) -> int:
         return configured
     try:
         return max(1, len(os.sched_getaffinity(0)))
-    except OSError:  # a seccomp filter that refuses it: count the host's CPUs instead
+    except (OSError, AttributeError):  # refused by a seccomp filter, or not Linux
         return os.cpu_count() or 1
 
 
