@@ -76,7 +76,14 @@ def adopt_orphans(spool_dir: Path, workers: int) -> list[Adopted]:
         pairs.append((spool_dir, worker_spool_dir(spool_dir, 0)))
     done = []
     for orphan, adopter in pairs:
-        adopted = _adopt_one(orphan, adopter, own_lock=orphan != spool_dir)
+        try:
+            adopted = _adopt_one(orphan, adopter, own_lock=orphan != spool_dir)
+        except OSError as exc:  # what was moved is in the adopter; the rest waits in place
+            log.error(
+                f"spool {orphan} not fully adopted: {exc}; the rest stays for the next start",
+                extra={"event": "spool_adopt_failed", "orphan": str(orphan), "error": str(exc)},
+            )
+            continue
         if adopted is not None and adopted.files + adopted.kept:
             log.info(
                 f"spool {orphan} left by an earlier run handed to {adopter}",

@@ -107,3 +107,12 @@ def test_nothing_to_adopt(tmp_path: Path) -> None:
     assert adopt_orphans(tmp_path / "absent", 2) == []
     (tmp_path / "spool").mkdir()
     assert adopt_orphans(tmp_path / "spool", 1) == []
+
+
+def test_a_failure_leaves_the_rest_in_place_and_is_not_fatal(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    put(spool / "worker-2", f"open/facts/{SEGMENT}1.arrows")
+    # The adopter's stream folder is a file: nothing can be moved there.
+    put(spool / "worker-0", "open/facts", b"not a folder")
+    assert adopt_orphans(spool, 2) == []
+    assert files(spool / "worker-2") == {f"open/facts/{SEGMENT}1.arrows": b"segment bytes"}
