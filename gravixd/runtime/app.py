@@ -565,7 +565,7 @@ def serve(
         if count > 1:
             from .supervisor import supervise
 
-            return supervise(loaded, argv, environ, count)
+            return supervise(loaded, argv, environ, count, functools.partial(load, flags, environ))
         reload = functools.partial(load, flags, environ)
     else:
         prepare_worker(link)

@@ -30,7 +30,7 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -128,6 +128,7 @@ class Supervisor:
         self.metrics: Metrics | None = None
         self.own: _SupervisorMetrics | None = None
         self.multiproc_dir = self.spool_dir / MULTIPROC_DIR_NAME
+        self.reload_config: Callable[[], LoadedConfig] | None = None
 
     # --- start -----------------------------------------------------------------------------
 
@@ -401,10 +402,18 @@ class Supervisor:
                 worker.process.send_signal(signum)
 
     def _forward_reload(self) -> None:
+        """SIGHUP: every worker reloads (and says so); the supervisor takes the log level."""
         log.info("reloading workers", extra={"event": "reload_forwarded"})
         if self.notifier:
             self.notifier.reloading()
         self._signal_workers(signal.SIGHUP)
+        if self.reload_config is not None:
+            try:
+                level = self.reload_config().config.log_level
+            except Exception:  # noqa: BLE001 - the workers log why; never fatal here
+                pass
+            else:
+                logging.getLogger().setLevel(level.upper())
         if self.notifier:
             self.notifier.ready()
 
@@ -496,10 +505,16 @@ def _exit_text(code: int | str) -> str:
 
 
 def supervise(
-    loaded: LoadedConfig, argv: Sequence[str], environ: Mapping[str, str], count: int
+    loaded: LoadedConfig,
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    count: int,
+    reload: Callable[[], LoadedConfig] | None = None,
 ) -> int:
-    """Run the supervisor; returns the exit code (1: it could not start, said in one line)."""
+    """Run the supervisor; returns the exit code (1: it could not start, said in one line).
+    `reload` reads the configuration again on SIGHUP (the supervisor takes its log level)."""
     supervisor = Supervisor(loaded, argv, environ, count)
+    supervisor.reload_config = reload
     try:
         trio.run(supervisor.run)
     except StartupError as exc:
