@@ -5,6 +5,7 @@
     python -m bench.run tcp          # 3. raw TCP end to end: ndjson and protobuf framing
     python -m bench.run durability   # 4. ack=durable vs ack=received on the same load
     python -m bench.run instances    # 5. 1 vs 2 gravixd instances on one address (reuse_port)
+    python -m bench.run workers      # 6. one gravixd with 1 vs 2 workers (--workers)
     python -m bench.run all          # all of them, then python -m bench.report
 
 Options: --seconds S (per run), --runs N (the median of N is reported, with min and max),
@@ -429,6 +430,58 @@ def scenario_instances(opts: Options) -> list[Measurement]:
     return out
 
 
+def workers_run(opts: Options, count: int, body: Body) -> dict[str, Any]:
+    """One timed run against one gravixd with `--workers count` (count 1: the single
+    process): wrk's events/s, the CPU seconds of the whole process tree (supervisor and
+    workers), the tree's largest peak RSS."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"gravixd-w{count}-", dir=opts.workdir))
+    # Unpinned like the instances: with 2 cores the workers hold both, wrk runs beside them.
+    server = servers.start_gravixd(workdir, cpu=None, extra_args=("--workers", str(count)))
+    try:
+        port = server.http_port
+        if opts.warmup_seconds > 0:
+            load.wrk(port, body, opts.warmup_seconds, opts.connections, cpu=None)
+            _wait_idle(server)
+        accepted_before, cpu_before = _accepted_events(server), server.cpu_seconds()
+        result = load.wrk(port, body, opts.seconds, opts.connections, cpu=None)
+        cpu_s = server.cpu_seconds() - cpu_before
+        figures = _server_figures(
+            result, cpu_s, server.peak_rss_bytes(), result.requests_ok * body.wire_bytes
+        )
+        # From the supervisor's merged /metrics: every worker's events, summed.
+        figures["server_events_accepted"] = _accepted_events(server) - accepted_before
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"gravixd died during the run:\n{server.log_tail()}")
+        return figures
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def scenario_workers(opts: Options) -> list[Measurement]:
+    """One gravixd with 1 and 2 worker processes (`--workers`) on batched HTTP bodies.
+
+    The same box constraint as `instances`: 2 cores shared by the workers and wrk, so the
+    second worker can win only what the first left idle; CPU s per M events (supervisor and
+    workers together) shows what the supervisor and the second worker cost.
+    """
+    out: list[Measurement] = []
+    for case, fmt, events in _INSTANCE_CASES:
+        if case == "single" or not opts.wants_case(case):
+            continue
+        body = _write_body(opts, fmt, events, False)
+        entries = []
+        for count in (1, 2):
+
+            def fn(count: int = count, body: Body = body) -> dict[str, Any]:
+                return workers_run(opts, count, body)
+
+            name = f"gravixd --workers {count}"
+            entries.append((name, "wrk", fn, {"body": _body_info(body), "workers": count}))
+        out += measure(opts, "workers", case, entries)
+    return out
+
+
 def tcp_run(
     opts: Options, framing: str, tool: str, block_file: Path, block_events: int
 ) -> dict[str, Any]:
@@ -597,6 +650,7 @@ SCENARIOS: dict[str, Callable[[Options], list[Measurement]]] = {
     "tcp": scenario_tcp,
     "durability": scenario_durability,
     "instances": scenario_instances,
+    "workers": scenario_workers,
 }
 
 

@@ -23,13 +23,13 @@ def _load(args: argparse.Namespace) -> config.LoadedConfig:
     return config.load(vars(args), os.environ)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, argv: Sequence[str] = ("serve",)) -> int:
     from .logs import setup_logging
     from .runtime.app import serve
 
     loaded = _load(args)
     setup_logging(loaded.config.log_level, loaded.config.log_format)
-    return serve(loaded, vars(args), os.environ)
+    return serve(loaded, vars(args), os.environ, argv)
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -123,7 +123,8 @@ def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code = int(args.run(args))
+        # `serve` gets its own argv: a supervisor starts its workers with the same flags.
+        code = int(_serve(args, argv) if args.run is _serve else args.run(args))
         sys.stdout.flush()  # a closed pipe shows here, inside the handler above
         return code
     except ConfigError as exc:

@@ -179,6 +179,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     native: Annotated[bool, _doc("use the C decoder when built")] = True
     log_level: Annotated[Literal["debug", "info", "warning", "error"], _doc("log level")] = "info"
     log_format: Annotated[Literal["json", "text"], _doc("log line format")] = "json"
+    # 1024: far above any core count a host has, low enough that a typo cannot fork-bomb it.
+    workers: Annotated[
+        int,
+        Meta(ge=0, le=1024),
+        _doc("worker processes on the same listeners, one spool each (0 = one per CPU)"),
+    ] = 1
 
 
 class LoadedConfig(msgspec.Struct, frozen=True, kw_only=True):

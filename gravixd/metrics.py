@@ -3,15 +3,24 @@
 Names follow the Prometheus guide: subsystem prefix, base units, `_total` on counters,
 bounded label values. The seed plan's three names are kept exactly:
 `ingestion_requests_total`, `ingestion_latency_seconds`, `batch_rotation_errors_total`.
+
+With `workers > 1` every process of an instance (the supervisor and its workers) keeps its
+values in prometheus_client's multiprocess files (`enable_multiprocess`), and the supervisor's
+side port serves them merged: counters and histograms summed over every worker that ever ran
+in this run, each gauge by the `multiprocess_mode` written beside it. Values read at scrape
+time cannot cross processes, so a worker copies them into its files every second (`refresh`).
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import platform
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, values
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from . import __version__
@@ -27,14 +36,46 @@ _FSYNC_BUCKETS_SECONDS = (
 _UPLOAD_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def enable_multiprocess(path: str) -> None:
+    """Keep this process's metric values in the multiprocess files under `path`.
+
+    Process-wide, and only for metrics built afterwards: prometheus_client picks its value
+    class from the environment when imported, so a process that imported it already (the
+    supervisor) switches here; workers get the variable in their environment at exec.
+    """
+    os.environ[MULTIPROC_ENV] = path
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
 class Metrics:
-    """All metrics of one daemon; tests build one per test against a fresh registry."""
+    """All metrics of one daemon; tests build one per test against a fresh registry.
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    `multiprocess_dir` (after `enable_multiprocess`): `registry` then serves the merged
+    values of every process writing there, plus this process's build info.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, multiprocess_dir: str | None = None
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        self.multiprocess = multiprocess_dir is not None
+        # What `refresh` copies into the multiprocess files (values read at scrape time).
+        self._refreshed: list[tuple[Gauge, Callable[[], float]]] = []
+        if multiprocess_dir is not None:
+            MultiProcessCollector(self.registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+            # The metric objects live in a registry nobody scrapes: their values reach
+            # `registry` through the files, once, summed with the other processes'.
+            r = CollectorRegistry()
+        else:
+            r = self.registry
 
-        self.build_info = Info("gravixd_build", "Build information of this gravixd.", registry=r)
+        # An Info is not file-backed: the serving process's own goes straight to `registry`.
+        self.build_info = Info(
+            "gravixd_build", "Build information of this gravixd.", registry=self.registry
+        )
         self.build_info.info(
             {"version": __version__, "python": platform.python_version(), "decoder": "unknown"}
         )
@@ -80,16 +121,24 @@ class Metrics:
             registry=r,
         )
         self.requests_in_flight = Gauge(
-            "ingestion_requests_in_flight", "HTTP requests being handled now.", registry=r
+            "ingestion_requests_in_flight",
+            "HTTP requests being handled now.",
+            multiprocess_mode="livesum",  # the instance's total; a dead worker holds none
+            registry=r,
         )
         self.in_flight_bytes = Gauge(
             "ingestion_in_flight_bytes",
             "Request memory counted against max_in_flight_bytes now: wire bytes, inflated "
             "bodies, decoding and decoded batches (read at scrape time).",
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.connections_open = Gauge(
-            "ingestion_connections_open", "Open client connections.", ["source"], registry=r
+            "ingestion_connections_open",
+            "Open client connections.",
+            ["source"],
+            multiprocess_mode="livesum",
+            registry=r,
         )
         self.connections_rejected = Counter(
             "ingestion_connections_rejected",
@@ -199,17 +248,51 @@ class Metrics:
         self.last_upload_timestamp = Gauge(
             "upload_last_success_timestamp_seconds",
             "Unix time of the last successful upload.",
+            multiprocess_mode="max",  # the latest over all workers, dead ones' uploads included
             registry=r,
         )
 
         # --- readiness -------------------------------------------------------------------
         self.ready = Gauge(
-            "gravixd_ready", "1 when /readyz answers 200 (serving, not shedding).", registry=r
+            "gravixd_ready",
+            "1 when /readyz answers 200 (serving, not shedding).",
+            # Set only by the process serving the side port; workers' files stay 0.
+            multiprocess_mode="max",
+            registry=r,
         )
+        if self.multiprocess:
+            self._refreshed += [
+                (gauge, functools.partial(_current_value, gauge))
+                for gauge in (self.requests_in_flight, self.in_flight_bytes)
+            ]
+        self._private_registry = r
 
     def register_gauges(self, name: str, documentation: str, read: Callable[[], float]) -> None:
-        """Expose a value read at scrape time (spool bytes, queue depth): never stale."""
+        """Expose a value read at scrape time (spool bytes, queue depth): never stale.
+
+        With multiprocess files: a gauge summed over live workers, refreshed by `refresh`.
+        """
+        if self.multiprocess:
+            gauge = Gauge(
+                name,
+                documentation,
+                multiprocess_mode="livesum",
+                registry=self._private_registry,
+            )
+            self._refreshed.append((gauge, read))
+            return
         self.registry.register(_ReadAtScrape(name, documentation, read))
+
+    def refresh(self) -> None:
+        """Copy the values read at scrape time into the multiprocess files (a worker calls
+        this every second; without multiprocess files there is nothing to copy)."""
+        for gauge, read in self._refreshed:
+            gauge.set(read())
+
+
+def _current_value(gauge: Gauge) -> float:
+    """What a gauge reports now, its `set_function` included (public API only)."""
+    return next(iter(gauge.collect())).samples[0].value
 
 
 class _ReadAtScrape(Collector):

@@ -76,6 +76,11 @@ def inspect_spool(spool_dir: str | Path) -> list[SegmentReport]:
         for area in ("sealed", "quarantine"):
             for path in sorted((root / area / stream).glob("*")):
                 reports.append(_report(area, stream, path))
+    # With `workers`, each worker's spool is a folder of its own: its segments are named
+    # `worker-N/<segment>`.
+    for worker_dir in sorted(p for p in root.glob("worker-*") if p.is_dir()):
+        for report in inspect_spool(worker_dir):
+            reports.append(msgspec.structs.replace(report, name=f"{worker_dir.name}/{report.name}"))
     return reports
 
 

@@ -7,6 +7,10 @@ committers, then accept on the ingest listeners; READY=1 goes to systemd once th
 SIGTERM drains: stop accepting, let in-flight requests finish, seal, upload within
 `drain_timeout_seconds`, exit 0 (what is not uploaded stays in the spool for the next
 start). SIGHUP reloads what can change live.
+
+With `workers = N > 1` this module runs inside each worker (`link` set): the listeners are
+inherited from the supervisor (supervisor.py), the spool is `worker-{i}`, metrics go to the
+multiprocess files and readiness to the supervisor, which alone serves the side port.
 """
 
 from __future__ import annotations
@@ -14,22 +18,24 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 import signal
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 
 from .. import __version__
 from ..config import Config, LoadedConfig, parse_listen, read_auth_tokens
 from ..core.http import HttpLimits
 from ..errors import ConfigError, StartupError
-from ..metrics import Metrics
+from ..metrics import MULTIPROC_ENV, Metrics
 from ..stores import ObjectStore, open_store
 from . import fd_limit
 from .http_server import HttpServer, HttpSettings
@@ -40,9 +46,18 @@ from .sdnotify import SdNotifier
 from .side_port import MAX_CONNECTIONS as SIDE_PORT_MAX_CONNECTIONS
 from .side_port import serve_side_port
 from .spool import Spool, SpoolSettings
+from .spool_adopt import adopt_orphans
 from .spool_lock import SpoolLock
 from .tcp_server import TcpDrain, serve_tcp_listener
 from .uploader import Uploader
+from .worker_link import (
+    WorkerLink,
+    prepare_worker,
+    report_to_supervisor,
+    resolve_workers,
+    tag_logs,
+    worker_share,
+)
 
 log = logging.getLogger("gravixd")
 
@@ -169,12 +184,17 @@ class Daemon:
         loaded: LoadedConfig,
         reload: Callable[[], LoadedConfig] | None = None,
         store: ObjectStore | None = None,
+        link: WorkerLink | None = None,
     ) -> None:
-        """`store` overrides `store_url` (tests inject fault-injecting stores)."""
+        """`store` overrides `store_url` (tests inject fault-injecting stores); `link`: this
+        process is a supervisor's worker (its share of the config is already in `loaded`)."""
         config = loaded.config
         self.config = config
         self.reload_config = reload
-        self.metrics = Metrics()
+        self.link = link
+        self.metrics = (
+            Metrics(multiprocess_dir=os.environ[MULTIPROC_ENV]) if link is not None else Metrics()
+        )
         decoder, decoder_name = select_protobuf_decoder(config)
         self.decoder_name = decoder_name
         self.metrics.build_info.info({"version": __version__, "decoder": decoder_name})
@@ -209,7 +229,8 @@ class Daemon:
         )
         self.state = "starting"
         self.ports = Ports()
-        self.notifier = SdNotifier.from_environ()
+        # A worker reports to its supervisor, never to systemd itself.
+        self.notifier = SdNotifier.from_environ() if link is None else None
         self.tcp_drain = TcpDrain()
         self.tls_digest = _tls_files_digest(config) if config.tls_cert_file else ""
         fds = fd_limit.plan(config.max_connections, SIDE_PORT_MAX_CONNECTIONS)
@@ -247,7 +268,7 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             lock = SpoolLock.acquire(Path(self.config.spool_dir))
             try:
-                bound = await self._bind_all()
+                bound = self._inherit() if self.link is not None else await self._bind_all()
                 try:
                     await self._serve(bound, signals, task_status)
                 finally:
@@ -275,7 +296,23 @@ class Daemon:
             raise
         return bound
 
+    def _inherit(self) -> Bound:
+        """A worker's listeners: the sockets its supervisor bound (and keeps open)."""
+        assert self.link is not None
+
+        def listen(fds: list[int]) -> list[trio.SocketListener]:
+            return [trio.SocketListener(trio.socket.socket(fileno=fd)) for fd in fds]
+
+        specs = tcp_specs(self.config)
+        return Bound(
+            metrics=[],
+            http=listen(self.link.http_fds),
+            tcp=[(spec, listen(fds)) for spec, fds in zip(specs, self.link.tcp_fds, strict=True)],
+        )
+
     async def _recover(self) -> None:
+        if self.link is None:  # a supervisor adopts orphaned spools before its workers start
+            await trio.to_thread.run_sync(adopt_orphans, Path(self.config.spool_dir), 1)
         recovered = await trio.to_thread.run_sync(self.spool.recover_sync)
         if recovered:
             log.info(
@@ -291,7 +328,10 @@ class Daemon:
     ) -> None:
         config = self.config
         async with trio.open_nursery() as nursery:
-            self.ports.metrics = bound.metrics[0].socket.getsockname()[1]
+            if self.link is not None:
+                nursery.start_soon(report_to_supervisor, self.link, self.readiness, self.metrics)
+            else:
+                self.ports.metrics = bound.metrics[0].socket.getsockname()[1]
             nursery.start_soon(
                 functools.partial(
                     serve_side_port,
@@ -323,9 +363,11 @@ class Daemon:
                         await self._start_listeners(bound, listeners, connections)
                         self.state = "serving"
                         log.info(
-                            "gravixd serving",
+                            "gravixd serving"
+                            if self.link is None
+                            else f"worker {self.link.index} serving",
                             extra={
-                                "event": "serving",
+                                "event": "serving" if self.link is None else "worker_serving",
                                 "version": __version__,
                                 "decoder": self.decoder_name,
                                 "http_port": self.ports.http,
@@ -497,17 +539,45 @@ _RESTART_KEYS = (
     "store_url",
     "ack",
     "segment_format",
+    "workers",
     "tls_cert_file",
     "tls_key_file",
 )
 
 
-def serve(loaded: LoadedConfig, flags: Mapping[str, Any], environ: Mapping[str, str]) -> int:
-    """Run the daemon; returns the exit code (1: it could not start, said in one line)."""
+def serve(
+    loaded: LoadedConfig,
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    argv: Sequence[str] = ("serve",),
+) -> int:
+    """Run the daemon; returns the exit code (1: it could not start, said in one line).
+
+    `argv` (`serve` and its flags) is what a supervisor (`workers` other than 1) starts
+    each worker with, so that workers read the configuration it read.
+    """
     from ..config import load
 
+    link = WorkerLink.from_environ(environ)
+    reload: Callable[[], LoadedConfig]
+    if link is None:
+        count = resolve_workers(loaded.config.workers)
+        if count > 1:
+            from .supervisor import supervise
+
+            return supervise(loaded, argv, environ, count, functools.partial(load, flags, environ))
+        reload = functools.partial(load, flags, environ)
+    else:
+        prepare_worker(link)
+        tag_logs(link.index)
+        loaded = _worker_share(loaded, link)
+
+        def reload() -> LoadedConfig:
+            assert link is not None
+            return _worker_share(load(flags, environ), link)
+
     fd_limit.raise_soft_limit()  # before the plan in Daemon(): it fits the caps to the limit
-    daemon = Daemon(loaded, reload=lambda: load(flags, environ))
+    daemon = Daemon(loaded, reload=reload, link=link)
     # Group commit hands each fsync to a worker thread; with CPython's default 5 ms switch
     # interval that thread waits for the GIL behind a busy event loop, and every durable ack
     # with it. 1 ms measured ~10-25% more single-event requests/s (bench/, issue 2 note).
@@ -519,3 +589,9 @@ def serve(loaded: LoadedConfig, flags: Mapping[str, Any], environ: Mapping[str, 
         log.error(f"gravixd cannot start: {exc}", extra={"event": "startup_failed"})
         return 1
     return 0
+
+
+def _worker_share(loaded: LoadedConfig, link: WorkerLink) -> LoadedConfig:
+    return msgspec.structs.replace(
+        loaded, config=worker_share(loaded.config, link.index, link.count)
+    )

@@ -421,6 +421,25 @@ def test_notes_warn_about_a_local_store(chart: helm.Chart) -> None:
     assert "WARNING" not in notes and "/v1/facts" in notes
 
 
+@pytest.mark.parametrize(
+    ("workers", "said"),
+    [(None, None), (1, None), (3, "3 worker processes"), (0, "one worker process per CPU")],
+)
+def test_workers_reach_the_config_and_the_notes(
+    chart: helm.Chart, workers: int | None, said: str | None
+) -> None:
+    values = None if workers is None else {"config": {"workers": workers}}
+    config_maps = _by_kind(_render(chart, values), "ConfigMap")
+    (toml,) = [m["data"]["gravixd.toml"] for m in config_maps if "gravixd.toml" in m["data"]]
+    assert f"workers = {1 if workers is None else workers}" in toml
+    rendered = chart.render(values, name="gravix", namespace="obs")
+    notes = rendered["gravixd/templates/NOTES.txt"]
+    if said is None:
+        assert "worker process" not in notes
+    else:
+        assert said in notes and "resources.requests.cpu" in notes
+
+
 # --- the documented sidecar pattern -----------------------------------------------------------
 
 

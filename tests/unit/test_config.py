@@ -98,6 +98,7 @@ DEFAULTS = [
     ("native", True),
     ("log_level", "info"),
     ("log_format", "json"),
+    ("workers", 1),
 ]
 
 
