@@ -233,8 +233,9 @@ class Daemon:
     def readiness(self) -> str | None:
         if self.state != "serving":
             return self.state
-        if self.spool.full:
-            return "shedding load: spool is full (store slow or down?)"
+        full = self.spool.ledger.full_reason()
+        if full is not None:
+            return f"shedding load: spool is full, {full} (store slow or down?)"
         return None
 
     async def run(self, *, task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED) -> None:

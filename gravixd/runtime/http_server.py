@@ -362,7 +362,7 @@ class HttpServer:
         try:
             pipeline.check_writable()  # before decoding: shedding should cost little
         except SpoolFullError as exc:
-            metrics.load_shed.labels("spool").inc()
+            metrics.load_shed.labels(_shed_label(exc)).inc()
             return _error(request, 503, "spool_full", str(exc))
         if held.over_limit():
             metrics.load_shed.labels("in_flight_bytes").inc()
@@ -403,7 +403,7 @@ class HttpServer:
                 try:
                     await pipeline.ingest(request.stream, batch, source)
                 except SpoolFullError as exc:
-                    metrics.load_shed.labels("spool").inc()
+                    metrics.load_shed.labels(_shed_label(exc)).inc()
                     return _error(request, 503, "spool_full", str(exc))
                 except DurabilityError as exc:
                     message = f"{exc}; nothing of this request was kept, retry later"
@@ -513,6 +513,11 @@ async def _linger(stream: trio.abc.Stream) -> None:
             await stream.send_eof()
         while left > 0 and (data := await stream.receive_some(_RECEIVE_BYTES)):
             left -= len(data)
+
+
+def _shed_label(exc: SpoolFullError) -> str:
+    """`ingestion_load_shed_total{limit}`: `spool` (bytes) or `upload_queue` (segments)."""
+    return "upload_queue" if exc.limit == "upload_queue" else "spool"
 
 
 def _stream_of(endpoint: str) -> str:

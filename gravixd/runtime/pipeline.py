@@ -50,13 +50,14 @@ class Pipeline:
         counter.inc(batch.num_rows)
 
     def check_writable(self) -> None:
-        """Raises SpoolFullError while the spool is above max_spool_bytes (shed load)."""
-        if self.spool.full:
-            raise SpoolFullError(
-                f"Expected spool below max_spool_bytes={self.spool.settings.max_spool_bytes}, "
-                f"got {self.spool.bytes_used} bytes waiting for upload; retry later"
-            )
+        """Raises SpoolFullError while the spool's ledger says full (shed load); the error
+        names the limit that tripped (`max_spool_bytes` or `upload_queue`)."""
+        ledger = self.spool.ledger
+        reason = ledger.full_reason()
+        if reason is not None:
+            raise SpoolFullError(ledger.describe_full(), limit=reason)
 
     async def wait_writable(self) -> None:
-        """Return once the spool is below max_spool_bytes (TCP backpressure)."""
-        await self.spool.wait_not_full()
+        """Return once the ledger has room again (TCP backpressure): the same predicate as
+        `check_writable`, so a writer that was refused always waits here."""
+        await self.spool.ledger.wait_not_full()
