@@ -63,10 +63,7 @@ async def test_waiters_wake_when_either_limit_makes_room(
         ledger.release(10)  # bytes free, the queue still full: both keep waiting
         await trio.testing.wait_all_tasks_blocked()
         assert woke == []
-        ledger.give_back_upload_slot()  # the sealer takes the slot: still full of slots
-        await trio.testing.wait_all_tasks_blocked()
-        assert woke == ["sealer"]
-        assert ledger.full_reason() == "upload_queue"
-        ledger.give_back_upload_slot()
-    assert woke == ["sealer", "writer"]
+        ledger.give_back_upload_slot()  # one release wakes both
+    assert sorted(woke) == ["sealer", "writer"]
+    assert ledger.upload_slots_used == 1  # the sealer's
     assert ledger.upload_slots_awaited == 0
