@@ -33,6 +33,7 @@ from ..metrics import Metrics
 from ..stores import ObjectStore, open_store
 from . import fd_limit
 from .http_server import HttpServer, HttpSettings
+from .in_flight import InFlightBytes
 from .listeners import ConnectionBudget, bind
 from .malloc_tuning import pin_mmap_threshold
 from .pipeline import Pipeline
@@ -204,8 +205,14 @@ class Daemon:
             clock_unix_seconds=time.time,
         )
         self.pipeline = Pipeline(self.spool, self.metrics, ack=config.ack, protobuf_decoder=decoder)
+        # One max_in_flight_bytes for HTTP requests and raw TCP's partial lines and frames.
+        self.in_flight = InFlightBytes(config.max_in_flight_bytes)
         self.http = HttpServer(
-            self.pipeline, self.metrics, http_settings(config), _ssl_context(config)
+            self.pipeline,
+            self.metrics,
+            http_settings(config),
+            _ssl_context(config),
+            in_flight=self.in_flight,
         )
         self.state = "starting"
         self.ports = Ports()
@@ -372,6 +379,8 @@ class Daemon:
                     listeners=sockets,
                     handler_nursery=connections,
                     drain=self.tcp_drain,
+                    in_flight=self.in_flight,
+                    idle_timeout_seconds=lambda: self.http.settings.idle_timeout_seconds,
                 )
             )
             self.ports.tcp.append(port)

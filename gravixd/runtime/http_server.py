@@ -64,6 +64,7 @@ from ..core.otlp import SIGNALS as OTLP_SIGNALS
 from ..core.otlp import OtlpBatch, Signal, decode_export, encode_response, response_content_type
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
+from .in_flight import Held, InFlightBytes
 from .listeners import ConnectionBudget, accept_loop
 from .pipeline import Pipeline
 
@@ -113,40 +114,47 @@ class HttpSettings:
 
 @dataclass(slots=True)
 class _Load:
+    # Shared with raw TCP (its partial lines and frames): one max_in_flight_bytes.
+    memory: InFlightBytes
     connections: int = 0
     in_flight_requests: int = 0
-    in_flight_bytes: int = 0
     idle: trio.Event = field(default_factory=trio.Event)
 
+    @property
+    def in_flight_bytes(self) -> int:
+        return self.memory.used_bytes
 
-@dataclass(slots=True)
+
 class _Reservation:
-    """One connection's share of `_Load.in_flight_bytes`; only this object changes it."""
+    """One connection's share of max_in_flight_bytes; only this object changes it."""
 
-    load: _Load
-    limit_bytes: int
-    bytes: int = 0
-    body: int = 0  # of `bytes`, what the body and its decoding are reserved for
+    __slots__ = ("body", "held")
+
+    def __init__(self, memory: InFlightBytes) -> None:
+        self.held = Held(memory)
+        self.body = 0  # of what is held, what the body and its decoding are reserved for
+
+    @property
+    def bytes(self) -> int:
+        return self.held.bytes
 
     def set_body(self, n: int) -> None:
         """Reserve `n` bytes for the current body and its decoding (in place of the last)."""
-        self.add(n - self.body)
+        self.held.add(n - self.body)
         self.body = n
 
     def add(self, n: int) -> None:
         """Count bytes that are in memory already (received, decoded)."""
-        self.bytes += n
-        self.load.in_flight_bytes += n
+        self.held.add(n)
 
     def over_limit(self) -> bool:
         """Above the cap, and not alone: one request within the limits always goes on."""
-        used = self.load.in_flight_bytes
-        return used > self.limit_bytes and used > self.bytes
+        return self.held.over_limit()
 
     def release(self) -> None:
         """All of it: the request was answered (or the connection ended)."""
-        self.load.in_flight_bytes -= self.bytes
-        self.bytes = self.body = 0
+        self.held.release()
+        self.body = 0
 
 
 class HttpServer:
@@ -156,16 +164,19 @@ class HttpServer:
         metrics: Metrics,
         settings: HttpSettings,
         ssl_context: ssl.SSLContext | None = None,
+        *,
+        in_flight: InFlightBytes | None = None,
     ) -> None:
+        """`in_flight` is the daemon's max_in_flight_bytes count, shared with raw TCP."""
         self.pipeline = pipeline
         self.metrics = metrics
+        self.load = _Load(in_flight or InFlightBytes(settings.max_in_flight_bytes))
         # One holder for every connection: a reload replaces the tokens it holds, and the
         # next request on any connection (keep-alive ones too) is checked against them.
         self.auth = BearerTokens()
         self.settings = settings
         self.ssl_context = ssl_context
         self.draining = False
-        self.load = _Load()
         # Gauges of what `load` counts anyway are read at scrape time: no per-request update.
         metrics.in_flight_bytes.set_function(lambda: self.load.in_flight_bytes)
         metrics.requests_in_flight.set_function(lambda: self.load.in_flight_requests)
@@ -185,6 +196,7 @@ class HttpServer:
     def settings(self, settings: HttpSettings) -> None:
         self._settings = settings
         self.auth.replace(settings.auth_tokens)
+        self.load.memory.limit_bytes = settings.max_in_flight_bytes  # applies at once
 
     # --- accept loop -----------------------------------------------------------------------
 
@@ -242,7 +254,7 @@ class HttpServer:
         that may have left the client sending (the caller lingers)."""
         settings = self.settings
         protocol = IngestProtocol(settings.limits, self.auth)
-        held = _Reservation(self.load, settings.max_in_flight_bytes)
+        held = _Reservation(self.load.memory)
         started: float | None = None  # when the current request's first byte came
         # One scope for the connection, its deadline set around each receive (entering a
         # scope per receive cost ~10 us a request): only a receive can time out.
@@ -270,7 +282,6 @@ class HttpServer:
                         if started is None:
                             settings = self.settings
                             protocol.limits = settings.limits  # a reload applies from here
-                            held.limit_bytes = settings.max_in_flight_bytes
                             deadline = trio.current_time() + settings.idle_timeout_seconds
                         else:
                             deadline = started + settings.request_timeout_seconds
