@@ -8,8 +8,11 @@ HTTP answers 503, raw TCP stops reading (backpressure), both as soon as it is kn
 
 The rule both follow: a holder is over the limit when the total is above the cap *and* it
 is not the only one holding memory, so one request or connection within its own limits
-always goes on (nothing deadlocks behind a cap smaller than one body or frame). It must
-never count a byte twice, nor keep a count after its holder has gone.
+always goes on (nothing deadlocks behind a cap smaller than one body or frame). Raw TCP
+connections that wait for room take turns past the cap, one at a time: when every
+connection holds half a line and waits, none could otherwise read on to finish its line or
+to see its peer close. Memory stays below the cap plus one connection's unit and read.
+It must never count a byte twice, nor keep a count after its holder has gone.
 """
 
 from __future__ import annotations
@@ -26,21 +29,27 @@ class InFlightBytes:
         self.limit_bytes = limit_bytes
         self.used_bytes = 0
         self._freed = trio.Event()
+        self._turn: Held | None = None  # the one waiter let past the cap, until it gives back
 
     def over_limit(self, held_bytes: int) -> bool:
         """Above the cap, and not alone: one holder within the limits always goes on."""
         used = self.used_bytes
         return used > self.limit_bytes and used > held_bytes
 
-    def _change(self, delta_bytes: int) -> None:
+    def _change(self, holder: Held, delta_bytes: int) -> None:
         self.used_bytes += delta_bytes
         if delta_bytes < 0:
+            if self._turn is holder:
+                self._turn = None  # it made progress (a unit ended) or closed: next one
             self._freed.set()
             self._freed = trio.Event()
 
     async def wait_room(self, held: Held) -> None:
-        """Return once `held` is not over the limit (at once when it is not)."""
+        """Return once `held` is not over the limit, or it is its turn past the cap."""
         while self.over_limit(held.bytes):
+            if self._turn is None or self._turn is held:
+                self._turn = held
+                return
             await self._freed.wait()
 
 
@@ -56,7 +65,7 @@ class Held:
     def add(self, n: int) -> None:
         """Count `n` more bytes that are in memory now."""
         self.bytes += n
-        self.in_flight._change(n)
+        self.in_flight._change(self, n)
 
     def set(self, n: int) -> None:
         """Hold exactly `n` bytes from now on (in place of what was held)."""
@@ -65,6 +74,8 @@ class Held:
     def release(self) -> None:
         """Give all of it back (the request was answered, the connection closed)."""
         self.set(0)
+        if self.in_flight._turn is self:
+            self.in_flight._turn = None
 
     def over_limit(self) -> bool:
         return self.in_flight.over_limit(self.bytes)
