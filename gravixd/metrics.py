@@ -103,6 +103,13 @@ class Metrics:
             ["source", "error"],
             registry=r,
         )
+        self.edge_timeouts = Counter(
+            "ingestion_edge_timeouts",
+            "HTTP connections closed because a TLS handshake or a response's send did not end "
+            "within request_timeout_seconds, by edge (tls_handshake, send).",
+            ["edge"],
+            registry=r,
+        )
         self.tcp_disconnects = Counter(
             "ingestion_tcp_closed_connections",
             "TCP ingest connections closed, by reason (eof, malformed_frame, truncated, error).",

@@ -2,9 +2,12 @@
 
 Limits are enforced here, where the bytes are: connections (closed at accept when the
 budget shared with raw TCP is spent, see `listeners`), bytes in memory across all requests
-(503), requests in flight (503), slow requests (408) and idle keep-alive connections
-(closed). Every response is counted in `ingestion_requests_total{endpoint,code}` and timed
-in `ingestion_latency_seconds`.
+(503), requests in flight (503), slow requests (408), idle keep-alive connections
+(closed), and the edges: a TLS handshake and every response's `send_all` get
+`request_timeout_seconds` too, so a client that never finishes its handshake or never reads
+its answers cannot hold a connection slot and its byte reservation for ever. Every response
+is counted in `ingestion_requests_total{endpoint,code}` and timed in
+`ingestion_latency_seconds`.
 
 Memory: `max_in_flight_bytes` counts what a request really holds: its wire bytes as they
 arrive; its body as it grows (gzip inflating it, slice by slice, so gzip cannot walk around
@@ -234,8 +237,11 @@ class HttpServer:
         try:
             if self.ssl_context is not None:
                 stream = trio.SSLStream(raw, self.ssl_context, server_side=True)
-                with trio.move_on_after(self.settings.request_timeout_seconds):
+                with trio.move_on_after(self.settings.request_timeout_seconds) as handshake:
                     await stream.do_handshake()
+                if handshake.cancelled_caught:
+                    self.metrics.edge_timeouts.labels("tls_handshake").inc()
+                    return  # never into the connection loop half shaken
             if await self._serve_connection(stream):
                 await _linger(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
@@ -256,9 +262,11 @@ class HttpServer:
         protocol = IngestProtocol(settings.limits, self.auth)
         held = _Reservation(self.load.memory)
         started: float | None = None  # when the current request's first byte came
-        # One scope for the connection, its deadline set around each receive (entering a
-        # scope per receive cost ~10 us a request): only a receive can time out.
+        # One scope for the connection, its deadline set around each receive and each send
+        # (entering a scope per receive cost ~10 us a request); `sending` tells which one
+        # timed out.
         receiving = trio.CancelScope()
+        sending = False
         try:
             with receiving:
                 while True:
@@ -300,7 +308,11 @@ class HttpServer:
                             continue
                         event = self._shed_in_flight_bytes(protocol)
                     if isinstance(event, SendInterim):
+                        sending = True
+                        receiving.deadline = trio.current_time() + settings.request_timeout_seconds
                         await stream.send_all(event.data)
+                        receiving.deadline = math.inf
+                        sending = False
                         continue
                     if started is None:
                         started = trio.current_time()  # a pipelined request, already buffered
@@ -323,12 +335,19 @@ class HttpServer:
                         linger = close and status in _LINGER_STATUSES
                     else:
                         return False  # Closed
+                    sending = True
+                    receiving.deadline = trio.current_time() + settings.request_timeout_seconds
                     await stream.send_all(response)
+                    receiving.deadline = math.inf
+                    sending = False
                     self._observe(endpoint, status, started)
                     started = None
                     held.release()
                     if close or (self.draining and not protocol.request_started):
                         return linger
+            if sending:  # the client does not read its answers: close, give everything back
+                self.metrics.edge_timeouts.labels("send").inc()
+                return False
             # The receive deadline passed: idle between requests closes; mid-request, 408.
             if started is None:
                 return False
@@ -340,7 +359,8 @@ class HttpServer:
             )
             if isinstance(event, ErrorResponse):
                 self._count_rejected(event)
-                await stream.send_all(event.data)
+                with trio.move_on_after(settings.request_timeout_seconds):
+                    await stream.send_all(event.data)
                 self._observe(event.endpoint, event.status, started)
             return False
         finally:
@@ -520,7 +540,7 @@ async def _linger(stream: trio.abc.Stream) -> None:
     """Half-close, then read and drop until the client closes (or the linger budget ends)."""
     left = _LINGER_BYTES
     with trio.move_on_after(_LINGER_SECONDS):
-        if isinstance(stream, trio.SocketStream):
+        if isinstance(stream, trio.abc.HalfCloseableStream):  # TLS cannot half-close
             await stream.send_eof()
         while left > 0 and (data := await stream.receive_some(_RECEIVE_BYTES)):
             left -= len(data)
