@@ -93,7 +93,8 @@ class Metrics:
         )
         self.connections_rejected = Counter(
             "ingestion_connections_rejected",
-            "Connections closed at accept because the connection cap was reached.",
+            "Connections closed because the connection cap was reached: at accept, or on the "
+            "side port the one waiting longest for a request, to make room.",
             ["source"],
             registry=r,
         )
