@@ -17,7 +17,6 @@ import logging
 import signal
 import ssl
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from ..errors import ConfigError, StartupError
 from ..metrics import Metrics
 from ..stores import ObjectStore, open_store
 from . import fd_limit
+from .clock import Clock
 from .http_server import HttpServer, HttpSettings
 from .in_flight import InFlightBytes
 from .listeners import ConnectionBudget, bind
@@ -170,9 +170,12 @@ class Daemon:
         loaded: LoadedConfig,
         reload: Callable[[], LoadedConfig] | None = None,
         store: ObjectStore | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        """`store` overrides `store_url` (tests inject fault-injecting stores)."""
+        """`store` overrides `store_url` (tests inject fault-injecting stores); `clock` is
+        the wall clock every component stamps with (tests pin it)."""
         config = loaded.config
+        self.clock = clock = clock or Clock()
         self.config = config
         self.reload_config = reload
         self.metrics = Metrics()
@@ -191,7 +194,7 @@ class Daemon:
                 max_spool_bytes=config.max_spool_bytes,
             ),
             self.metrics,
-            clock_unix_ms=lambda: time.time_ns() // 1_000_000,
+            clock_unix_ms=clock.unix_ms,
         )
         self.uploader = Uploader(  # takes sealed segments from the spool's bounded channel
             self.store,
@@ -202,9 +205,11 @@ class Daemon:
             concurrency=config.upload_concurrency,
             retry_initial_seconds=config.upload_retry_initial_seconds,
             retry_max_seconds=config.upload_retry_max_seconds,
-            clock_unix_seconds=time.time,
+            clock_unix_seconds=clock.unix_seconds,
         )
-        self.pipeline = Pipeline(self.spool, self.metrics, ack=config.ack, protobuf_decoder=decoder)
+        self.pipeline = Pipeline(
+            self.spool, self.metrics, ack=config.ack, protobuf_decoder=decoder, clock=clock
+        )
         # One max_in_flight_bytes for HTTP requests and raw TCP's partial lines and frames.
         self.in_flight = InFlightBytes(config.max_in_flight_bytes)
         self.http = HttpServer(

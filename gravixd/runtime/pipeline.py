@@ -3,8 +3,6 @@ shed if the spool is full, append to the stream's spool, wait per ack mode, coun
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -12,6 +10,7 @@ import pyarrow as pa
 from ..core.decode import ProtobufDecoder
 from ..errors import SpoolFullError
 from ..metrics import Metrics
+from .clock import Clock
 from .spool import Spool
 
 
@@ -23,13 +22,14 @@ class Pipeline:
         *,
         ack: str,
         protobuf_decoder: ProtobufDecoder,
-        clock_unix_nano: Callable[[], int] = time.time_ns,
+        clock: Clock | None = None,
     ) -> None:
+        """`clock` gives events without a timestamp their time of receipt."""
         self.spool = spool
         self.metrics = metrics
         self.ack = ack
         self.protobuf_decoder = protobuf_decoder
-        self.now_unix_nano = clock_unix_nano
+        self.now_unix_nano = (clock or Clock()).unix_nano
         # (stream, source) -> cached counter child: labels() is slow on a hot path.
         self._accepted: dict[tuple[str, str], Any] = {}
 
