@@ -56,6 +56,7 @@ from ..metrics import Metrics
 from ..native import open_frame_decoder
 from .in_flight import Held, InFlightBytes
 from .listeners import ConnectionBudget, accept_loop, bind
+from .malloc_tuning import TRIM_AFTER_BYTES, give_back_free_memory
 
 __all__ = ["TcpDrain", "handle_connection", "serve_tcp_listener"]
 
@@ -251,6 +252,8 @@ async def handle_connection(
         )
     finally:
         connection.held.release()  # the partial line or frame is gone with the connection
+        if connection.held_most_bytes >= TRIM_AFTER_BYTES:
+            give_back_free_memory(trio.current_time())
         drain.closed()
         metrics.connections_open.labels(SOURCE).dec()
         metrics.tcp_disconnects.labels(connection.close_reason).inc()
@@ -289,6 +292,7 @@ class _Connection:
     logged_errors: int = 0
     unlogged_errors: int = 0
     held: Held = field(init=False)  # the read being framed and the partial unit
+    held_most_bytes: int = 0
     _bytes: Any = field(init=False)
 
     def __post_init__(self) -> None:
@@ -339,6 +343,7 @@ class _Connection:
             held.add(len(data))  # the read, while it is framed and decoded
             batches = on_data(data)
             del data
+            self.held_most_bytes = max(self.held_most_bytes, held.bytes)
             held.set(buffered())  # what is left: the start of a line or frame
             for batch in batches:
                 await send.send(batch)
