@@ -56,7 +56,6 @@ class Uploader:
         self.retry_initial_seconds = retry_initial_seconds
         self.retry_max_seconds = retry_max_seconds
         self.clock_unix_seconds = clock_unix_seconds
-        self._in_progress = 0
         self._drained = trio.Event()
         self.last_error: str | None = None
         metrics.register_gauges(
@@ -85,11 +84,9 @@ class Uploader:
     async def _worker(self) -> None:
         while True:
             segment = await self._sealed.receive()
-            self._in_progress += 1
             try:
                 await self._upload(segment)
             finally:
-                self._in_progress -= 1
                 self.ledger.give_back_upload_slot()  # uploaded, quarantined or gone
                 if not self.backlog:
                     self._drained.set()
