@@ -187,3 +187,24 @@ async def test_bad_lines_log_excerpts_within_a_per_connection_budget(
         {"stream": "facts", "source": "tcp", "reason": "validation"},
     )
     assert rejected == lines
+
+
+async def test_connections_all_stopped_by_the_cap_take_turns_and_see_their_peers_close(
+    nursery: trio.Nursery,
+) -> None:
+    """Every connection holds half a line and waits for room: one at a time reads on past
+    the cap, so each sees its sender close and gives its bytes back at once (not only at
+    the idle timeout)."""
+    pipeline = Pipeline()
+    in_flight = InFlightBytes(100_000)
+    clients = [open_connection(nursery, pipeline, in_flight) for _ in range(3)]
+    for client in clients:
+        await client.send_all(b'{"service":"' + b"x" * 40_000)
+    await trio.testing.wait_all_tasks_blocked()
+    assert in_flight.used_bytes > in_flight.limit_bytes  # 3 x 40 KB against 100 KB
+    for client in clients:
+        await client.send_all(b"x" * 1000)  # more of each line: each must wait for room
+        await client.aclose()
+    await trio.testing.wait_all_tasks_blocked()
+    assert in_flight.used_bytes == 0
+    assert pipeline.closed("truncated") == 3
