@@ -320,11 +320,14 @@ class _Connection:
             data = b""
             with self.drain.reading() as read:
                 try:
+                    # Backpressure: no reads while the spool is full, however long (a store
+                    # outage); that pause is not the sender's, so it does not count as idle.
+                    paused = trio.current_time()
+                    await pipeline.wait_writable()
+                    progress += trio.current_time() - paused
                     if held.bytes:  # a partial unit pins memory: it must progress in time
                         read.deadline = progress + self.idle_timeout_seconds()
-                    # Backpressure: no reads while the spool or the in-flight cap is full.
-                    await pipeline.wait_writable()
-                    await held.in_flight.wait_room(held)
+                    await held.in_flight.wait_room(held)  # no reads while the cap is full
                     if not held.bytes:
                         read.deadline = trio.current_time() + self.idle_timeout_seconds()
                     data = bytes(await self.sock.receive_some(RECEIVE_BYTES))  # no copy: bytes

@@ -31,6 +31,8 @@ class Pipeline:
         self.protobuf_decoder: ProtobufDecoder = decode_protobuf_pure
         self.metrics = Metrics()
         self.rows = 0
+        self.writable = trio.Event()  # cleared: the spool is full
+        self.writable.set()
 
     async def ingest(self, stream: str, batch: pa.RecordBatch, source: str) -> None:
         await trio.lowlevel.checkpoint()
@@ -38,6 +40,7 @@ class Pipeline:
 
     async def wait_writable(self) -> None:
         await trio.lowlevel.checkpoint()
+        await self.writable.wait()
 
     def now_unix_nano(self) -> int:
         return NOW_NS
@@ -208,3 +211,21 @@ async def test_connections_all_stopped_by_the_cap_take_turns_and_see_their_peers
     await trio.testing.wait_all_tasks_blocked()
     assert in_flight.used_bytes == 0
     assert pipeline.closed("truncated") == 3
+
+
+async def test_a_full_spools_pause_is_not_idleness(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    """A sender stopped by a full spool (a store outage) for longer than the idle timeout,
+    half a line sent, is not closed: the pause is gravixd's, not the sender's."""
+    pipeline = Pipeline()
+    client = open_connection(nursery, pipeline, InFlightBytes(1 << 20))
+    pipeline.writable = trio.Event()  # the spool fills
+    await client.send_all(b'{"service":')
+    await trio.sleep(IDLE_SECONDS * 10)
+    pipeline.writable.set()  # the store is back
+    await client.send_all(b'"s"}\n')
+    await client.send_eof()
+    await wait_closed(client)
+    assert pipeline.rows == 1
+    assert pipeline.closed("eof") == 1 and pipeline.closed("idle_timeout") == 0
