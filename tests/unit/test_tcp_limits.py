@@ -220,11 +220,13 @@ async def test_a_full_spools_pause_is_not_idleness(
     half a line sent, is not closed: the pause is gravixd's, not the sender's."""
     pipeline = Pipeline()
     client = open_connection(nursery, pipeline, InFlightBytes(1 << 20))
-    pipeline.writable = trio.Event()  # the spool fills
     await client.send_all(b'{"service":')
+    await trio.testing.wait_all_tasks_blocked()  # read: half a line is held
+    pipeline.writable = trio.Event()  # the spool fills
+    await client.send_all(b'"s')  # read too; the next read waits for the spool
     await trio.sleep(IDLE_SECONDS * 10)
     pipeline.writable.set()  # the store is back
-    await client.send_all(b'"s"}\n')
+    await client.send_all(b'"}\n')
     await client.send_eof()
     await wait_closed(client)
     assert pipeline.rows == 1
