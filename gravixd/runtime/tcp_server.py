@@ -12,8 +12,9 @@ frame buffered until its end comes are held in the daemon's `max_in_flight_bytes
 (in_flight.py), shared with HTTP; over the cap a connection stops reading, and everything
 it held is given back when it closes. Time: a connection that sends nothing for
 `idle_timeout_seconds` is closed, and so is one that holds a partial line or frame and has
-made no progress for as long (whether the sender or a full cap stopped it), so idle
-senders can neither keep connection slots nor pin memory.
+made no progress for as long (whether the sender or a full in-flight cap stopped it; a
+full spool's pause does not count), so idle senders can neither keep connection slots nor
+pin memory.
 
 What goes wrong is counted and logged with the connection and byte offset, and never touches
 another connection: a malformed ndjson line is skipped; a malformed protobuf frame loses the
