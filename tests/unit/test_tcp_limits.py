@@ -179,7 +179,7 @@ async def test_bad_lines_log_excerpts_within_a_per_connection_budget(
     logged = [r for r in caplog.records if r.name == "gravixd.tcp"]
     size = sum(len(r.getMessage()) + len(str(vars(r).get("error", ""))) for r in logged)
     # 20 detailed lines and one summary; each excerpt says how long the message was.
-    assert size < 20 * 1024  # it was ~2 x 500 KB a line, 100 MB for this connection
+    assert size < 20 * 1024  # it was ~2 x 500 KB for each of the 20 lines: ~20 MB
     details = [r for r in logged if getattr(r, "event", "") == "tcp_malformed_line"]
     assert len(details) == 20
     assert "characters, cut" in details[0].error  # type: ignore[attr-defined]
