@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.ipc
 import pytest
 import trio
+import trio.testing
 
 from gravixd.config import load
 from gravixd.core.decode import as_record_batch, decode_ndjson, decode_protobuf_pure
@@ -99,3 +100,33 @@ async def test_the_injected_clock_stamps_receipt_and_picks_the_partition(tmp_pat
     assert "dt=2031-05-26/hour=13" in str(path)
     table = pa.ipc.open_file(path).read_all()
     assert table.column("timestamp").cast(pa.int64()).to_pylist() == [PINNED_UNIX_NANO]
+
+
+async def test_segment_age_follows_the_injected_clock(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Wall time that moves with trio's MockClock: a segment rotates at its age limit
+    without the test sleeping for it."""
+    clock = Clock.fixed_then_following_trio(PINNED_UNIX_NANO)
+    settings = SpoolSettings(
+        segment_max_bytes=64 << 20,
+        segment_max_events=1_000_000,
+        segment_max_age_seconds=600,
+        segment_format="arrow",
+        segment_compression="lz4",
+        max_spool_bytes=1 << 30,
+    )
+    spool = Spool(tmp_path, settings, Metrics(), clock_unix_ms=clock.unix_ms)
+    spool.recover_sync()
+    pipeline = Pipeline(
+        spool, spool.metrics, ack="durable", protobuf_decoder=decode_protobuf_pure, clock=clock
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(spool.run)
+        started = trio.current_time()
+        await pipeline.ingest("facts", batch(pipeline, 1), "http")
+        segment = await spool.sealed_segments.receive()  # sealed once 600 s have passed
+        nursery.cancel_scope.cancel()
+    assert trio.current_time() - started >= 600
+    assert clock.unix_nano() - PINNED_UNIX_NANO >= 600 * 10**9
+    assert segment.stream == "facts"
