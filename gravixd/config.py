@@ -126,9 +126,15 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_header_bytes: Annotated[Bytes, _doc("request head limit (431 above)")] = 16 * KiB
     max_connections: Annotated[Count, _doc("open connections, all listeners")] = 1024
     max_in_flight_requests: Annotated[Count, _doc("requests decoded but not yet acked")] = 256
-    max_in_flight_bytes: Annotated[Bytes, _doc("bytes of requests not yet acked")] = 256 * MiB
-    request_timeout_seconds: Annotated[Seconds, _doc("deadline to receive one request")] = 30.0
-    idle_timeout_seconds: Annotated[Seconds, _doc("close idle keep-alive connections")] = 75.0
+    max_in_flight_bytes: Annotated[
+        Bytes, _doc("bytes of requests (and raw TCP partial lines) not yet acked")
+    ] = 256 * MiB
+    request_timeout_seconds: Annotated[
+        Seconds, _doc("deadline to receive one request, shake TLS hands, send an answer")
+    ] = 30.0
+    idle_timeout_seconds: Annotated[
+        Seconds, _doc("close idle keep-alive and raw TCP connections")
+    ] = 75.0
     drain_timeout_seconds: Annotated[Seconds, _doc("SIGTERM: time to finish and upload")] = 20.0
 
     # Auth and TLS.

@@ -49,7 +49,12 @@ class ObjectNotFound(StoreError):
 
 
 class SpoolFullError(GravixdError):
-    """The spool is above `max_spool_bytes`; the caller should shed load (503)."""
+    """The spool is full; the caller should shed load (503). `limit` names what is full:
+    `max_spool_bytes` or `upload_queue` (sealed segments waiting for upload)."""
+
+    def __init__(self, message: str, limit: str = "max_spool_bytes") -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class DurabilityError(GravixdError):

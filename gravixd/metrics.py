@@ -142,7 +142,8 @@ class Metrics:
         )
         self.connections_rejected = Counter(
             "ingestion_connections_rejected",
-            "Connections closed at accept because the connection cap was reached.",
+            "Connections closed because the connection cap was reached: at accept, or on the "
+            "side port the one waiting longest for a request, to make room.",
             ["source"],
             registry=r,
         )
@@ -150,6 +151,13 @@ class Metrics:
             "ingestion_accept_errors",
             "accept() failures that were backed off (EMFILE: out of file descriptors, ...).",
             ["source", "error"],
+            registry=r,
+        )
+        self.edge_timeouts = Counter(
+            "ingestion_edge_timeouts",
+            "HTTP connections closed because a TLS handshake or a response's send did not end "
+            "within request_timeout_seconds, by edge (tls_handshake, send).",
+            ["edge"],
             registry=r,
         )
         self.tcp_disconnects = Counter(

@@ -22,7 +22,6 @@ import os
 import signal
 import ssl
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,9 @@ from ..errors import ConfigError, StartupError
 from ..metrics import MULTIPROC_ENV, Metrics
 from ..stores import ObjectStore, open_store
 from . import fd_limit
+from .clock import Clock
 from .http_server import HttpServer, HttpSettings
+from .in_flight import InFlightBytes
 from .listeners import ConnectionBudget, bind
 from .malloc_tuning import pin_mmap_threshold
 from .pipeline import Pipeline
@@ -185,10 +186,13 @@ class Daemon:
         reload: Callable[[], LoadedConfig] | None = None,
         store: ObjectStore | None = None,
         link: WorkerLink | None = None,
+        clock: Clock | None = None,
     ) -> None:
         """`store` overrides `store_url` (tests inject fault-injecting stores); `link`: this
-        process is a supervisor's worker (its share of the config is already in `loaded`)."""
+        process is a supervisor's worker (its share of the config is already in `loaded`);
+        `clock` is the wall clock every component stamps with (tests pin it)."""
         config = loaded.config
+        self.clock = clock = clock or Clock()
         self.config = config
         self.reload_config = reload
         self.link = link
@@ -210,7 +214,7 @@ class Daemon:
                 max_spool_bytes=config.max_spool_bytes,
             ),
             self.metrics,
-            clock_unix_ms=lambda: time.time_ns() // 1_000_000,
+            clock_unix_ms=clock.unix_ms,
         )
         self.uploader = Uploader(  # takes sealed segments from the spool's bounded channel
             self.store,
@@ -221,11 +225,19 @@ class Daemon:
             concurrency=config.upload_concurrency,
             retry_initial_seconds=config.upload_retry_initial_seconds,
             retry_max_seconds=config.upload_retry_max_seconds,
-            clock_unix_seconds=time.time,
+            clock_unix_seconds=clock.unix_seconds,
         )
-        self.pipeline = Pipeline(self.spool, self.metrics, ack=config.ack, protobuf_decoder=decoder)
+        self.pipeline = Pipeline(
+            self.spool, self.metrics, ack=config.ack, protobuf_decoder=decoder, clock=clock
+        )
+        # One max_in_flight_bytes for HTTP requests and raw TCP's partial lines and frames.
+        self.in_flight = InFlightBytes(config.max_in_flight_bytes)
         self.http = HttpServer(
-            self.pipeline, self.metrics, http_settings(config), _ssl_context(config)
+            self.pipeline,
+            self.metrics,
+            http_settings(config),
+            _ssl_context(config),
+            in_flight=self.in_flight,
         )
         self.state = "starting"
         self.ports = Ports()
@@ -254,8 +266,9 @@ class Daemon:
     def readiness(self) -> str | None:
         if self.state != "serving":
             return self.state
-        if self.spool.full:
-            return "shedding load: spool is full (store slow or down?)"
+        full = self.spool.ledger.full_reason()
+        if full is not None:
+            return f"shedding load: spool is full, {full} (store slow or down?)"
         return None
 
     async def run(self, *, task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED) -> None:
@@ -413,6 +426,8 @@ class Daemon:
                     listeners=sockets,
                     handler_nursery=connections,
                     drain=self.tcp_drain,
+                    in_flight=self.in_flight,
+                    idle_timeout_seconds=lambda: self.http.settings.idle_timeout_seconds,
                 )
             )
             self.ports.tcp.append(port)

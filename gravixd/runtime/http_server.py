@@ -2,9 +2,12 @@
 
 Limits are enforced here, where the bytes are: connections (closed at accept when the
 budget shared with raw TCP is spent, see `listeners`), bytes in memory across all requests
-(503), requests in flight (503), slow requests (408) and idle keep-alive connections
-(closed). Every response is counted in `ingestion_requests_total{endpoint,code}` and timed
-in `ingestion_latency_seconds`.
+(503), requests in flight (503), slow requests (408), idle keep-alive connections
+(closed), and the edges: a TLS handshake and every response's `send_all` get
+`request_timeout_seconds` too, so a client that never finishes its handshake or never reads
+its answers cannot hold a connection slot and its byte reservation for ever. Every response
+is counted in `ingestion_requests_total{endpoint,code}` and timed in
+`ingestion_latency_seconds`.
 
 Memory: `max_in_flight_bytes` counts what a request really holds: its wire bytes as they
 arrive; its body as it grows (gzip inflating it, slice by slice, so gzip cannot walk around
@@ -71,6 +74,7 @@ from ..core.otlp import (
 from ..core.otlp import json_decode_bytes as otlp_json_decode_bytes
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
+from .in_flight import Held, InFlightBytes
 from .listeners import ConnectionBudget, accept_loop
 from .pipeline import Pipeline
 
@@ -120,40 +124,47 @@ class HttpSettings:
 
 @dataclass(slots=True)
 class _Load:
+    # Shared with raw TCP (its partial lines and frames): one max_in_flight_bytes.
+    memory: InFlightBytes
     connections: int = 0
     in_flight_requests: int = 0
-    in_flight_bytes: int = 0
     idle: trio.Event = field(default_factory=trio.Event)
 
+    @property
+    def in_flight_bytes(self) -> int:
+        return self.memory.used_bytes
 
-@dataclass(slots=True)
+
 class _Reservation:
-    """One connection's share of `_Load.in_flight_bytes`; only this object changes it."""
+    """One connection's share of max_in_flight_bytes; only this object changes it."""
 
-    load: _Load
-    limit_bytes: int
-    bytes: int = 0
-    body: int = 0  # of `bytes`, what the body and its decoding are reserved for
+    __slots__ = ("body", "held")
+
+    def __init__(self, memory: InFlightBytes) -> None:
+        self.held = Held(memory)
+        self.body = 0  # of what is held, what the body and its decoding are reserved for
+
+    @property
+    def bytes(self) -> int:
+        return self.held.bytes
 
     def set_body(self, n: int) -> None:
         """Reserve `n` bytes for the current body and its decoding (in place of the last)."""
-        self.add(n - self.body)
+        self.held.add(n - self.body)
         self.body = n
 
     def add(self, n: int) -> None:
         """Count bytes that are in memory already (received, decoded)."""
-        self.bytes += n
-        self.load.in_flight_bytes += n
+        self.held.add(n)
 
     def over_limit(self) -> bool:
         """Above the cap, and not alone: one request within the limits always goes on."""
-        used = self.load.in_flight_bytes
-        return used > self.limit_bytes and used > self.bytes
+        return self.held.over_limit()
 
     def release(self) -> None:
         """All of it: the request was answered (or the connection ended)."""
-        self.load.in_flight_bytes -= self.bytes
-        self.bytes = self.body = 0
+        self.held.release()
+        self.body = 0
 
 
 class HttpServer:
@@ -163,16 +174,19 @@ class HttpServer:
         metrics: Metrics,
         settings: HttpSettings,
         ssl_context: ssl.SSLContext | None = None,
+        *,
+        in_flight: InFlightBytes | None = None,
     ) -> None:
+        """`in_flight` is the daemon's max_in_flight_bytes count, shared with raw TCP."""
         self.pipeline = pipeline
         self.metrics = metrics
+        self.load = _Load(in_flight or InFlightBytes(settings.max_in_flight_bytes))
         # One holder for every connection: a reload replaces the tokens it holds, and the
         # next request on any connection (keep-alive ones too) is checked against them.
         self.auth = BearerTokens()
         self.settings = settings
         self.ssl_context = ssl_context
         self.draining = False
-        self.load = _Load()
         # Gauges of what `load` counts anyway are read at scrape time: no per-request update.
         metrics.in_flight_bytes.set_function(lambda: self.load.in_flight_bytes)
         metrics.requests_in_flight.set_function(lambda: self.load.in_flight_requests)
@@ -192,6 +206,7 @@ class HttpServer:
     def settings(self, settings: HttpSettings) -> None:
         self._settings = settings
         self.auth.replace(settings.auth_tokens)
+        self.load.memory.limit_bytes = settings.max_in_flight_bytes  # applies at once
 
     # --- accept loop -----------------------------------------------------------------------
 
@@ -229,8 +244,11 @@ class HttpServer:
         try:
             if self.ssl_context is not None:
                 stream = trio.SSLStream(raw, self.ssl_context, server_side=True)
-                with trio.move_on_after(self.settings.request_timeout_seconds):
+                with trio.move_on_after(self.settings.request_timeout_seconds) as handshake:
                     await stream.do_handshake()
+                if handshake.cancelled_caught:
+                    self.metrics.edge_timeouts.labels("tls_handshake").inc()
+                    return  # never into the connection loop half shaken
             if await self._serve_connection(stream):
                 await _linger(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
@@ -249,11 +267,13 @@ class HttpServer:
         that may have left the client sending (the caller lingers)."""
         settings = self.settings
         protocol = IngestProtocol(settings.limits, self.auth)
-        held = _Reservation(self.load, settings.max_in_flight_bytes)
+        held = _Reservation(self.load.memory)
         started: float | None = None  # when the current request's first byte came
-        # One scope for the connection, its deadline set around each receive (entering a
-        # scope per receive cost ~10 us a request): only a receive can time out.
+        # One scope for the connection, its deadline set around each receive and each send
+        # (entering a scope per receive cost ~10 us a request); `sending` tells which one
+        # timed out.
         receiving = trio.CancelScope()
+        sending = False
         try:
             with receiving:
                 while True:
@@ -277,7 +297,6 @@ class HttpServer:
                         if started is None:
                             settings = self.settings
                             protocol.limits = settings.limits  # a reload applies from here
-                            held.limit_bytes = settings.max_in_flight_bytes
                             deadline = trio.current_time() + settings.idle_timeout_seconds
                         else:
                             deadline = started + settings.request_timeout_seconds
@@ -296,7 +315,11 @@ class HttpServer:
                             continue
                         event = self._shed_in_flight_bytes(protocol)
                     if isinstance(event, SendInterim):
+                        sending = True
+                        receiving.deadline = trio.current_time() + settings.request_timeout_seconds
                         await stream.send_all(event.data)
+                        receiving.deadline = math.inf
+                        sending = False
                         continue
                     if started is None:
                         started = trio.current_time()  # a pipelined request, already buffered
@@ -320,12 +343,19 @@ class HttpServer:
                         linger = close and status in _LINGER_STATUSES
                     else:
                         return False  # Closed
+                    sending = True
+                    receiving.deadline = trio.current_time() + settings.request_timeout_seconds
                     await stream.send_all(response)
+                    receiving.deadline = math.inf
+                    sending = False
                     self._observe(endpoint, status, started)
                     started = None
                     held.release()
                     if close or (self.draining and not protocol.request_started):
                         return linger
+            if sending:  # the client does not read its answers: close, give everything back
+                self.metrics.edge_timeouts.labels("send").inc()
+                return False
             # The receive deadline passed: idle between requests closes; mid-request, 408.
             if started is None:
                 return False
@@ -337,7 +367,8 @@ class HttpServer:
             )
             if isinstance(event, ErrorResponse):
                 self._count_rejected(event)
-                await stream.send_all(event.data)
+                with trio.move_on_after(settings.request_timeout_seconds):
+                    await stream.send_all(event.data)
                 self._observe(event.endpoint, event.status, started)
             return False
         finally:
@@ -370,7 +401,7 @@ class HttpServer:
         try:
             pipeline.check_writable()  # before decoding: shedding should cost little
         except SpoolFullError as exc:
-            metrics.load_shed.labels("spool").inc()
+            metrics.load_shed.labels(_shed_label(exc)).inc()
             return _error(request, 503, "spool_full", str(exc))
         signal = OTLP_SIGNALS.get(request.endpoint)
         if signal is not None and held.body > self.settings.max_in_flight_bytes:
@@ -421,7 +452,7 @@ class HttpServer:
                 try:
                     await pipeline.ingest(request.stream, batch, source)
                 except SpoolFullError as exc:
-                    metrics.load_shed.labels("spool").inc()
+                    metrics.load_shed.labels(_shed_label(exc)).inc()
                     return _error(request, 503, "spool_full", str(exc))
                 except DurabilityError as exc:
                     message = f"{exc}; nothing of this request was kept, retry later"
@@ -537,10 +568,15 @@ async def _linger(stream: trio.abc.Stream) -> None:
     """Half-close, then read and drop until the client closes (or the linger budget ends)."""
     left = _LINGER_BYTES
     with trio.move_on_after(_LINGER_SECONDS):
-        if isinstance(stream, trio.SocketStream):
+        if isinstance(stream, trio.abc.HalfCloseableStream):  # TLS cannot half-close
             await stream.send_eof()
         while left > 0 and (data := await stream.receive_some(_RECEIVE_BYTES)):
             left -= len(data)
+
+
+def _shed_label(exc: SpoolFullError) -> str:
+    """`ingestion_load_shed_total{limit}`: `spool` (bytes) or `upload_queue` (segments)."""
+    return "upload_queue" if exc.limit == "upload_queue" else "spool"
 
 
 def _stream_of(endpoint: str) -> str:

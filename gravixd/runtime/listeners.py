@@ -107,6 +107,11 @@ class ConnectionBudget:
         self.open += 1
         return True
 
+    def acquire_in_place_of_one_closing(self) -> None:
+        """Admit one over the limit while a connection just told to close is on its way out
+        (its `release` brings the count back)."""
+        self.open += 1
+
     def release(self) -> None:
         self.open -= 1
         if self.open < self.limit:
@@ -120,10 +125,14 @@ async def accept_loop(
     handler_nursery: trio.Nursery,
     budget: ConnectionBudget,
     metrics: Metrics,
+    *,
+    make_room: Callable[[], bool] | None = None,
 ) -> None:
     """Accept on `listener` until cancelled; run `handler(stream)` in `handler_nursery`.
 
-    Over budget, a connection is closed at once and counted in
+    Over budget, `make_room()` may tell an open connection to close (the side port closes
+    its oldest idle one) and return True: the new one is then admitted in its place.
+    Otherwise it is closed at once. Either way one connection is counted in
     `ingestion_connections_rejected_total{source}`. Out of descriptors (or kernel memory),
     accept is retried after a growing pause and counted in
     `ingestion_accept_errors_total{source,error}`; a handler always closes its stream.
@@ -169,6 +178,11 @@ async def accept_loop(
                 )
                 failures, backoff = 0, _BACKOFF_INITIAL_SECONDS
             if not budget.try_acquire():
+                if make_room is not None and make_room():
+                    rejected.inc()  # one was closed for the cap all the same
+                    budget.acquire_in_place_of_one_closing()
+                    handler_nursery.start_soon(_run, handler, stream, budget)
+                    continue
                 rejected.inc()
                 if not budget.full_logged:
                     budget.full_logged = True

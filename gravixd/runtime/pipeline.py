@@ -3,8 +3,6 @@ shed if the spool is full, append to the stream's spool, wait per ack mode, coun
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -12,6 +10,7 @@ import pyarrow as pa
 from ..core.decode import ProtobufDecoder
 from ..errors import SpoolFullError
 from ..metrics import Metrics
+from .clock import Clock
 from .spool import Spool
 
 
@@ -23,13 +22,14 @@ class Pipeline:
         *,
         ack: str,
         protobuf_decoder: ProtobufDecoder,
-        clock_unix_nano: Callable[[], int] = time.time_ns,
+        clock: Clock | None = None,
     ) -> None:
+        """`clock` gives events without a timestamp their time of receipt."""
         self.spool = spool
         self.metrics = metrics
         self.ack = ack
         self.protobuf_decoder = protobuf_decoder
-        self.now_unix_nano = clock_unix_nano
+        self.now_unix_nano = (clock or Clock()).unix_nano
         # (stream, source) -> cached counter child: labels() is slow on a hot path.
         self._accepted: dict[tuple[str, str], Any] = {}
 
@@ -50,13 +50,14 @@ class Pipeline:
         counter.inc(batch.num_rows)
 
     def check_writable(self) -> None:
-        """Raises SpoolFullError while the spool is above max_spool_bytes (shed load)."""
-        if self.spool.full:
-            raise SpoolFullError(
-                f"Expected spool below max_spool_bytes={self.spool.settings.max_spool_bytes}, "
-                f"got {self.spool.bytes_used} bytes waiting for upload; retry later"
-            )
+        """Raises SpoolFullError while the spool's ledger says full (shed load); the error
+        names the limit that tripped (`max_spool_bytes` or `upload_queue`)."""
+        ledger = self.spool.ledger
+        reason = ledger.full_reason()
+        if reason is not None:
+            raise SpoolFullError(ledger.describe_full(), limit=reason)
 
     async def wait_writable(self) -> None:
-        """Return once the spool is below max_spool_bytes (TCP backpressure)."""
-        await self.spool.wait_not_full()
+        """Return once the ledger has room again (TCP backpressure): the same predicate as
+        `check_writable`, so a writer that was refused always waits here."""
+        await self.spool.ledger.wait_not_full()

@@ -1,13 +1,24 @@
 """The side port: GET /metrics (Prometheus text format), /livez and /readyz.
 
 Kept apart from the ingest port so that scrapes and probes still answer while ingest sheds
-load, and so that ingest auth never applies to them.
+load, and so that ingest auth never applies to them. Probes must keep answering whatever
+idle or slow connections others hold here (a liveness probe that fails restarts a healthy
+pod): each connection gets short deadlines (a request within `_REQUEST_SECONDS`, an answer
+sent within `_SEND_SECONDS`), and when the port's connection budget is full a new
+connection takes the place of the one that has waited longest for a request. A probe's
+request comes with its connection, so it is served before its turn to be closed comes.
+
+`serve_side_port` serves what it is given (metrics, readiness): a supervisor of several
+workers serves its own with the same function.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 
 import h11
 import trio
@@ -20,7 +31,13 @@ log = logging.getLogger("gravixd.side_port")
 
 # Probes and scrapes are tiny; anything bigger is not a client of this port.
 _MAX_REQUEST_BYTES = 8 * 1024
-_TIMEOUT_SECONDS = 10.0
+# A kubelet probe sends its request at once and gives up after 1 s (timeoutSeconds), a
+# Prometheus scrape after 10 s; between scrapes a keep-alive connection waits here for its
+# next request, and is closed after this long (the scraper reconnects: cheap).
+_REQUEST_SECONDS = 5.0
+# Answers are at most a few hundred KiB (/metrics): a client that does not read them in this
+# long is not a scraper.
+_SEND_SECONDS = 5.0
 # Prometheus, a kubelet's probes and an operator's curl are a handful of clients; 32 leaves
 # room for several scrapers with keep-alive and still costs few descriptors.
 MAX_CONNECTIONS = 32
@@ -37,11 +54,12 @@ async def serve_side_port(
     ready, else why not. At most `max_connections` are open at once (its own budget: a
     flood of ingest clients never locks out the scrape, nor a flood of scrapers ingest)."""
 
-    async def handle(stream: trio.SocketStream) -> None:
+    waiting = WaitingConnections()
+
+    async def handle(stream: trio.abc.Stream) -> None:
         try:
-            with trio.fail_after(_TIMEOUT_SECONDS):
-                await _serve_one_connection(stream, metrics, readiness)
-        except (trio.TooSlowError, trio.BrokenResourceError, h11.ProtocolError, OSError):
+            await _serve_one_connection(stream, metrics, readiness, waiting)
+        except (trio.BrokenResourceError, h11.ProtocolError, OSError):
             pass
         except Exception:
             log.exception("side port handler failed", extra={"event": "side_port_error"})
@@ -49,31 +67,79 @@ async def serve_side_port(
     budget = ConnectionBudget(max_connections)
     async with trio.open_nursery() as nursery:
         for listener in listeners:
-            nursery.start_soon(accept_loop, listener, "side_port", handle, nursery, budget, metrics)
+            nursery.start_soon(
+                partial(
+                    accept_loop,
+                    listener,
+                    "side_port",
+                    handle,
+                    nursery,
+                    budget,
+                    metrics,
+                    make_room=waiting.close_oldest,
+                )
+            )
+
+
+class WaitingConnections:
+    """Connections waiting for (the rest of) a request, longest-waiting first: the ones to
+    close when the budget is full. Only `waiting_for_request` adds and removes them."""
+
+    def __init__(self) -> None:
+        self._scopes: dict[int, trio.CancelScope] = {}  # insertion order = waiting since
+        self._ids = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._scopes)
+
+    @contextmanager
+    def waiting_for_request(self) -> Iterator[trio.CancelScope]:
+        """A scope around one wait for request bytes: its deadline, and `close_oldest`'s
+        way to end it."""
+        key = next(self._ids)
+        with trio.move_on_after(_REQUEST_SECONDS) as scope:
+            self._scopes[key] = scope
+            try:
+                yield scope
+            finally:
+                self._scopes.pop(key, None)
+
+    def close_oldest(self) -> bool:
+        """Tell the connection that has waited longest to close; False when none waits."""
+        for key, scope in self._scopes.items():
+            del self._scopes[key]
+            scope.cancel()
+            return True
+        return False
 
 
 async def _serve_one_connection(
-    stream: trio.SocketStream, metrics: Metrics, readiness: Callable[[], str | None]
+    stream: trio.abc.Stream,
+    metrics: Metrics,
+    readiness: Callable[[], str | None],
+    waiting: WaitingConnections,
 ) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST_BYTES)
     while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(_MAX_REQUEST_BYTES)
-            conn.receive_data(data)
-            continue
+        event: object = h11.NEED_DATA
+        with waiting.waiting_for_request():  # idle, or a request not yet whole
+            while (event := conn.next_event()) is h11.NEED_DATA:
+                conn.receive_data(bytes(await stream.receive_some(_MAX_REQUEST_BYTES)))
         if not isinstance(event, h11.Request):
-            return
+            return  # closed, timed out, made room for another, or not a request
         status, content_type, body = _route(event, metrics, readiness)
         headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
         data = conn.send(h11.Response(status_code=status, headers=headers))
         data += conn.send(h11.Data(data=body)) if event.method != b"HEAD" else b""
         data += conn.send(h11.EndOfMessage())
-        await stream.send_all(data)
-        while conn.their_state is h11.SEND_BODY:  # drain a (pointless) request body
-            more = conn.next_event()
-            if more is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(_MAX_REQUEST_BYTES))
+        with trio.move_on_after(_SEND_SECONDS) as sending:
+            await stream.send_all(data)
+        if sending.cancelled_caught:
+            return
+        with waiting.waiting_for_request():  # drain a (pointless) request body
+            while conn.their_state is h11.SEND_BODY:
+                if conn.next_event() is h11.NEED_DATA:
+                    conn.receive_data(bytes(await stream.receive_some(_MAX_REQUEST_BYTES)))
         if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return
         conn.start_next_cycle()

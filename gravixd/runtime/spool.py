@@ -40,7 +40,7 @@ from ..metrics import Metrics
 from ..schema import STREAMS
 from . import segment_files as files
 from .fsync_thread import FsyncThread
-from .ledger import SpoolLedger
+from .ledger import DEFAULT_UPLOAD_SLOTS, SpoolLedger
 from .segment_files import OpenSegment, SealedSegment, SealReport
 from .segment_reports import report_segment
 
@@ -59,9 +59,9 @@ _SEAL_RETRY_MAX_SECONDS: Final = 5.0
 # footers, quarantine and whatever else lives there, so shedding (503) starts before ENOSPC.
 _DISK_SHARE: Final = 0.9
 _DISK_CHECK_SECONDS: Final = 2.0
-# Sealed segments queued for upload. Beyond it the spool sheds load as when full of bytes:
-# many small segments (age rotation) could otherwise outgrow memory before max_spool_bytes.
-_UPLOAD_QUEUE_SEGMENTS: Final = 4096
+# Sealed segments queued for upload: slots in the ledger (see ledger.py), which sheds load
+# when they are all taken, as when full of bytes.
+_UPLOAD_QUEUE_SEGMENTS: Final = DEFAULT_UPLOAD_SLOTS
 # Group commits written and waiting for their fsync at once; beyond it the committer waits.
 _MAX_SYNCS_IN_FLIGHT: Final = 4
 # Sealed segments waiting for the sealer per stream; beyond it the committer waits.
@@ -125,8 +125,9 @@ class Spool:
         self.dir = Path(spool_dir)
         self.settings = settings
         self.metrics = metrics
-        # Sealed segments go to the uploader through this bounded channel (the spool's one
-        # way out); when it is full the spool counts as full: shed load, as for bytes.
+        # Sealed segments go to the uploader through this channel (the spool's one way out).
+        # Each holds an upload slot of the ledger, taken before it is queued, so the channel
+        # (as large as the slots) never blocks: the ledger alone says when the queue is full.
         self._sealed_send, self.sealed_segments = trio.open_memory_channel[SealedSegment](
             upload_queue_segments
         )
@@ -135,7 +136,7 @@ class Spool:
         # What the spool's filesystem can hold (set at start): max_spool_bytes is clamped to it.
         self.disk_limit_bytes: int | None = None
         self._clamped = False
-        self.ledger = SpoolLedger(self._limit_bytes)
+        self.ledger = SpoolLedger(self._limit_bytes, upload_slots=upload_queue_segments)
         self.streams = {name: StreamSpool(self, name) for name in STREAMS}
         # Open segments a previous run left that could not be sealed at start (disk full):
         # their stream's sealer retries them.
@@ -183,8 +184,7 @@ class Spool:
 
     @property
     def full(self) -> bool:
-        queued = self._sealed_send.statistics()
-        return self.ledger.full or queued.current_buffer_used >= queued.max_buffer_size
+        return self.ledger.full
 
     def release(self, size_bytes: int) -> None:
         """Bytes left the spool (uploaded or quarantined)."""
@@ -295,7 +295,12 @@ class Spool:
     async def _queue_recovered(self) -> None:
         recovered, self._recovered = self._recovered, []
         for segment in recovered:
-            await self._sealed_send.send(segment)
+            await self.queue_for_upload(segment)
+
+    async def queue_for_upload(self, segment: SealedSegment) -> None:
+        """Hand a sealed segment to the uploader once an upload slot is free."""
+        await self.ledger.take_upload_slot()
+        self._sealed_send.send_nowait(segment)  # never WouldBlock: the slots bound it
 
     async def _watch_disk(self) -> None:
         """Re-read the disk's free space now and then: space freed outside gravixd (a
@@ -510,10 +515,9 @@ class StreamSpool:
                 self.spool.metrics.segments_sealed.labels(self.stream).inc()
             # The sealed file replaces the open one in the ledger (footer added, or damage
             # cut out); quarantined bytes leave it.
-            self.spool.ledger.reserve(sealed.size_bytes if sealed else 0)
-            self.spool.ledger.release(item.size_bytes)
+            self.spool.ledger.replace(item.size_bytes, sealed.size_bytes if sealed else 0)
             if sealed is not None:
-                await self.spool._sealed_send.send(sealed)  # waits while uploads are behind
+                await self.spool.queue_for_upload(sealed)  # waits while uploads are behind
             self._sealing -= 1
             if not self._sealing:
                 self._idle.set()

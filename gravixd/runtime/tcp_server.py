@@ -7,17 +7,29 @@ reply channel: backpressure is TCP's own. Before every read the reader waits for
 be writable, and the channel holds at most `_QUEUED_BATCHES`, so a full spool stops reads and
 the sender's socket buffer fills. Nothing here drops events for load.
 
+Raw TCP obeys the limits HTTP does. Memory: the read being framed and the partial line or
+frame buffered until its end comes are held in the daemon's `max_in_flight_bytes` count
+(in_flight.py), shared with HTTP; over the cap a connection stops reading, and everything
+it held is given back when it closes. Time: a connection that sends nothing for
+`idle_timeout_seconds` is closed, and so is one that holds a partial line or frame and has
+made no progress for as long (whether the sender or a full in-flight cap stopped it; a
+full spool's pause does not count), so idle senders can neither keep connection slots nor
+pin memory.
+
 What goes wrong is counted and logged with the connection and byte offset, and never touches
 another connection: a malformed ndjson line is skipped; a malformed protobuf frame loses the
 framing, so its connection is closed after accepting the good frames before it; a half frame
-at disconnect is dropped. A handler catches its own exceptions: one escaping would take the
-listener (and the daemon) down.
+at disconnect is dropped. The log gets an excerpt of each message (a value may be a
+megabyte) for the first few bad units of a connection, the rest only counted, so no sender
+can grow the log without bound. A handler catches its own exceptions: one escaping would
+take the listener (and the daemon) down.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final, Literal, Protocol, cast
@@ -43,9 +55,11 @@ from ..core.framing import (
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
 from ..native import open_frame_decoder
+from .in_flight import Held, InFlightBytes
 from .listeners import ConnectionBudget, accept_loop, bind
+from .malloc_tuning import TRIM_AFTER_BYTES, give_back_free_memory
 
-__all__ = ["TcpDrain", "serve_tcp_listener"]
+__all__ = ["TcpDrain", "handle_connection", "serve_tcp_listener"]
 
 log = logging.getLogger("gravixd.tcp")
 
@@ -60,6 +74,13 @@ _QUEUED_BATCHES: Final = 4
 # A sender that streams garbage must not flood the log: details of the first N bad units
 # of a connection are logged, the rest only counted (one summary line at close).
 _LOGGED_ERRORS_PER_CONNECTION: Final = 20
+# A logged message is cut to this many characters (its full length said): a value echoed
+# in an error may be up to a whole line (1 MiB), and 20 of those would be 20 MiB of log.
+_LOGGED_MESSAGE_CHARS: Final = 240
+# As HTTP's keep-alive default (nginx's 75 s): a daemon passes idle_timeout_seconds.
+_IDLE_TIMEOUT_SECONDS: Final = 75.0
+# Without a shared count (a listener on its own, tests): HttpSettings' default.
+_MAX_IN_FLIGHT_BYTES: Final = 256 * 1024 * 1024
 
 Framing = Literal["ndjson", "protobuf"]
 
@@ -83,6 +104,16 @@ class TcpDrain:
         self.draining = True
         for scope in self._reads:
             scope.cancel()
+
+    @contextmanager
+    def reading(self) -> Iterator[trio.CancelScope]:
+        """A scope around one wait for input, which `start()` cancels."""
+        with trio.CancelScope() as scope:
+            self._reads.add(scope)
+            try:
+                yield scope
+            finally:
+                self._reads.discard(scope)
 
     async def wait_idle(self) -> None:
         while self.connections:
@@ -123,6 +154,8 @@ async def serve_tcp_listener(
     listeners: list[trio.SocketListener] | None = None,
     handler_nursery: trio.Nursery | None = None,
     drain: TcpDrain | None = None,
+    in_flight: InFlightBytes | None = None,
+    idle_timeout_seconds: Callable[[], float] | float = _IDLE_TIMEOUT_SECONDS,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept raw TCP connections on `listen` and ingest what they send into `stream`.
@@ -140,6 +173,10 @@ async def serve_tcp_listener(
             A daemon passes a nursery that outlives its listeners, so that a drain can stop
             accepting while open connections finish.
         drain: the daemon's TcpDrain, which a SIGTERM starts.
+        in_flight: the daemon's max_in_flight_bytes count (shared with HTTP); default: one
+            of 256 MiB for this listener alone.
+        idle_timeout_seconds: close a connection after this long without input (a callable
+            is read at each wait, so a reload applies).
         task_status: started with the bound port once listening (`await nursery.start`).
     """
     if framing not in ("ndjson", "protobuf"):
@@ -151,13 +188,16 @@ async def serve_tcp_listener(
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         listeners = await bind("tcp_listen", address)
     budget = budget or ConnectionBudget(max_connections)
+    idle = idle_timeout_seconds
     handler = partial(
-        _handle_connection,
+        handle_connection,
         pipeline,
         stream,
         cast(Framing, framing),
         max_frame_bytes,
         drain or TcpDrain(),
+        in_flight or InFlightBytes(_MAX_IN_FLIGHT_BYTES),
+        idle if callable(idle) else lambda: idle,
     )
     async with trio.open_nursery() as nursery:
         for listener in listeners:
@@ -183,19 +223,25 @@ async def serve_tcp_listener(
         task_status.started(bound_port)
 
 
-async def _handle_connection(
+async def handle_connection(
     pipeline: Pipeline,
     stream: str,
     framing: Framing,
     max_frame_bytes: int,
     drain: TcpDrain,
-    sock: trio.SocketStream,
+    in_flight: InFlightBytes,
+    idle_timeout_seconds: Callable[[], float],
+    sock: trio.abc.Stream,
 ) -> None:
-    """One connection, admitted by the listener's budget (`accept_loop` closes it after)."""
+    """One connection, admitted by the listener's budget (`accept_loop` closes it after).
+    `sock` is any trio stream (tests pass a memory stream)."""
     metrics = pipeline.metrics
     peer = _peer_name(sock)
     metrics.connections_open.labels(SOURCE).inc()
-    connection = _Connection(pipeline, sock, stream, framing, max_frame_bytes, peer, drain)
+    connection = _Connection(
+        pipeline, sock, stream, framing, max_frame_bytes, peer, drain, idle_timeout_seconds
+    )
+    connection.held = Held(in_flight)
     drain.opened()
     try:
         await connection.run()
@@ -206,6 +252,9 @@ async def _handle_connection(
             extra={"event": "tcp_connection_error", "peer": peer, "stream": stream},
         )
     finally:
+        connection.held.release()  # the partial line or frame is gone with the connection
+        if connection.held_most_bytes >= TRIM_AFTER_BYTES:
+            give_back_free_memory(trio.current_time())
         drain.closed()
         metrics.connections_open.labels(SOURCE).dec()
         metrics.tcp_disconnects.labels(connection.close_reason).inc()
@@ -232,16 +281,19 @@ class _CloseConnection(Exception):
 @dataclass
 class _Connection:
     pipeline: Pipeline
-    sock: trio.SocketStream
+    sock: trio.abc.Stream
     stream: str
     framing: Framing
     max_frame_bytes: int
     peer: str
     drain: TcpDrain
+    idle_timeout_seconds: Callable[[], float]
     close_reason: str = "eof"
     framing_lost: bool = False  # a malformed protobuf frame: stop reading, then close
     logged_errors: int = 0
     unlogged_errors: int = 0
+    held: Held = field(init=False)  # the read being framed and the partial unit
+    held_most_bytes: int = 0
     _bytes: Any = field(init=False)
 
     def __post_init__(self) -> None:
@@ -261,42 +313,76 @@ class _Connection:
             self.close_reason = first.reason if isinstance(first, _CloseConnection) else "error"
 
     async def _read(self, send: trio.MemorySendChannel[pa.RecordBatch]) -> None:
-        on_data, on_eof = self._framer()
-        pipeline = self.pipeline
-        reads = self.drain._reads
+        on_data, on_eof, buffered = self._framer()
+        pipeline, held = self.pipeline, self.held
+        timed_out = False
+        progress = trio.current_time()  # the last input, or the last wait that ended
         while not self.drain.draining:
             data = b""
-            with trio.CancelScope() as read:
-                reads.add(read)
+            with self.drain.reading() as read:
                 try:
-                    await pipeline.wait_writable()  # TCP backpressure: no reads while full
-                    data = await self.sock.receive_some(RECEIVE_BYTES)
+                    # Backpressure: no reads while the spool is full, however long (a store
+                    # outage); that pause is not the sender's, so it does not count as idle.
+                    paused = trio.current_time()
+                    await pipeline.wait_writable()
+                    progress += trio.current_time() - paused
+                    if held.bytes:  # a partial unit pins memory: it must progress in time
+                        read.deadline = progress + self.idle_timeout_seconds()
+                    await held.in_flight.wait_room(held)  # no reads while the cap is full
+                    if not held.bytes:
+                        read.deadline = trio.current_time() + self.idle_timeout_seconds()
+                    data = bytes(await self.sock.receive_some(RECEIVE_BYTES))  # no copy: bytes
                 except trio.BrokenResourceError:
                     # Reset by the peer: what was whole is ingested, a half frame is lost.
                     self.close_reason = "error"
-                finally:
-                    reads.discard(read)
             if read.cancelled_caught:
-                self.close_reason = "drain"  # what was read is still ingested below
+                if self.drain.draining:
+                    self.close_reason = "drain"  # what was read is still ingested below
+                else:
+                    timed_out = True
             if not data:
                 break
+            progress = trio.current_time()
             self._bytes.inc(len(data))
-            for batch in on_data(data):
+            held.add(len(data))  # the read, while it is framed and decoded
+            batches = on_data(data)
+            del data
+            self.held_most_bytes = max(self.held_most_bytes, held.bytes)
+            held.set(buffered())  # what is left: the start of a line or frame
+            for batch in batches:
                 await send.send(batch)
             if self.framing_lost:
                 return  # the good frames before the bad one are queued; nothing after
         for batch in on_eof():
             await send.send(batch)
+        held.release()
+        if timed_out:
+            self.close_reason = "idle_timeout"
+            log.info(
+                "raw TCP connection closed: no input within the idle timeout",
+                extra={
+                    "event": "tcp_idle_timeout",
+                    "peer": self.peer,
+                    "stream": self.stream,
+                    "idle_timeout_seconds": self.idle_timeout_seconds(),
+                },
+            )
 
     def _framer(
         self,
-    ) -> tuple[Callable[[bytes], list[pa.RecordBatch]], Callable[[], list[pa.RecordBatch]]]:
-        """(bytes -> batches, end of stream -> batches) for this connection's framing."""
+    ) -> tuple[
+        Callable[[bytes], list[pa.RecordBatch]],
+        Callable[[], list[pa.RecordBatch]],
+        Callable[[], int],
+    ]:
+        """(bytes -> batches, end of stream -> batches, bytes buffered) for this
+        connection's framing."""
         if self.framing == "ndjson":
             ndjson = NdjsonFramer(self.max_frame_bytes)
             return (
                 lambda data: self._ndjson_events(ndjson.feed(data)),
                 lambda: self._ndjson_events(ndjson.eof()),
+                lambda: ndjson.buffered_bytes,
             )
         # The C stream entry point frames and decodes in one call when the daemon decodes
         # natively; otherwise ProtobufFramer feeds the pipeline's decoder.
@@ -307,6 +393,7 @@ class _Connection:
         return (
             lambda data: self._protobuf_feed(protobuf.feed(data, now())),
             lambda: self._truncated(protobuf.eof()),
+            lambda: protobuf.buffered_bytes,
         )
 
     async def _write(self, receive: trio.MemoryReceiveChannel[pa.RecordBatch]) -> None:
@@ -435,17 +522,25 @@ class _Connection:
             "stream": self.stream,
             "reason": reason,
             "byte_offset": byte_offset,
-            "error": message,
+            "error": excerpt(message),  # once: the line's text would echo it a second time
         }
         if line is not None:
             extra["line"] = line
         what = "closing the connection" if close else "skipped"
-        log.warning(f"raw TCP {self.framing} input rejected ({what}): {message}", extra=extra)
+        log.warning(f"raw TCP {self.framing} input rejected ({what})", extra=extra)
 
 
-def _peer_name(sock: trio.SocketStream) -> str:
+def excerpt(message: str, max_chars: int = _LOGGED_MESSAGE_CHARS) -> str:
+    """`message` cut to `max_chars`, saying how long it was: a value it echoes may be as
+    long as a whole line."""
+    if len(message) <= max_chars:
+        return message
+    return f"{message[:max_chars]}... ({len(message)} characters, cut)"
+
+
+def _peer_name(sock: trio.abc.Stream) -> str:
     try:
-        host, port, *_ = sock.socket.getpeername()
-    except OSError:
+        host, port, *_ = sock.socket.getpeername()  # type: ignore[attr-defined]
+    except (OSError, AttributeError):
         return "unknown"
     return f"{host}:{port}"

@@ -56,7 +56,6 @@ class Uploader:
         self.retry_initial_seconds = retry_initial_seconds
         self.retry_max_seconds = retry_max_seconds
         self.clock_unix_seconds = clock_unix_seconds
-        self._in_progress = 0
         self._drained = trio.Event()
         self.last_error: str | None = None
         metrics.register_gauges(
@@ -67,9 +66,9 @@ class Uploader:
 
     @property
     def backlog(self) -> int:
-        """Segments queued (or waiting to be queued) for upload, and being uploaded."""
-        queued = self._sealed.statistics()
-        return queued.current_buffer_used + queued.tasks_waiting_send + self._in_progress
+        """Segments queued (or waiting to be queued) for upload, and being uploaded: each
+        holds (or waits for) one of the ledger's upload slots until it has left."""
+        return self.ledger.upload_slots_used + self.ledger.upload_slots_awaited
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -85,11 +84,10 @@ class Uploader:
     async def _worker(self) -> None:
         while True:
             segment = await self._sealed.receive()
-            self._in_progress += 1
             try:
                 await self._upload(segment)
             finally:
-                self._in_progress -= 1
+                self.ledger.give_back_upload_slot()  # uploaded, quarantined or gone
                 if not self.backlog:
                     self._drained.set()
                     self._drained = trio.Event()
@@ -98,8 +96,7 @@ class Uploader:
         report = await self._verify(segment)
         self._report(segment.stream, segment.segment_id, "upload", report)
         checked = report.sealed
-        self.ledger.reserve(checked.size_bytes if checked is not None else 0)
-        self.ledger.release(segment.size_bytes)
+        self.ledger.replace(segment.size_bytes, checked.size_bytes if checked is not None else 0)
         if checked is None:
             return
         segment = checked

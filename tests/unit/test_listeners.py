@@ -113,6 +113,43 @@ async def test_over_budget_connections_are_closed_at_accept_and_counted(
         nursery.cancel_scope.cancel()
 
 
+async def test_make_room_admits_a_new_connection_in_place_of_one_told_to_close(
+    metrics: Metrics, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The side port's rule: over budget, the oldest waiting connection is closed and the
+    new one served; the budget is back at its limit once the old one has gone."""
+    waiting: list[trio.CancelScope] = []
+    served = 0
+
+    async def handler(stream: trio.abc.Stream) -> None:
+        nonlocal served
+        served += 1
+        with trio.CancelScope() as scope:
+            waiting.append(scope)
+            await trio.sleep_forever()
+
+    def make_room() -> bool:
+        if not waiting:
+            return False
+        waiting.pop(0).cancel()
+        return True
+
+    class OneAtATime(FlakyListener):
+        async def accept(self) -> trio.abc.Stream:
+            await trio.sleep(0.1)  # connections arrive apart: each handler is running
+            return await super().accept()
+
+    budget = ConnectionBudget(2)
+    async with trio.open_nursery() as nursery:
+        loop = functools.partial(accept_loop, OneAtATime([], 5), "side_port", handler)  # type: ignore[arg-type]
+        nursery.start_soon(functools.partial(loop, nursery, budget, metrics, make_room=make_room))
+        await trio.sleep(1)
+        assert served == 5  # none turned away at accept
+        assert budget.open == 2 and len(waiting) == 2  # the two newest
+        assert sample(metrics, "ingestion_connections_rejected_total", source="side_port") == 3
+        nursery.cancel_scope.cancel()
+
+
 async def test_bind_names_the_setting_when_the_port_is_taken() -> None:
     [taken] = await bind("http_listen", "127.0.0.1:0")
     port = taken.socket.getsockname()[1]

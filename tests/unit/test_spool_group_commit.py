@@ -150,8 +150,9 @@ async def test_one_ledger_counts_spool_bytes_and_the_upload_queue_is_bounded(
     tmp_path: Path,
 ) -> None:
     """Spool bytes have one owner (the ledger: appends reserve, sealing adds the footer, the
-    uploader releases); sealed segments reach the uploader through a bounded channel, and a
-    full channel sheds load like a full spool (DESIGN 3: backpressure on the upload queue)."""
+    uploader releases); each sealed segment holds an upload slot of the same ledger until
+    the uploader gives it back, and all slots taken sheds load like a full spool (DESIGN 3:
+    backpressure on the upload queue)."""
     spool = make_spool(tmp_path, upload_queue_segments=1)
     async with trio.open_nursery() as nursery:
         await nursery.start(spool.run)
@@ -159,9 +160,12 @@ async def test_one_ledger_counts_spool_bytes_and_the_upload_queue_is_bounded(
         assert spool.ledger.used_bytes == spool.streams["facts"]._segment.size_bytes
         await spool.seal_all()
         assert spool.full  # one sealed segment fills a one-segment queue
-        segment = spool.sealed_segments.receive_nowait()  # the uploader takes it
-        assert not spool.full
+        assert spool.ledger.full_reason() == "upload_queue"
+        segment = spool.sealed_segments.receive_nowait()  # the uploader takes it...
+        assert spool.full  # ...and holds its slot while uploading
         assert spool.ledger.used_bytes == segment.size_bytes == segment.path.stat().st_size
         spool.ledger.release(segment.size_bytes)  # uploaded
+        spool.ledger.give_back_upload_slot()
         assert spool.ledger.used_bytes == 0
+        assert not spool.full
         nursery.cancel_scope.cancel()
