@@ -110,7 +110,6 @@ def run_load(port: int, bodies: list[bytes], content_type: str, stop: Any, resul
     results.put(dict(outcomes))
 
 
-
 @dataclass
 class FairnessRun:
     content_type: str
@@ -162,8 +161,8 @@ def run(workdir: Path, content_type: str, requests: int = GOOD_REQUESTS) -> Fair
         )  # fmt: skip
     # The daemon has drained (SIGTERM: seal and upload everything acknowledged).
     stored = read_store(d.store_dir, "facts")
-    good = sorted(t for s, t in zip(column(stored, "service"), column(stored, "trace_id"))
-                  if s == "good")  # fmt: skip
+    services, trace_ids = column(stored, "service"), column(stored, "trace_id")
+    good = sorted(t for s, t in zip(services, trace_ids, strict=True) if s == "good")
     return FairnessRun(
         content_type, dict(statuses), answered, good, outcomes, rejected, sorted(latencies)
     )

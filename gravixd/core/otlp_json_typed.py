@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Final, List, Optional  # noqa: UP035 - forward refs
+from typing import Annotated, Any, ClassVar, Final, List, Optional, cast  # noqa: UP035 - forward refs
 
 import msgspec
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -125,7 +125,7 @@ def _from_hex(text: str) -> bytes:
 
 
 def _struct_name(descriptor: Descriptor) -> str:
-    return "_" + descriptor.full_name.replace(".", "_")
+    return "_" + str(descriptor.full_name).replace(".", "_")
 
 
 class _Builder:
@@ -153,27 +153,28 @@ class _Builder:
                     raise TypeError(f"map field {field.full_name}: none in OTLP traces or logs")
                 ref: Any = _struct_name(field.message_type)  # resolved once all exist
                 if field.is_repeated:
-                    fields.append((field.name, List[ref], msgspec.field(default_factory=list)))
+                    fields.append((field.name, List[ref], msgspec.field(default_factory=list)))  # noqa: UP006
                     later.append(field.message_type)
                 elif field.name in oneof_members:
-                    fields.append((field.name, Optional[ref], None))
+                    fields.append((field.name, Optional[ref], None))  # noqa: UP045 - a str ref
                     later.append(field.message_type)
                 else:
                     child = self.struct_for(field.message_type)
                     empty_children[field.name] = empty = child()
-                    shared = msgspec.field(default_factory=lambda empty=empty: empty)
-                    fields.append((field.name, child, shared))
+                    fields.append((field.name, child, msgspec.field(default_factory=_same(empty))))
                 continue
             kind, default, convert = _scalar_type(field)
             if field.is_repeated:
-                fields.append((field.name, list[kind], msgspec.field(default_factory=list)))
+                fields.append(
+                    (field.name, list.__class_getitem__(kind), msgspec.field(default_factory=list))
+                )
                 continue
             if field.name in oneof_members:
                 kind, default = kind | None, None
             fields.append((field.name, kind, default))
             if convert is not None:
                 conversions.append((field.name, convert))
-        cls = msgspec.defstruct(
+        cls: Any = msgspec.defstruct(
             name,
             fields,
             bases=(_Message,),
@@ -188,9 +189,14 @@ class _Builder:
         cls._oneofs = {o.name: tuple(f.name for f in o.fields) for o in descriptor.oneofs}
         setattr(sys.modules[__name__], name, cls)
         self.classes[name] = cls
-        for child in later:
-            self.struct_for(child)
-        return cls
+        for child_descriptor in later:
+            self.struct_for(child_descriptor)
+        return cast(type[_Message], cls)
+
+
+def _same(instance: Any) -> Callable[[], Any]:
+    """A default_factory handing out one shared instance (msgspec refuses a mutable default)."""
+    return lambda: instance
 
 
 def _scalar_type(field: FieldDescriptor) -> tuple[Any, Any, Callable[[Any], Any] | None]:

@@ -57,7 +57,9 @@ def test_empty_otlp_json_records_cannot_take_memory_past_the_cap(tmp_path: Path)
         refusal = json.loads(body)  # a google.rpc.Status, as OTLP clients read
         assert refusal["code"] == 8  # RESOURCE_EXHAUSTED
         message = refusal["message"]
-        assert message.startswith(f"Expected a body whose decoding fits max_in_flight_bytes={CAP_MIB << 20}")
+        assert message.startswith(
+            f"Expected a body whose decoding fits max_in_flight_bytes={CAP_MIB << 20}"
+        )
         assert "send smaller batches" in message
         assert (
             d.metric(
@@ -92,9 +94,11 @@ def test_empty_otlp_json_records_cannot_take_memory_past_the_cap(tmp_path: Path)
         records = [log_record(body=f"line {i}", attributes={"i": i}) for i in range(2000)]
         conn = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=60)
         conn.request(
-            "POST", "/v1/logs", to_otlp_json(logs_request(records)), {"Content-Type": "application/json"}
+            "POST",
+            "/v1/logs",
+            to_otlp_json(logs_request(records)),
+            {"Content-Type": "application/json"},
         )
         response = conn.getresponse()
         assert (response.status, response.read()) == (200, b"{}")
         conn.close()
-

@@ -43,13 +43,13 @@ SCALARS = st.one_of(
 )
 VALUES = st.recursive(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 ATTRIBUTES = st.dictionaries(KEYS, VALUES, max_size=6)
-TIMES = st.one_of(
-    st.integers(0, (1 << 64) - 1), st.sampled_from([0, 1_700_000_000_000_000_000])
-)
+TIMES = st.one_of(st.integers(0, (1 << 64) - 1), st.sampled_from([0, 1_700_000_000_000_000_000]))
 
 
 @st.composite
@@ -91,16 +91,29 @@ def _snake(key: str) -> str:
 
 
 # Each bends one node of the exporter's JSON into another form (or breaks it).
+def _as_number(k: str, v: Any) -> tuple[str, Any]:
+    return k, int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v
+
+
+def _not_hex(k: str, v: Any) -> tuple[str, Any]:
+    return k, "zz" + v if k in ("traceId", "spanId") and isinstance(v, str) else v
+
+
+def _integral_float(k: str, v: Any) -> tuple[str, Any]:
+    small_int = isinstance(v, int) and not isinstance(v, bool) and abs(v) < 1 << 52
+    return k, float(v) if small_int else v
+
+
 BENDS = {
     "proto field name": lambda k, v: (_snake(k), v),
     "unknown key beside": lambda k, v: (k, v),  # handled in _bend: adds a key
     "null value": lambda k, v: (k, None),
-    "number for a 64-bit string": lambda k, v: (k, int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v),
+    "number for a 64-bit string": _as_number,
     "lowercase hex": lambda k, v: (k, v.lower() if isinstance(v, str) else v),
     "enum name": lambda k, v: (k, "SPAN_KIND_SERVER" if k == "kind" else v),
     "wrong type": lambda k, v: (k, [v] if not isinstance(v, list) else {"x": v}),
-    "not hex": lambda k, v: (k, "zz" + v if k in ("traceId", "spanId") and isinstance(v, str) else v),
-    "integral float": lambda k, v: (k, float(v) if isinstance(v, int) and not isinstance(v, bool) and abs(v) < 1 << 52 else v),
+    "not hex": _not_hex,
+    "integral float": _integral_float,
     "padded int text": lambda k, v: (k, " " + v if isinstance(v, str) and v.isdigit() else v),
 }  # fmt: skip
 
@@ -156,8 +169,12 @@ def _both(signal: otlp.Signal, body: bytes) -> tuple[Any, Any]:
     return typed, _outcome(reference)
 
 
-@pytest.mark.parametrize(("signal", "requests"), [(otlp.TRACES, trace_requests()), (otlp.LOGS, log_requests())])
-def test_exporter_json_maps_as_the_reference_reader_maps_it(signal: otlp.Signal, requests: Any) -> None:
+@pytest.mark.parametrize(
+    ("signal", "requests"), [(otlp.TRACES, trace_requests()), (otlp.LOGS, log_requests())]
+)
+def test_exporter_json_maps_as_the_reference_reader_maps_it(
+    signal: otlp.Signal, requests: Any
+) -> None:
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(requests)
     def check(request: Any) -> None:
@@ -167,7 +184,9 @@ def test_exporter_json_maps_as_the_reference_reader_maps_it(signal: otlp.Signal,
     check()
 
 
-@pytest.mark.parametrize(("signal", "requests"), [(otlp.TRACES, trace_requests()), (otlp.LOGS, log_requests())])
+@pytest.mark.parametrize(
+    ("signal", "requests"), [(otlp.TRACES, trace_requests()), (otlp.LOGS, log_requests())]
+)
 def test_every_other_form_maps_or_fails_as_the_reference_reader_does(
     signal: otlp.Signal, requests: Any
 ) -> None:
