@@ -135,6 +135,7 @@ class Spool:
         # What the spool's filesystem can hold (set at start): max_spool_bytes is clamped to it.
         self.disk_limit_bytes: int | None = None
         self._clamped = False
+        self._size_unknown_logged = False  # said once: the filesystem reports no size
         self.ledger = SpoolLedger(self._limit_bytes)
         self.streams = {name: StreamSpool(self, name) for name in STREAMS}
         # Open segments a previous run left that could not be sealed at start (disk full):
@@ -161,6 +162,21 @@ class Spool:
         """Clamp max_spool_bytes to what the filesystem can hold: a limit above it would
         never shed load, the disk would fill instead (every write then a 503 not_durable)."""
         stats = os.statvfs(self.dir)
+        if stats.f_blocks == 0:
+            # A filesystem that reports no size (FUSE, some network mounts): its free space
+            # says nothing, so it sets no limit; max_spool_bytes alone applies (never 0).
+            if not self._size_unknown_logged:
+                log.warning(
+                    "the spool's filesystem reports no size; max_spool_bytes alone applies",
+                    extra={
+                        "event": "spool_disk_size_unknown",
+                        "max_spool_bytes": self.settings.max_spool_bytes,
+                        "spool_dir": str(self.dir),
+                    },
+                )
+            self._size_unknown_logged = True
+            self.disk_limit_bytes, self._clamped = None, False
+            return
         disk_bytes = used_bytes + stats.f_bavail * stats.f_frsize
         was_clamped = self._clamped
         self.disk_limit_bytes = int(disk_bytes * _DISK_SHARE)
