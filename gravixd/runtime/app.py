@@ -31,7 +31,7 @@ from ..core.http import HttpLimits
 from ..errors import ConfigError, StartupError
 from ..metrics import Metrics
 from ..stores import ObjectStore, open_store
-from . import fd_limit
+from . import fd_limit, tls
 from .http_server import HttpServer, HttpSettings
 from .listeners import ConnectionBudget, bind
 from .malloc_tuning import pin_mmap_threshold
@@ -89,9 +89,7 @@ def http_settings(config: Config) -> HttpSettings:
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
     if not config.tls_cert_file:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
-    return context
+    return tls.server_context(config.tls_cert_file, config.tls_key_file)
 
 
 def _tls_files_digest(config: Config) -> str:
