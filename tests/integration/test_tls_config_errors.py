@@ -4,6 +4,7 @@ pass phrase"; without a tty, each case below used to end in a Python traceback).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import pty
@@ -64,7 +65,7 @@ def cases(tmp_path: Path) -> dict[str, tuple[Path, Path, str]]:
     garbage = tmp_path / "garbage.crt"
     garbage.write_bytes(os.urandom(600))
     broken = tmp_path / "broken.crt"
-    broken.write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    broken.write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     return {
         "mismatched key": (cert, other_key, "tls_key_file"),
         "missing key": (cert, tmp_path / "absent.key", "tls_key_file"),
@@ -125,10 +126,8 @@ def test_an_encrypted_key_never_prompts_on_a_tty(tmp_path: Path) -> None:
     while status is None and time.monotonic() < deadline:
         ready, _, _ = select.select([fd], [], [], 0.2)
         if ready:
-            try:
+            with contextlib.suppress(OSError):  # the terminal closed: the child exited
                 output += os.read(fd, 4096)
-            except OSError:  # the terminal closed: the child exited
-                pass
         done, code = os.waitpid(pid, os.WNOHANG)
         if done:
             status = code
