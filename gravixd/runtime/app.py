@@ -263,7 +263,9 @@ class Daemon:
         bound = Bound(metrics=[], http=[], tcp=[])
         problems: list[str] = []
 
-        async def attempt(setting: str, address: str, reuse_port: bool) -> list[trio.SocketListener]:
+        async def attempt(
+            setting: str, address: str, reuse_port: bool
+        ) -> list[trio.SocketListener]:
             try:
                 return await bind(setting, address, reuse_port=reuse_port)
             except StartupError as exc:
