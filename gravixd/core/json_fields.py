@@ -103,7 +103,7 @@ def rfc3339_unix_nano(value: object) -> int:
     # and checked once (`_parse`), and only the fraction per value (3 µs -> ~0.5 µs).
     tail = _FRACTION_AND_ZONE.fullmatch(value, 19)
     if tail is None:
-        return _parse(value)  # not the usual shape: the full parse, or its error
+        return _not_the_epoch(_parse(value), value)  # not the usual shape: full parse or error
     whole_seconds = value[:19] + tail[2]
     nanos = _WHOLE_SECONDS.get(whole_seconds)
     if nanos is None:
@@ -116,6 +116,17 @@ def rfc3339_unix_nano(value: object) -> int:
         nanos += int(fraction.ljust(9, "0"))
         if nanos > MAX_INT64:
             raise FieldValueError(_out_of_range(value))
+    return _not_the_epoch(nanos, value)
+
+
+def _not_the_epoch(nanos: int, value: str) -> int:
+    """The Unix epoch itself can't be stored: 0 nanoseconds means "time of receipt" (proto3's
+    default), so it would silently become another instant. Refused instead of replaced."""
+    if nanos == 0:
+        raise FieldValueError(
+            f"Expected a time other than the Unix epoch, got `{value}`: 0 means \"no time,"
+            " use the time of receipt\" here; leave `timestamp` out for that"
+        )
     return nanos
 
 
@@ -142,15 +153,22 @@ def _parse(value: str) -> int:
         days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
     except ValueError:
         raise FieldValueError(f"Expected a valid calendar date, got `{value}`") from None
-    # second 60 is a leap second: POSIX time counts it as the next second's start.
     if hour > 23 or minute > 59 or second > 60:
         raise FieldValueError(f"Expected a valid time of day, got `{value}`")
-    seconds = days * 86400 + hour * 3600 + minute * 60 + second
+    offset = 0
     if sign is not None:
         if int(offset_hours) > 23 or int(offset_minutes) > 59:
             raise FieldValueError(f"Expected a UTC offset within ±23:59, got `{value}`")
         offset = int(offset_hours) * 3600 + int(offset_minutes) * 60
-        seconds -= offset if sign == "+" else -offset
+        offset = offset if sign == "+" else -offset
+    # Second 60 exists only in a leap second, the last minute of a UTC day (23:59:60Z, or
+    # 15:59:60-08:00 as RFC 3339 section 5.7 shows); POSIX time, like gravixd, counts it as
+    # the next day's first second. Any other :60 is a typo or a broken clock: refused.
+    if second == 60 and (hour * 3600 + minute * 60 - offset) % 86400 != 86400 - 60:
+        raise FieldValueError(
+            f"Expected seconds 00..59 (60 only in a leap second, 23:59:60 UTC), got `{value}`"
+        )
+    seconds = days * 86400 + hour * 3600 + minute * 60 + second - offset
     nanos = seconds * 10**9 + int(fraction.ljust(9, "0"))
     if not MIN_INT64 <= nanos <= MAX_INT64:
         raise FieldValueError(_out_of_range(value))
