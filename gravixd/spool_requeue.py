@@ -132,12 +132,16 @@ def _hand_back(spool_dir: Path, plan: QuarantinePlan) -> str | None:
 def requeue_spool(spool_dir: str | Path) -> int:
     """The command: lock the spool, move back what can go, say what stays and why.
 
-    Returns the exit status: 0, or 1 when the spool is in use by a running daemon.
+    Returns the exit status: 0, or 1 when the spool is in use by a running daemon or
+    does not exist.
     """
     from .errors import StartupError
     from .runtime.spool_lock import SpoolLock
 
     root = Path(spool_dir)
+    if not root.is_dir():  # a mistyped path: say so, don't create a spool there
+        print(f"gravixd spool requeue: spool_dir {root}: no such directory", flush=True)
+        return 1
     try:
         lock = SpoolLock.acquire(root)
     except StartupError as exc:

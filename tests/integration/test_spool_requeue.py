@@ -104,3 +104,10 @@ async def test_requeue_never_overwrites_the_same_segment_still_in_the_spool(
     assert result.returncode == 0
     assert "exists (the same segment is still there)" in result.stdout
     assert refused.exists() and sealed.exists()
+
+
+def test_requeue_of_a_mistyped_spool_creates_nothing(tmp_path: Path) -> None:
+    result = gravixd("spool", "requeue", "--spool-dir", str(tmp_path / "nope"))
+    assert result.returncode == 1
+    assert f"spool_dir {tmp_path / 'nope'}: no such directory" in result.stdout
+    assert not (tmp_path / "nope").exists()
