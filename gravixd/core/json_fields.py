@@ -139,8 +139,8 @@ def _not_the_epoch(nanos: int, value: str) -> int:
     default), so it would silently become another instant. Refused instead of replaced."""
     if nanos == 0:
         raise FieldValueError(
-            f"Expected a time other than the Unix epoch, got {echo(value)}: 0 means \"no time,"
-            " use the time of receipt\" here; leave `timestamp` out for that"
+            f'Expected a time other than the Unix epoch, got {echo(value)}: 0 means "no time,'
+            ' use the time of receipt" here; leave `timestamp` out for that'
         )
     return nanos
 

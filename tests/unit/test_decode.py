@@ -395,7 +395,7 @@ def test_rfc3339_timestamps(text: str, nanos: int) -> None:
 TIMESTAMP_ERRORS = [
     (  # before: stored as the time of receipt (0 means "receipt" in timestamp_unix_nano)
         {"timestamp": "1970-01-01T00:00:00Z"},
-        "Expected a time other than the Unix epoch, got `1970-01-01T00:00:00Z`: 0 means \"no "
+        'Expected a time other than the Unix epoch, got `1970-01-01T00:00:00Z`: 0 means "no '
         'time, use the time of receipt" here; leave `timestamp` out for that - at `$.timestamp`',
     ),
     (

@@ -422,9 +422,7 @@ def test_query_strings_are_url_decoded(query: str, expected: str | None) -> None
 
 def test_conflicting_repeated_parameters_are_a_400_naming_them() -> None:
     """Before: `?invalid=skip&invalid=reject` -> the first won, silently."""
-    [(kind, status, reason, message)] = _invalid_events_of(
-        "/v1/facts?invalid=skip&invalid=reject"
-    )
+    [(kind, status, reason, message)] = _invalid_events_of("/v1/facts?invalid=skip&invalid=reject")
     assert (kind, status, reason) == ("error", 400, "bad_query")
     assert message == (
         "Expected one value for query parameter invalid, got invalid='reject' and invalid='skip'"
