@@ -49,6 +49,13 @@ def _spool_check(args: argparse.Namespace) -> int:
     return check_spool(loaded.config.spool_dir, args.format)
 
 
+def _spool_requeue(args: argparse.Namespace) -> int:
+    from .spool_requeue import requeue_spool
+
+    loaded = _load(args)
+    return requeue_spool(loaded.config.spool_dir)
+
+
 def _emit(args: argparse.Namespace) -> int:
     from . import emit
 
@@ -76,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.set_defaults(run=_config)
 
-    spool = commands.add_parser("spool", help="inspect the local spool")
+    spool = commands.add_parser("spool", help="inspect the local spool, requeue its quarantine")
     spool_commands = spool.add_subparsers(dest="spool_command", required=True, metavar="ACTION")
     check = spool_commands.add_parser("check", help="report the spool's state without changing it")
     # Only what it reads: the spool's place (the daemon's other settings do not matter here).
@@ -88,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="a readable report, or one JSON object (default text)",
     )
     check.set_defaults(run=_spool_check)
+    requeue = spool_commands.add_parser(
+        "requeue",
+        help="hand quarantined segments back for delivery once their cause is fixed",
+        description=(
+            "Move every whole, intact segment in the spool's quarantine back, so that the"
+            " next start of gravixd delivers it (under the same object key: never twice)."
+            " Damaged originals, torn tails and unreadable files stay, each listed with the"
+            " reason. Stop the daemon first: requeue takes the spool's lock."
+        ),
+    )
+    config.add_arguments(requeue, keys=SPOOL_CHECK_KEYS)
+    requeue.set_defaults(run=_spool_requeue)
 
     emit = commands.add_parser("emit", help="send generated or file events over HTTP or TCP")
     try:

@@ -7,6 +7,16 @@ message itself, which would explode label cardinality).
 
 from __future__ import annotations
 
+import errno
+from typing import Final
+
+# What a store's disk or filesystem answers for a while and then stops answering: a chmod
+# undone, a remount read-write again, a full disk freed, a flaky device replaced. Retried
+# with backoff like an S3 outage, never quarantined (a quarantined segment waits for a human).
+HEALABLE_ERRNOS: Final = frozenset(
+    {errno.EPERM, errno.EACCES, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+)
+
 
 class GravixdError(Exception):
     """Base of every error gravixd raises on purpose."""
@@ -42,6 +52,19 @@ class StoreError(GravixdError):
 class PermanentStoreError(StoreError):
     """An object store operation failed in a way that retrying will not fix
     (access denied, bucket missing, invalid key)."""
+
+
+def healable_cause(exc: BaseException) -> OSError | None:
+    """The OSError with a HEALABLE_ERRNOS errno that `exc` is or was raised from, if any:
+    whatever a store called its error, a fault that time can heal is retried."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in HEALABLE_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class ObjectNotFound(StoreError):

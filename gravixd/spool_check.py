@@ -1,7 +1,8 @@
 """`gravixd spool check`: report what the spool holds, changing nothing.
 
 For each segment: open (being appended, or left by a crash: whole batches, torn tail),
-sealed (waiting for upload) or quarantined. Open and sealed segments are checked as the
+sealed (waiting for upload) or quarantined (with what `gravixd spool requeue` would do:
+hand it back, or why it stays). Open and sealed segments are checked as the
 daemon checks them (every batch's checksum, the framing, the footer). Exit status 0 when
 everything would be delivered as it is, 1 when something is damaged or unreadable (the next
 start or upload would quarantine it, keeping what is intact).
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 from .core.segment import OPEN_EXTENSION, ScanResult
 from .runtime.segment_files import read_segment
 from .schema import STREAMS
+from .spool_requeue import plan_file
 
 
 class SegmentReport(msgspec.Struct):
@@ -29,6 +31,9 @@ class SegmentReport(msgspec.Struct):
     torn_bytes: int = 0
     damaged_bytes: int = 0
     error: str | None = None
+    # Quarantine only: where `gravixd spool requeue` would hand it back, or why it stays.
+    requeue_to: str | None = None
+    stays_because: str | None = None
 
     @property
     def bad(self) -> bool:
@@ -38,7 +43,14 @@ class SegmentReport(msgspec.Struct):
 def _report(area: str, stream: str, path: Path) -> SegmentReport:
     size = path.stat().st_size if path.is_file() else 0
     if area == "quarantine":
-        return SegmentReport(area, stream, path.name, size)
+        plan = plan_file(stream, path)
+        if plan.target is not None:
+            return SegmentReport(
+                area, stream, path.name, size, rows=plan.rows, requeue_to=str(plan.target)
+            )
+        return SegmentReport(
+            area, stream, path.name, size, rows=plan.rows, stays_because=plan.reason
+        )
     try:
         if path.suffix == ".parquet":
             table = pq.ParquetFile(path, page_checksum_verification=True).read()
@@ -101,5 +113,9 @@ def check_spool(spool_dir: str | Path, fmt: str = "text") -> int:
                 detail += f", DAMAGED: {r.damaged_bytes} bytes"
             if r.error and (r.rows is None or r.damaged_bytes):
                 detail += f" ({r.error})"
+            if r.requeue_to:
+                detail += f"{r.rows} events: `gravixd spool requeue` hands it back"
+            elif r.stays_because:
+                detail += f"stays in quarantine: {r.stays_because}"
             print(f"  {r.area:10} {r.stream:6} {r.name}  {r.bytes} bytes  {detail}")
     return 1 if bad else 0

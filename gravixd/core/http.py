@@ -21,6 +21,7 @@ HTTP/1.0 client keep its connection: h11 closes every HTTP/1.0 connection.
 from __future__ import annotations
 
 import hmac
+import urllib.parse
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -674,18 +675,31 @@ def _media_type(content_type: bytes) -> str:
 
 def _invalid_events(query: bytes) -> str | None:
     """`invalid=skip` or `invalid=reject` in a query string (DESIGN.md section 2); other
-    parameters are ignored, as unknown JSON keys are."""
-    for parameter in query.split(b"&"):
-        name, _, value = parameter.partition(b"=")
-        if name == b"invalid":
-            if value not in (b"skip", b"reject"):
-                raise _RejectRequest(
-                    400,
-                    "bad_query",
-                    f"Expected invalid=skip or invalid=reject, got {_s(parameter)}",
-                )
-            return value.decode()
-    return None
+    parameters are ignored, as unknown JSON keys are. The query is decoded as a URL's
+    (`%69nvalid=skip` is `invalid=skip`, `+` a space); a parameter given twice with
+    different values is refused rather than guessed at."""
+    values = {
+        value
+        for name, value in urllib.parse.parse_qsl(
+            query.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="replace"
+        )
+        if name == "invalid"
+    }
+    if len(values) > 1:
+        got = " and ".join(f"invalid={v[:32]!r}" for v in sorted(values))
+        raise _RejectRequest(
+            400, "bad_query", f"Expected one value for query parameter invalid, got {got}"
+        )
+    if not values:
+        return None
+    [value] = values
+    if value not in ("skip", "reject"):
+        raise _RejectRequest(
+            400,
+            "bad_query",
+            f"Expected invalid=skip or invalid=reject, got {('invalid=' + value)[:128]!r}",
+        )
+    return value
 
 
 def _s(value: bytes) -> str:

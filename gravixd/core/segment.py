@@ -352,7 +352,7 @@ def scan_segment(stream: str, data: bytes | pa.Buffer, validate: bool = True) ->
     view = memoryview(buffer).cast("B")  # pyarrow exports signed chars
     result = ScanResult(total_bytes=len(view), _data=buffer)
     expected = STREAMS[stream]
-    start = 0
+    start, head_lost = 0, False
     if _starts(view, 0, FILE_MAGIC):
         start = 8
     elif _starts(view, 0, _CONTINUATION):
@@ -362,10 +362,20 @@ def scan_segment(stream: str, data: bytes | pa.Buffer, validate: bool = True) ->
         result.error = "damaged file magic at byte 0"
         start = 8
     else:
-        result.readable = False
-        result.error = "Expected an Arrow IPC file or stream at byte 0, got unreadable bytes"
-        return result
-    offset = _scan_schema(stream, view, start, result)
+        # The head is gone (magic and schema: zeroed, overwritten). The stream is known from
+        # the folder, so the batches after it are still found: resynchronise on the next
+        # batch whose checksum holds (only a checksummed one: a stray decodable message
+        # proves nothing when the file's own framing is lost).
+        resumed = _resync(view, 0, expected, True, include_offset=True)
+        if resumed is None:
+            result.readable = False
+            result.error = "Expected an Arrow IPC file or stream at byte 0, got unreadable bytes"
+            return result
+        result.damaged.append((0, resumed))
+        result.error = f"damaged file head: bytes 0-{resumed} hold no magic or schema"
+        result.schema_message = stream_header(stream)
+        start, head_lost = resumed, True
+    offset = start if head_lost else _scan_schema(stream, view, start, result)
     if not result.readable:
         return result
     checksums: bool | None = None  # every batch has one, or (an older spool) none has
@@ -471,15 +481,23 @@ def _decode(view: memoryview, offset: int, size: int, schema: pa.Schema) -> pa.R
     return pa.ipc.read_record_batch(message, schema)
 
 
-def _resync(view: memoryview, offset: int, schema: pa.Schema, checksums: bool | None) -> int | None:
-    """The offset of the next intact record batch message after `offset`, or None.
+def _resync(
+    view: memoryview,
+    offset: int,
+    schema: pa.Schema,
+    checksums: bool | None,
+    *,
+    include_offset: bool = False,
+) -> int | None:
+    """The offset of the next intact record batch message after `offset` (or at it, with
+    `include_offset`), or None.
 
     A candidate must start on an 8-byte boundary (Arrow pads every message to 8), frame as
     a record batch, pass its checksum (or, in an older spool's file, decode and validate),
     and decode against the stream's schema.
     """
     data = bytes(view)  # damage is rare: one copy makes the search a C loop
-    at = offset + 1
+    at = offset if include_offset else offset + 1
     while True:
         at = data.find(_CONTINUATION, at)
         if at < 0:

@@ -36,7 +36,7 @@ from ..core.http import HttpLimits
 from ..errors import ConfigError, StartupError
 from ..metrics import MULTIPROC_ENV, Metrics
 from ..stores import ObjectStore, open_store
-from . import fd_limit
+from . import fd_limit, tls
 from .clock import Clock
 from .http_server import HttpServer, HttpSettings
 from .in_flight import InFlightBytes
@@ -105,9 +105,7 @@ def http_settings(config: Config) -> HttpSettings:
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
     if not config.tls_cert_file:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
-    return context
+    return tls.server_context(config.tls_cert_file, config.tls_key_file)
 
 
 def _tls_files_digest(config: Config) -> str:
@@ -293,20 +291,30 @@ class Daemon:
             self.notifier.close()
 
     async def _bind_all(self) -> Bound:
+        """Bind every listener; each one that cannot bind is one line of the StartupError,
+        so one start attempt reports every clash (not one per restart)."""
         config = self.config
         bound = Bound(metrics=[], http=[], tcp=[])
-        try:
-            bound.metrics = await bind("metrics_listen", config.metrics_listen)
-            if config.http_listen:
-                bound.http = await bind(
-                    "http_listen", config.http_listen, reuse_port=config.reuse_port
-                )
-            for spec in tcp_specs(config):
-                listeners = await bind(spec.setting, spec.listen, reuse_port=config.reuse_port)
-                bound.tcp.append((spec, listeners))
-        except StartupError:
+        problems: list[str] = []
+
+        async def attempt(
+            setting: str, address: str, reuse_port: bool
+        ) -> list[trio.SocketListener]:
+            try:
+                return await bind(setting, address, reuse_port=reuse_port)
+            except StartupError as exc:
+                problems.append(str(exc))
+                return []
+
+        bound.metrics = await attempt("metrics_listen", config.metrics_listen, False)
+        if config.http_listen:
+            bound.http = await attempt("http_listen", config.http_listen, config.reuse_port)
+        for spec in tcp_specs(config):
+            listeners = await attempt(spec.setting, spec.listen, config.reuse_port)
+            bound.tcp.append((spec, listeners))
+        if problems:
             bound.close()
-            raise
+            raise StartupError("\n".join(problems))
         return bound
 
     def _inherit(self) -> Bound:
@@ -601,7 +609,8 @@ def serve(
     try:
         trio.run(daemon.run)
     except StartupError as exc:
-        log.error(f"gravixd cannot start: {exc}", extra={"event": "startup_failed"})
+        for problem in str(exc).splitlines():  # one line each (every busy port, say)
+            log.error(f"gravixd cannot start: {problem}", extra={"event": "startup_failed"})
         return 1
     return 0
 

@@ -14,15 +14,17 @@ directory, so a crash leaves either the old name or the new one with complete co
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import itertools
 import os
 import shutil
 import stat
-import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -295,32 +297,35 @@ def _append_trailer(path: Path, scan: ScanResult) -> None:
 def _keep_original(spool_dir: Path, stream: str, path: Path) -> Path:
     """Hard-link `path` into quarantine (a copy where links are not possible), durable
     before anything else happens to it."""
-    target = spool_dir / "quarantine" / stream / path.name
-    if target.exists() and not os.path.samefile(target, path):
-        target = target.with_name(f"{path.name}.{time.time_ns()}")
-    if not target.exists():
+    earlier = spool_dir / "quarantine" / stream / path.name
+    if earlier.exists() and os.path.samefile(earlier, path):
+        return earlier  # a crash while salvaging: the original is already kept
+
+    def place(target: Path) -> None:
         try:
             os.link(path, target)
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise
-            shutil.copyfile(path, target)
-            with open(target, "rb") as copied:
-                os.fsync(copied.fileno())
-    fsync_dir(target.parent)
-    return target
+            with _exclusive(target) as out, open(path, "rb") as source:
+                shutil.copyfileobj(source, out)
+                out.flush()
+                os.fsync(out.fileno())
+
+    return new_in_quarantine(spool_dir, stream, path.name, place)
 
 
 def _save_tail(spool_dir: Path, stream: str, path: Path, offset: int) -> Path:
     """Copy the bytes from `offset` on into quarantine, before the file is cut there."""
-    target = spool_dir / "quarantine" / stream / f"{path.name}.torn-at-{offset}"
-    with open(path, "rb") as source, open(target, "wb") as out:
-        source.seek(offset)
-        out.write(source.read())
-        out.flush()
-        os.fsync(out.fileno())
-    fsync_dir(target.parent)
-    return target
+
+    def place(target: Path) -> None:
+        with _exclusive(target) as out, open(path, "rb") as source:
+            source.seek(offset)
+            out.write(source.read())
+            out.flush()
+            os.fsync(out.fileno())
+
+    return new_in_quarantine(spool_dir, stream, f"{path.name}.torn-at-{offset}", place)
 
 
 def _rewrite(
@@ -382,11 +387,70 @@ def _remove(path: Path) -> None:
 
 
 def quarantine(spool_dir: Path, stream: str, path: Path) -> Path:
-    target = spool_dir / "quarantine" / stream / path.name
-    os.replace(path, target)
-    fsync_dir(target.parent)
+    """Move `path` (a file, or a directory where a segment belongs) into quarantine."""
+
+    def place(target: Path) -> None:
+        # Claim the name first (O_EXCL, mkdir: both fail on an existing name), then rename
+        # over the claim: never over an earlier file.
+        if path.is_dir() and not path.is_symlink():
+            os.mkdir(target)
+        else:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+        try:
+            os.replace(path, target)
+        except BaseException:
+            _remove_claim(target)
+            raise
+
+    target = new_in_quarantine(spool_dir, stream, path.name, place)
     fsync_dir(path.parent)
     return target
+
+
+def new_in_quarantine(
+    spool_dir: Path, stream: str, name: str, place: Callable[[Path], None]
+) -> Path:
+    """Put something into `quarantine/{stream}` under a name no earlier file holds.
+
+    The one way into quarantine, so that nothing there is ever overwritten (a segment
+    salvaged before upload and later refused by the store is quarantined twice): `name`,
+    else `name.1`, `name.2`, ... `place(target)` must create `target` exclusively, raising
+    FileExistsError when it exists (os.link, O_EXCL, mkdir do). Returns the path used, its
+    entry made durable.
+    """
+    folder = spool_dir / "quarantine" / stream
+    make_dirs_durable(folder)
+    for attempt in itertools.count():
+        target = folder / (name if attempt == 0 else f"{name}.{attempt}")
+        try:
+            place(target)
+        except FileExistsError:
+            continue
+        fsync_dir(folder)
+        return target
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _exclusive(target: Path) -> Iterator[BinaryIO]:
+    """Open a new file for writing; FileExistsError if `target` exists. Removed again if
+    writing it fails, so a failed attempt leaves no half file behind."""
+    out = open(target, "xb")  # noqa: SIM115 - closed below
+    try:
+        yield out
+    except BaseException:
+        out.close()
+        target.unlink(missing_ok=True)
+        raise
+    out.close()
+
+
+def _remove_claim(target: Path) -> None:
+    with contextlib.suppress(OSError):
+        if target.is_dir():
+            target.rmdir()
+        else:
+            target.unlink()
 
 
 def sealed_segment_from_path(stream: str, path: Path) -> SealedSegment | None:

@@ -1,4 +1,5 @@
-"""The write-ahead spool: append, group commit, rotate, seal, recover.
+"""The write-ahead spool: append, group commit, rotate, seal; it takes over what
+recovery (recovery.py) found at start.
 
 Each stream has one open segment and one committer task, its only writer. Appenders put
 record batches on a pending list and wait for the round that carries them: the committer
@@ -29,11 +30,8 @@ import trio
 
 from ..core.decode import Decoded, Rows, rows_to_batch
 from ..core.segment import (
-    OPEN_EXTENSION,
-    Block,
     hour_of_unix_ms,
     new_segment_id,
-    segment_created_at,
 )
 from ..errors import DurabilityError
 from ..metrics import Metrics
@@ -41,6 +39,7 @@ from ..schema import STREAMS
 from . import segment_files as files
 from .fsync_thread import FsyncThread
 from .ledger import DEFAULT_UPLOAD_SLOTS, SpoolLedger
+from .recovery import ToSeal, recover_spool
 from .segment_files import OpenSegment, SealedSegment, SealReport
 from .segment_reports import report_segment
 
@@ -78,17 +77,6 @@ class SpoolSettings:
     segment_format: str
     segment_compression: str
     max_spool_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class _ToSeal:
-    """A closed open segment waiting for its sealer: `expected` are the blocks this process
-    wrote to it (None for one a previous run left, which is scanned as found)."""
-
-    segment_id: str
-    path: Path
-    size_bytes: int
-    expected: list[Block] | None
 
 
 class _Round:
@@ -136,11 +124,9 @@ class Spool:
         # What the spool's filesystem can hold (set at start): max_spool_bytes is clamped to it.
         self.disk_limit_bytes: int | None = None
         self._clamped = False
+        self._size_unknown_logged = False  # said once: the filesystem reports no size
         self.ledger = SpoolLedger(self._limit_bytes, upload_slots=upload_queue_segments)
-        self.streams = {name: StreamSpool(self, name) for name in STREAMS}
-        # Open segments a previous run left that could not be sealed at start (disk full):
-        # their stream's sealer retries them.
-        self._unsealed: dict[str, list[_ToSeal]] = {name: [] for name in STREAMS}
+        self.streams = self._stream_spools({})
         metrics.register_gauges(
             "spool_bytes", "Bytes held in the local spool.", lambda: self.ledger.used_bytes
         )
@@ -162,6 +148,21 @@ class Spool:
         """Clamp max_spool_bytes to what the filesystem can hold: a limit above it would
         never shed load, the disk would fill instead (every write then a 503 not_durable)."""
         stats = os.statvfs(self.dir)
+        if stats.f_blocks == 0:
+            # A filesystem that reports no size (FUSE, some network mounts): its free space
+            # says nothing, so it sets no limit; max_spool_bytes alone applies (never 0).
+            if not self._size_unknown_logged:
+                log.warning(
+                    "the spool's filesystem reports no size; max_spool_bytes alone applies",
+                    extra={
+                        "event": "spool_disk_size_unknown",
+                        "max_spool_bytes": self.settings.max_spool_bytes,
+                        "spool_dir": str(self.dir),
+                    },
+                )
+            self._size_unknown_logged = True
+            self.disk_limit_bytes, self._clamped = None, False
+            return
         disk_bytes = used_bytes + stats.f_bavail * stats.f_frsize
         was_clamped = self._clamped
         self.disk_limit_bytes = int(disk_bytes * _DISK_SHARE)
@@ -193,96 +194,27 @@ class Spool:
     async def wait_not_full(self) -> None:
         await self.ledger.wait_not_full()
 
-    def recover_sync(self) -> list[SealedSegment]:
-        """At start: seal what a previous run left open, and return every sealed segment.
+    def _stream_spools(self, unsealed: dict[str, list[ToSeal]]) -> dict[str, StreamSpool]:
+        return {
+            name: StreamSpool(self, name, unsealed.get(name, []))
+            for name in STREAMS
+        }
 
-        Each open segment is checked batch by batch (checksums): a torn tail is cut (the cut
-        bytes kept in quarantine), damage is cut out after the original was quarantined, a
-        segment that can't be read at all is quarantined whole; all counted and logged, so
-        that nothing makes the daemon crash-loop. A seal that fails now (disk full) is left
-        to the stream's sealer, which retries it once running.
-        """
-        files.make_dirs(self.dir, list(STREAMS))
-        ready: list[SealedSegment] = []
-        used = 0
-        for stream in STREAMS:
-            sealed_dir = self.dir / "sealed" / stream
-            sealed_ids = set()
-            for path in sorted(sealed_dir.iterdir()):
-                segment = files.sealed_segment_from_path(stream, path)
-                if segment is None:
-                    continue
-                if not _is_segment_id(segment.segment_id):
-                    # A stray file: its key can't be derived, so the uploader would fail on it.
-                    self._quarantine_stray_sync(stream, path)
-                elif not path.is_file():
-                    # A directory (or worse) can never be uploaded: retrying it would pin a worker.
-                    self.report(
-                        stream,
-                        segment.segment_id,
-                        "recovery",
-                        SealReport(
-                            "not_a_file",
-                            quarantined=files.quarantine(self.dir, stream, path),
-                            error=f"Expected a segment file, got a directory at {path}",
-                        ),
-                    )
-                else:
-                    ready.append(segment)
-                    sealed_ids.add(segment.segment_id)
-                    used += segment.size_bytes
-            for path in sorted((self.dir / "open" / stream).glob(f"*{OPEN_EXTENSION}")):
-                segment_id = path.name.removesuffix(OPEN_EXTENSION)
-                if not _is_segment_id(segment_id):
-                    self._quarantine_stray_sync(stream, path)
-                    continue
-                if segment_id in sealed_ids:
-                    path.unlink()  # sealed before the crash, not yet removed
-                    continue
-                try:
-                    report = files.seal_sync(
-                        self.dir, stream, segment_id, path, self.settings.segment_format
-                    )
-                except OSError as exc:
-                    size = path.stat().st_size if path.exists() else 0
-                    log.error(
-                        "segment could not be sealed at start; retrying once running",
-                        extra={
-                            "event": "spool_seal_failed",
-                            "segment": segment_id,
-                            "stream": stream,
-                            "error": repr(exc),
-                        },
-                    )
-                    self.metrics.rotation_errors.labels(stream).inc()
-                    self._unsealed[stream].append(_ToSeal(segment_id, path, size, None))
-                    used += size
-                    continue
-                self.report(stream, segment_id, "recovery", report)
-                if report.sealed is not None:
-                    ready.append(report.sealed)
-                    used += report.sealed.size_bytes
-        self.ledger.reserve(used - self.ledger.used_bytes)  # what a previous run left
-        self._check_disk_sync(used)
-        self._recovered = list(ready)  # `run` queues them for upload
-        return ready
+    def recover_sync(self) -> list[SealedSegment]:
+        """At start, before `run`: recover what a previous run left (recovery.py) and take
+        it over: its bytes into the ledger, its sealed segments queued for upload once
+        running, each stream's unsealed ones handed to that stream's sealer. Returns the
+        sealed segments."""
+        recovered = recover_spool(self.dir, self.settings.segment_format, self.metrics)
+        self.ledger.reserve(recovered.used_bytes - self.ledger.used_bytes)
+        self._check_disk_sync(recovered.used_bytes)
+        self._recovered = list(recovered.ready)  # `run` queues them for upload
+        self.streams = self._stream_spools(recovered.unsealed)
+        return recovered.ready
 
     def report(self, stream: str, segment_id: str, stage: str, report: SealReport) -> None:
         """Log and count what sealing, recovering or verifying a segment found."""
         report_segment(self.metrics, stream, segment_id, stage, report)
-
-    def _quarantine_stray_sync(self, stream: str, path: Path) -> None:
-        target = files.quarantine(self.dir, stream, path)
-        log.error(
-            "stray file in the spool quarantined",
-            extra={
-                "event": "spool_segment_quarantined",
-                "stream": stream,
-                "path": str(target),
-                "error": f"Expected a file named <segment id>.<ext>, got {path.name!r}",
-            },
-        )
-        self.metrics.segments_quarantined.labels("unreadable").inc()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -317,15 +249,28 @@ class Spool:
 
 
 class StreamSpool:
-    def __init__(self, spool: Spool, stream: str) -> None:
+    """One stream's open segment, its committer and its sealer.
+
+    Sealed segments go to the spool's upload queue (`Spool.queue_for_upload`, which takes an
+    upload slot of the ledger first); `unsealed` are segments a previous run left that could
+    not be sealed at start: the sealer retries them before anything else.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        stream: str,
+        unsealed: list[ToSeal],
+    ) -> None:
         self.spool = spool
         self.stream = stream
+        self._unsealed = list(unsealed)
         self._segment: OpenSegment | None = None
         self._pending: list[Decoded] = []
         self._pending_bytes = 0
         self._round = _Round()
         self._wakeup = trio.Event()
-        self._seal_send, self._seal_receive = trio.open_memory_channel[_ToSeal](_SEAL_QUEUE_DEPTH)
+        self._seal_send, self._seal_receive = trio.open_memory_channel[ToSeal](_SEAL_QUEUE_DEPTH)
         self._idle = trio.Event()  # set when nothing is pending or being sealed
         self._sealing = 0
         # The open segment has one writer at a time: the committer, or a shutdown's seal_now.
@@ -354,10 +299,10 @@ class StreamSpool:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sealer)
-            for left in self.spool._unsealed[self.stream]:
+            unsealed, self._unsealed = self._unsealed, []
+            for left in unsealed:
                 self._sealing += 1
                 self._seal_send.send_nowait(left)  # before any rotation: the channel is empty
-            self.spool._unsealed[self.stream] = []
             self._fsync.start()
             try:
                 task_status.started()
@@ -494,7 +439,7 @@ class StreamSpool:
         segment.close()  # the footer is written by the sealer, after checking the file
         self._sealing += 1
         await self._seal_send.send(
-            _ToSeal(segment.segment_id, segment.path, segment.size_bytes, list(segment.blocks))
+            ToSeal(segment.segment_id, segment.path, segment.size_bytes, list(segment.blocks))
         )
 
     async def seal_now(self) -> None:
@@ -523,7 +468,7 @@ class StreamSpool:
                 self._idle.set()
                 self._idle = trio.Event()
 
-    async def _seal_with_retries(self, item: _ToSeal) -> SealReport:
+    async def _seal_with_retries(self, item: ToSeal) -> SealReport:
         """Seal, retrying with backoff: a full disk fails the seal until space returns, and
         the segment's events are durable in the open file meanwhile (a restart seals it too).
         What time will not heal (the file is gone, unreadable) is reported, never retried."""
@@ -554,14 +499,6 @@ class StreamSpool:
                 )
                 await trio.sleep(delay)
         raise AssertionError("unreachable")
-
-
-def _is_segment_id(name: str) -> bool:
-    try:
-        segment_created_at(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _record_batches(stream: str, pending: list[Decoded]) -> list[pa.RecordBatch]:

@@ -5,8 +5,10 @@ damaged while it waited is salvaged or quarantined, never stored as-is; a file t
 or is not a file is counted and dropped from the queue, never retried.
 A segment leaves the spool only after `put` returned: a crash between the two re-uploads
 the same key (derived from the segment id), so the store never holds the events twice.
-Retryable failures back off exponentially with full jitter; a permanent one (access
-denied, missing bucket) moves the segment to quarantine: counted and logged, never dropped.
+Retryable failures back off exponentially with full jitter, and so do faults time can heal
+(EPERM, EACCES, ENOSPC, EROFS, EIO from any store, whatever it called them); a permanent one
+(S3 access denied, missing bucket) moves the segment to quarantine: counted and logged, never
+dropped, and `gravixd spool requeue` hands it back once the cause is fixed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import trio
 
 from ..core.segment import object_key
-from ..errors import PermanentStoreError
+from ..errors import PermanentStoreError, healable_cause
 from ..metrics import Metrics
 from ..stores.base import ObjectStore
 from . import segment_files as files
@@ -106,11 +108,11 @@ class Uploader:
             started = trio.current_time()
             try:
                 await self.store.put(key, segment.path)
-            except PermanentStoreError as exc:
-                self.metrics.upload_errors.labels("permanent").inc()
-                self._quarantine(segment, key, exc)
-                return
-            except Exception as exc:  # noqa: BLE001 - every other failure is retried
+            except Exception as exc:  # noqa: BLE001 - every failure but a refusal is retried
+                if isinstance(exc, PermanentStoreError) and healable_cause(exc) is None:
+                    self.metrics.upload_errors.labels("permanent").inc()
+                    self._quarantine(segment, key, exc)
+                    return
                 if not await trio.to_thread.run_sync(segment.path.is_file):
                     # Gone (removed by hand, another process): no retry can bring it back,
                     # and retrying would pin this worker forever.
@@ -118,24 +120,8 @@ class Uploader:
                     self._report(segment.stream, segment.segment_id, "upload", report)
                     self.ledger.release(segment.size_bytes)
                     return
-                self.metrics.upload_errors.labels("retryable").inc()
-                self.last_error = str(exc)
-                delay = random.uniform(
-                    0, min(self.retry_max_seconds, self.retry_initial_seconds * 2**attempt)
-                )
-                log.warning(
-                    "upload failed, retrying",
-                    extra={
-                        "event": "upload_retry",
-                        "key": key,
-                        "attempt": attempt + 1,
-                        "retry_in_seconds": round(delay, 3),
-                        "error": str(exc),
-                    },
-                )
+                await self._back_off(key, exc, attempt)
                 attempt += 1
-                self.metrics.upload_retries.inc()
-                await trio.sleep(delay)
                 continue
             break
         self.last_error = None
@@ -149,6 +135,27 @@ class Uploader:
             "segment uploaded",
             extra={"event": "upload_done", "key": key, "bytes": segment.size_bytes},
         )
+
+    async def _back_off(self, key: str, exc: Exception, attempt: int) -> None:
+        """A retryable failure (an outage, or a store fault time can heal): wait a jittered,
+        exponentially growing delay before the next attempt."""
+        self.metrics.upload_errors.labels("retryable").inc()
+        self.last_error = str(exc)
+        delay = random.uniform(
+            0, min(self.retry_max_seconds, self.retry_initial_seconds * 2**attempt)
+        )
+        log.warning(
+            "upload failed, retrying",
+            extra={
+                "event": "upload_retry",
+                "key": key,
+                "attempt": attempt + 1,
+                "retry_in_seconds": round(delay, 3),
+                "error": str(exc),
+            },
+        )
+        self.metrics.upload_retries.inc()
+        await trio.sleep(delay)
 
     def _report(self, stream: str, segment_id: str, stage: str, report: files.SealReport) -> None:
         report_segment(self.metrics, stream, segment_id, stage, report)

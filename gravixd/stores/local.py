@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from ..errors import ObjectNotFound, PermanentStoreError, StoreError
+from ..errors import ObjectNotFound, StoreError
 from ..fsutil import fsync_dir, make_dirs_durable
 from .base import Body, ObjectStore, validate_key
 
@@ -61,9 +61,10 @@ class LocalStore(ObjectStore):
                 tmp.unlink(missing_ok=True)
                 raise
             fsync_dir(path.parent)
-        except PermissionError as exc:
-            raise PermanentStoreError(f"Permission denied writing {path}: {exc}") from exc
         except OSError as exc:
+            # Retryable, whatever the errno: a permission, a read-only remount, a full disk
+            # or an I/O error on the store's directory heals with time (or a human), and
+            # the segment is intact meanwhile; quarantine would strand it.
             raise StoreError(f"Could not write {path}: {exc}") from exc
 
     async def get(self, key: str) -> bytes:

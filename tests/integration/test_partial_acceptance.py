@@ -114,3 +114,33 @@ def test_a_big_body_decoded_in_slices_names_the_bad_event_by_its_place_in_the_bo
         assert d.stop() == 0
     stored = read_store(d.store_dir, "facts").column("trace_id").to_pylist()
     assert len(stored) == 8998 and "t-06001" not in stored and "t-07002" not in stored
+
+
+def test_error_lists_are_bounded_excerpts(tmp_path: Path) -> None:
+    """Issue 19: 25 bad 300 KB values made a 6 MB 202 body. Each echoed value is now an
+    excerpt with its length, the list the first 20 errors, `rejected` counting them all."""
+    huge = "9" * 300_000
+    events = [{"service": "a", "trace_id": "good"}]
+    events += [{"service": "a", "bytes_in": huge, "trace_id": f"bad-{i}"} for i in range(25)]
+    body = json.dumps(events).encode()
+    with Daemon(tmp_path) as d:
+        connection = d.connection()
+        try:
+            connection.request(
+                "POST", "/v1/facts?invalid=skip", body, {"Content-Type": "application/json"}
+            )
+            response = connection.getresponse()
+            raw = response.read()
+        finally:
+            connection.close()
+        assert response.status == 202
+        answer = json.loads(raw)
+        assert (answer["accepted"], answer["rejected"]) == (1, 25)
+        assert len(answer["errors"]) == 20  # the first 20; `rejected` counts the rest
+        assert len(raw) < 20 * 400, len(raw)  # before: 6 MB
+        assert answer["errors"][0]["message"] == (
+            "Expected `int` >= 0 and <= 9223372036854775807, got "
+            f"`{'9' * 64}...` (300000 characters) - at `$[1].bytes_in`"
+        )
+        status, answer, _ = d.post("/v1/facts", json.dumps(events[1:2]).encode())
+        assert status == 400 and len(answer["error"]) < 400  # the all-or-nothing 400 too

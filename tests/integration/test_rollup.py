@@ -313,7 +313,9 @@ def test_cli_rolls_up_a_file_store_and_prints_json(
     for name in [n for n in os.environ if n.startswith("GRAVIXD_")]:
         monkeypatch.delenv(name)
     store = open_store(f"file://{tmp_path}")
-    trio.run(put_segments, store, "facts", H20 - timedelta(days=30), [42])  # a closed hour
+    # A closed hour, whatever today's date (H20 is in the future for a clock set back).
+    closed = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=30)
+    trio.run(put_segments, store, "facts", closed, [42])
 
     code = rollup_mod.main(["--store-url", f"file://{tmp_path}", "--stream", "facts", "--json"])
 

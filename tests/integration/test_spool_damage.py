@@ -85,6 +85,28 @@ def test_zeroed_block_in_an_open_segment_costs_only_the_batches_it_hit(tmp_path:
     print(f"\nzeroed 4 KiB: {len(stored)} of {len(acked)} acked events kept ({hit_rows} hit)")
 
 
+def test_a_zeroed_head_of_an_open_segment_keeps_every_batch(tmp_path: Path) -> None:
+    """The finding: zeroing the first 64 bytes (magic and schema) kept 0 of 300 acked."""
+    d = Daemon(tmp_path, "--segment-max-age-seconds=3600").start()
+    acked = post_events(d, "h", 300 // EVENTS_PER_REQUEST)
+    d.kill()
+    segment = only_file(d.spool_dir / "open" / "facts", "*.arrows")
+    hit_rows = rows_in(segment, 0, 64)
+    data = bytearray(segment.read_bytes())
+    data[:64] = bytes(64)
+    segment.write_bytes(bytes(data))
+
+    d.start()
+    assert d.metric("spool_segments_quarantined_total", reason="damaged") == 1
+    assert d.stop() == 0
+    stored = read_store(d.store_dir, "facts").column("trace_id").to_pylist()
+    assert hit_rows == 0  # 64 bytes hold the magic and part of the schema, no batch
+    assert sorted(stored) == sorted(acked)
+    kept = only_file(d.spool_dir / "quarantine" / "facts", "*.arrows")
+    assert kept.read_bytes() == bytes(data)
+    print(f"\nzeroed head: {len(stored)} of {len(acked)} acked events kept")
+
+
 def test_a_flipped_byte_is_detected_not_stored(tmp_path: Path) -> None:
     """The finding: a single flipped byte went undetected and was stored silently."""
     d = Daemon(tmp_path, "--segment-max-age-seconds=3600").start()

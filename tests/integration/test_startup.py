@@ -135,3 +135,21 @@ def test_a_bad_s3_prefix_is_a_config_error_naming_store_url(tmp_path: Path) -> N
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("gravixd: configuration error:") and "`store_url`" in line, line
     assert "s3://bucket/../x" in line
+
+
+def test_every_busy_port_is_reported_in_one_start(tmp_path: Path) -> None:
+    """Before: one clash per start, so three clashes took three restarts to find."""
+    with _busy_port() as http, _busy_port() as tcp, _busy_port() as metrics:
+        addresses = {
+            "metrics_listen": f"127.0.0.1:{metrics.getsockname()[1]}",
+            "http_listen": f"127.0.0.1:{http.getsockname()[1]}",
+            "tcp_listen": f"127.0.0.1:{tcp.getsockname()[1]}",
+        }
+        flags = [x for key, a in addresses.items() for x in ("--" + key.replace("_", "-"), a)]
+        done = run_to_exit(Daemon(tmp_path, *flags))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert error_lines(done) == [
+        f"gravixd cannot start: {key} {address}: address in use"
+        for key, address in addresses.items()
+    ]

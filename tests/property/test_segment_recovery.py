@@ -372,3 +372,33 @@ def test_a_crash_while_salvaging_damage_loses_nothing(
     assert not list(open_dir.iterdir())
     [kept] = (spool_dir / "quarantine" / "facts").iterdir()
     assert kept.read_bytes() == bytes(damaged)
+
+
+def test_a_zeroed_head_keeps_every_batch_after_it() -> None:
+    """Issue 19: zeroing a segment's first 64 bytes (magic and schema) kept 0 of 300 acked
+    events. The scan resynchronises on the next intact batch, whatever prefix is lost."""
+    starts = [HEADER_BYTES, *BATCH_ENDS[:-1]]
+    for zeroed in range(1, len(SEGMENT)):
+        data = bytearray(SEGMENT)
+        data[:zeroed] = bytes(zeroed)
+        scan = scan_segment("facts", bytes(data))
+        survivors = [r for s, r in zip(starts, BATCH_ROWS, strict=True) if s >= zeroed]
+        assert scan.readable or not survivors, zeroed
+        assert [b.rows for b in scan.blocks] == survivors, zeroed
+        assert scan.damaged or scan.torn or not scan.readable, zeroed  # never silent
+
+
+def test_a_segment_with_a_zeroed_head_recovers_its_intact_batches(fast_dir: Path) -> None:
+    spool_dir = fast_dir / "spool"
+    open_dir = spool_dir / "open" / "facts"
+    open_dir.mkdir(parents=True)
+    data = bytearray(SEGMENT)
+    data[:64] = bytes(64)
+    (open_dir / f"{SEGMENT_ID}.arrows").write_bytes(bytes(data))
+    spool, ready = recover(spool_dir)
+    assert [s.segment_id for s in ready] == [SEGMENT_ID]
+    assert sealed_trace_ids(ready[0].path) == [f"t-{i}" for i in range(sum(BATCH_ROWS))]
+    # The original is kept whole in quarantine before anything was cut.
+    kept = spool_dir / "quarantine" / "facts" / f"{SEGMENT_ID}.arrows"
+    assert kept.read_bytes() == bytes(data)
+    assert counter(spool, "spool_segments_quarantined_total", reason="damaged") == 1

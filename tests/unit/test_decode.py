@@ -380,6 +380,10 @@ def test_null_service_is_still_required(media_type: str) -> None:
         ("2026-12-01 05:40:00.000001+00:00", _utc_nanos(2026, 12, 1, 5, 40, fraction_ns=1000)),
         ("2026-11-30T23:10:00-06:30", _utc_nanos(2026, 12, 1, 5, 40)),
         ("2016-12-31T23:59:60Z", _utc_nanos(2017, 1, 1)),  # a leap second, as POSIX counts it
+        ("2016-12-31T15:59:60-08:00", _utc_nanos(2017, 1, 1)),  # the same, RFC 3339 §5.7
+        ("2017-01-01T05:29:60+05:30", _utc_nanos(2017, 1, 1)),
+        ("1970-01-01T00:00:00.000000001Z", 1),  # next to the epoch: kept as that instant
+        ("1969-12-31T23:59:59Z", -(10**9)),
     ],
 )  # fmt: skip
 def test_rfc3339_timestamps(text: str, nanos: int) -> None:
@@ -389,6 +393,27 @@ def test_rfc3339_timestamps(text: str, nanos: int) -> None:
 
 
 TIMESTAMP_ERRORS = [
+    (  # before: stored as the time of receipt (0 means "receipt" in timestamp_unix_nano)
+        {"timestamp": "1970-01-01T00:00:00Z"},
+        'Expected a time other than the Unix epoch, got `1970-01-01T00:00:00Z`: 0 means "no '
+        'time, use the time of receipt" here; leave `timestamp` out for that - at `$.timestamp`',
+    ),
+    (
+        {"timestamp": "1970-01-01T02:00:00.000+02:00"},
+        "Expected a time other than the Unix epoch, got `1970-01-01T02:00:00.000+02:00`: 0 "
+        'means "no time, use the time of receipt" here; leave `timestamp` out for that - at '
+        "`$.timestamp`",
+    ),
+    (  # before: 12:35:00; only a UTC day's last minute has a second 60
+        {"timestamp": "2026-12-01T12:34:60Z"},
+        "Expected seconds 00..59 (60 only in a leap second, 23:59:60 UTC), got "
+        "`2026-12-01T12:34:60Z` - at `$.timestamp`",
+    ),
+    (
+        {"timestamp": "2016-12-31T23:59:60+01:00"},
+        "Expected seconds 00..59 (60 only in a leap second, 23:59:60 UTC), got "
+        "`2016-12-31T23:59:60+01:00` - at `$.timestamp`",
+    ),
     (
         {"timestamp": "2026-12-01T07:40:00.1234567891Z"},
         "Expected at most 9 fractional digits, got `2026-12-01T07:40:00.1234567891Z` - at "
@@ -563,6 +588,13 @@ def test_an_unknown_severity_name_among_many_is_placed(media_type: str) -> None:
     assert caught.value.message.endswith(f"got `loud` - {where}")
     if media_type == "application/x-ndjson":
         assert caught.value.message.startswith("line 18: ")
+
+
+@pytest.mark.parametrize("severity", [6, 9, 2**31 - 1])
+def test_severity_numbers_beyond_the_names_are_stored_as_text(severity: int) -> None:
+    """docs/http-api.md: 6..2147483647 (a newer emitter's enum value) is kept as its text."""
+    rows = _both_paths("events", {"service": "a", "severity": severity})
+    assert rows[0]["severity"] == str(severity)
 
 
 @pytest.mark.parametrize("count", [1, 20])

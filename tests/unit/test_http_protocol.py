@@ -384,3 +384,46 @@ def test_bearer_token_holder_is_shared_and_replaceable() -> None:
     tokens.replace(["new"])  # a reload: the same keep-alive connection's next request
     event = protocol.next_event()
     assert isinstance(event, ErrorResponse) and event.status == 401
+
+
+def _invalid_events_of(path: str) -> list[tuple[Any, ...]]:
+    protocol = IngestProtocol(HttpLimits(), ())
+    protocol.receive_data(request(path=path))
+    seen: list[tuple[Any, ...]] = []
+    while not isinstance(event := protocol.next_event(), NeedData):
+        if isinstance(event, IngestRequest):
+            seen.append(("request", event.invalid_events))
+            break
+        if isinstance(event, ErrorResponse):
+            seen.append(("error", event.status, event.reason, event.message))
+            break
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", None),
+        ("?invalid=skip", "skip"),
+        ("?%69nvalid=skip", "skip"),  # percent-encoded name: before, silently ignored
+        ("?invalid=%73kip", "skip"),
+        ("?other=1&invalid=reject", "reject"),
+        ("?invalid=skip&invalid=skip", "skip"),  # repeated, the same: no conflict
+        ("?invalid", None),
+    ],
+)
+def test_query_strings_are_url_decoded(query: str, expected: str | None) -> None:
+    if query == "?invalid":
+        [(kind, status, reason, _)] = _invalid_events_of("/v1/facts" + query)
+        assert (kind, status, reason) == ("error", 400, "bad_query")
+        return
+    assert _invalid_events_of("/v1/facts" + query) == [("request", expected)]
+
+
+def test_conflicting_repeated_parameters_are_a_400_naming_them() -> None:
+    """Before: `?invalid=skip&invalid=reject` -> the first won, silently."""
+    [(kind, status, reason, message)] = _invalid_events_of("/v1/facts?invalid=skip&invalid=reject")
+    assert (kind, status, reason) == ("error", 400, "bad_query")
+    assert message == (
+        "Expected one value for query parameter invalid, got invalid='reject' and invalid='skip'"
+    )
