@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("pyiceberg", reason="the gravixd[iceberg] extra is in the test extra")
 
-from tests.daemon import Daemon, ndjson, wait_for  # noqa: E402
-from tests.iceberg_tables import duplicates, scan, sqlite_uri, table, trace_ids  # noqa: E402
+from daemon import Daemon, ndjson, wait_for  # noqa: E402
+from iceberg_tables import duplicates, scan, sqlite_uri, table, trace_ids  # noqa: E402
 
 FAST = ["--segment-max-age-seconds", "0.2", "--iceberg-commit-interval-seconds", "0.2"]
 
@@ -63,3 +63,37 @@ def test_timestamps_are_microseconds_truncated(tmp_path: Path) -> None:
     read = scan(uri)
     assert str(read.schema.field("timestamp").type) == "timestamp[us, tz=UTC]"
     assert read.column("timestamp").cast("int64").to_pylist() == [1_796_000_000_123_456]
+
+
+HOUR_NS = 3_600_000_000_000
+
+
+def test_a_segment_spanning_event_hours_is_split_and_pruned(tmp_path: Path) -> None:
+    """One request with events of three hours: one segment, three data files (one per
+    hour partition); a filter on one hour plans only that hour's file."""
+    uri = sqlite_uri(tmp_path)
+    base = 1_796_000_400 * 1_000_000_000  # 2026-11-30T01:00:00Z, an hour boundary
+    assert base % HOUR_NS == 0
+    body = [
+        {"timestamp_unix_nano": base + h * HOUR_NS + i, "service": "s", "trace_id": f"h{h}-{i}"}
+        for h in range(3)
+        for i in range(10)
+    ]
+    with Daemon(tmp_path, "--iceberg-catalog-uri", uri, *FAST) as daemon:
+        assert daemon.post("/v1/facts", ndjson(body), "application/x-ndjson")[0] == 202
+        wait_for(lambda: len(trace_ids(uri)) == 30, what="all events committed")
+    loaded = table(uri)
+    assert loaded is not None
+    from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+
+    all_files = list(loaded.scan().plan_files())
+    assert len(all_files) == 3
+    second_hour = And(
+        GreaterThanOrEqual("timestamp", "2026-11-30T02:00:00+00:00"),
+        LessThan("timestamp", "2026-11-30T03:00:00+00:00"),
+    )
+    planned = list(loaded.scan(row_filter=second_hour).plan_files())
+    assert len(planned) == 1
+    read = loaded.scan(row_filter=second_hour).to_arrow()
+    assert sorted(read.column("trace_id").to_pylist()) == sorted(f"h1-{i}" for i in range(10))
+    assert not duplicates(trace_ids(uri))
