@@ -354,7 +354,7 @@ class Daemon:
             await nursery.start(self.uploader.run)
             await nursery.start(self.spool.run)
             if config.rollup_interval_seconds > 0:
-                from ..rollup import run_rollup_schedule
+                from ..rollup.run import run_rollup_schedule
 
                 nursery.start_soon(
                     functools.partial(
