@@ -201,9 +201,13 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     iceberg_catalog_password: Annotated[
         Secret, _doc("password for a postgresql:// catalog (instead of one in the URI)")
     ] = ""
-    # 7 days: Iceberg's own default for expire_snapshots (history.expire.max-snapshot-age-ms).
+    # 7 days: 5 days is Iceberg's own default (history.expire.max-snapshot-age-ms); a week
+    # covers a daemon down over a long weekend. At least 2 h: a segment within an hour of it
+    # is not committed (hosts' clocks may disagree), see gravixd/iceberg/commit.py.
     iceberg_snapshot_retention_seconds: Annotated[
-        Seconds, _doc("rollup keeps snapshots (and the files they read) this long")
+        float,
+        Meta(ge=7200),
+        _doc("rollup keeps snapshots (and the files they read) this long"),
     ] = 7 * 86400.0
 
     # Process.
