@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -184,7 +185,9 @@ def format_report(report: RollupReport) -> str:
     return "\n".join(lines)
 
 
-def _tables_main(cfg: Any, store: Any, ns: argparse.Namespace, fail: Any) -> int:
+def _tables_main(
+    cfg: Any, store: Any, ns: argparse.Namespace, fail: Callable[[str, int], int]
+) -> int:
     """With a catalog: the Iceberg upkeep (commit in "rollup" mode, compaction, expiry,
     orphans) instead of the Hive-layout rollup, whose deletes would pull files from under
     the tables."""
