@@ -464,3 +464,47 @@ async def remove_orphans(
     ):
         await store.delete(key)
         report.files_removed += 1
+
+
+async def run_tables_schedule(
+    store: ObjectStore,
+    settings: CatalogSettings,
+    interval_seconds: float,
+    *,
+    commit_new: bool,
+    retention_seconds: float,
+    target_file_bytes: int,
+    clock_unix_seconds: Any = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """`rollup_interval_seconds` inside `serve` with a catalog: the table upkeep every
+    interval, until cancelled. A failing run is logged and the next tries again."""
+    import time
+
+    clock = clock_unix_seconds or time.time
+    task_status.started()
+    while True:
+        await trio.sleep(interval_seconds)
+        try:
+            report = await upkeep_tables(
+                store,
+                settings,
+                commit_new=commit_new,
+                now_unix_seconds=clock(),
+                retention_seconds=retention_seconds,
+                target_file_bytes=target_file_bytes,
+            )
+        except Exception:
+            log.exception("Scheduled table upkeep failed; retrying in %s s", interval_seconds)
+            continue
+        for table in report.tables:
+            log.info(
+                "Table upkeep of %s: %d segments committed, %d hours compacted, %d snapshots"
+                " expired, %d files removed%s",
+                table.table,
+                table.segments_committed,
+                table.hours_compacted,
+                table.snapshots_expired,
+                table.files_removed,
+                f"; error: {table.error}" if table.error else "",
+            )

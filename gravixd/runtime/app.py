@@ -353,7 +353,24 @@ class Daemon:
                 await nursery.start(self.committer.run)
             await nursery.start(self.uploader.run)
             await nursery.start(self.spool.run)
-            if config.rollup_interval_seconds > 0:
+            if config.rollup_interval_seconds > 0 and config.iceberg_catalog_uri:
+                # With a catalog the rollup is the tables' upkeep: the Hive compaction would
+                # delete files the tables read.
+                from ..iceberg.catalog import settings_from_config
+                from ..rollup.tables import run_tables_schedule
+
+                nursery.start_soon(
+                    functools.partial(
+                        run_tables_schedule,
+                        self.store,
+                        settings_from_config(config),
+                        config.rollup_interval_seconds,
+                        commit_new=config.iceberg_commit == "rollup",
+                        retention_seconds=config.iceberg_snapshot_retention_seconds,
+                        target_file_bytes=config.rollup_target_file_bytes,
+                    )
+                )
+            elif config.rollup_interval_seconds > 0:
                 from ..rollup.run import run_rollup_schedule
 
                 nursery.start_soon(

@@ -199,3 +199,22 @@ def test_sigkill_during_rollup_never_counts_an_event_twice(tmp_path: Path) -> No
                 assert not duplicates(ids)
     _rollup(tmp_path, uri, "--iceberg-commit", "rollup", "--include-current-hour")
     _assert_snapshots_exact(uri, expected)
+
+
+def test_rollup_inside_serve_compacts_the_tables(tmp_path: Path) -> None:
+    """`rollup_interval_seconds` with a catalog runs the tables' upkeep, not the Hive
+    rollup (whose deletes would pull files from under the tables)."""
+    uri = sqlite_uri(tmp_path)
+    expected: set[str] = set()
+    with Daemon(
+        tmp_path, "--iceberg-catalog-uri", uri, "--rollup-interval-seconds=1", *FAST
+    ) as daemon:
+        for batch in range(3):
+            assert daemon.post("/v1/facts", _closed_hour_events(f"b{batch}", 10),
+                               "application/x-ndjson")[0] == 202  # fmt: skip
+            expected |= {f"b{batch}-{i}" for i in range(10)}
+            time.sleep(0.3)
+        wait_for(lambda: len(trace_ids(uri)) == 30, what="all committed")
+        wait_for(lambda: len(_files_of_hour(uri)) == 1, timeout=60, what="the hour compacted")
+    assert not list((tmp_path / "store").glob("rollup/facts/dt=*"))  # no Hive rollup ran
+    _assert_snapshots_exact(uri, expected)
