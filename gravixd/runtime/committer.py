@@ -188,6 +188,8 @@ class Committer:
                 "files": result.files,
                 "rows": result.rows,
                 "snapshot_id": result.snapshot_id,
+                "seconds": round(trio.current_time() - started, 4),
+                "conflicts": result.conflicts,
             },
         )
         for item in items:
