@@ -78,7 +78,7 @@ def check_settings(settings: CatalogSettings) -> str:
     except ImportError:
         raise ConfigError(
             "`iceberg_catalog_uri` is set but pyiceberg is not installed: install the extra"
-            " with `pip install 'gravixd[iceberg]'`"
+            " (`pip install -e '.[iceberg]'` in gravixd's clone)"
         ) from None
     if kind == "sql":
         try:
@@ -89,7 +89,7 @@ def check_settings(settings: CatalogSettings) -> str:
         except ImportError as exc:
             raise ConfigError(
                 f"`iceberg_catalog_uri` needs {exc.name}, which is not installed: install the"
-                " extra with `pip install 'gravixd[iceberg]'`"
+                " extra (`pip install -e '.[iceberg]'` in gravixd's clone)"
             ) from None
     return kind
 

@@ -13,18 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("pyiceberg", reason="the gravixd[iceberg] extra is in the test extra")
-
-from daemon import Daemon, ndjson, wait_for  # noqa: E402
-from iceberg_tables import (  # noqa: E402
+from daemon import Daemon, ndjson, wait_for
+from iceberg_tables import (
     duplicates,
     every_snapshot_ids,
     sqlite_uri,
     table,
     trace_ids,
 )
-from test_crash_loop import Client  # noqa: E402
+from test_crash_loop import Client
 
 FAST = [
     "--segment-max-age-seconds=0.2",

@@ -13,12 +13,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("pyiceberg", reason="the gravixd[iceberg] extra is in the test extra")
-
-from daemon import Daemon, ndjson, wait_for  # noqa: E402
-from iceberg_tables import duplicates, sqlite_uri  # noqa: E402
-from seaweed import SeaweedServer, environ_without_aws  # noqa: E402
+from daemon import Daemon, ndjson, wait_for
+from iceberg_tables import duplicates, sqlite_uri
+from seaweed import SeaweedServer, environ_without_aws
 
 pytestmark = [pytest.mark.s3]
 

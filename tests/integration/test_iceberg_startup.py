@@ -55,7 +55,7 @@ def test_without_the_extra_a_catalog_uri_says_what_to_install(tmp_path: Path) ->
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "pip install 'gravixd[iceberg]'" in lines[0], lines
+    assert len(lines) == 1 and "pip install -e '.[iceberg]'" in lines[0], lines
 
 
 def test_the_base_install_imports_without_pyiceberg() -> None:
