@@ -205,3 +205,41 @@ def test_several_daemons_commit_to_one_catalog_exactly_once(tmp_path: Path) -> N
     loaded = table(uri)
     assert loaded is not None
     print(f"\n3 daemons: {len(loaded.metadata.snapshots)} snapshots, {conflicts} conflicts retried")
+
+
+def test_segments_awaiting_commit_fill_the_spool_then_503_then_resume(tmp_path: Path) -> None:
+    """A catalog that stays down: uploaded segments keep their spool copy until committed,
+    counted in max_spool_bytes, so ingest sheds load (503) as for a store outage instead of
+    growing; when the catalog returns, commits drain the spool and 202s come back."""
+    catalog_dir = tmp_path / "catalog-down"
+    uri = f"sqlite:///{catalog_dir}/catalog.db"
+    daemon = Daemon(tmp_path / "d", "--iceberg-catalog-uri", uri, "--max-spool-bytes=200000", *FAST)
+    acked: list[str] = []
+    with daemon:
+        statuses = []
+        for batch in range(200):
+            ids = [f"b{batch}-{i}" for i in range(50)]
+            # Incompressible, so that Parquet segments hold their size.
+            body = ndjson(
+                {"service": "x", "route": os.urandom(100).hex(), "trace_id": t} for t in ids
+            )
+            status = daemon.post("/v1/facts", body, "application/x-ndjson")[0]
+            statuses.append(status)
+            if status == 202:
+                acked += ids
+            else:
+                break
+            time.sleep(0.02)
+        assert statuses[-1] == 503, "the spool never filled"
+        assert daemon.metric("iceberg_commit_backlog_segments") >= 1
+        catalog_dir.mkdir()
+        wait_for(
+            lambda: len(trace_ids(uri)) >= len(acked), timeout=60, what="the backlog committed"
+        )
+        wait_for(
+            lambda: daemon.post("/v1/facts", _events("after", 5), "application/x-ndjson")[0] == 202,
+            what="202 again",
+        )
+        acked += [f"after-{i}" for i in range(5)]
+        wait_for(lambda: len(trace_ids(uri)) >= len(acked), what="the last commit")
+    _assert_every_snapshot_once(uri, acked)
