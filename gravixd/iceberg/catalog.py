@@ -58,7 +58,8 @@ def check_settings(settings: CatalogSettings) -> str:
     elif scheme in KINDS:
         kind = "sql"
         if scheme == "sqlite":
-            if parts.netloc or not parts.path.startswith("/") or parts.path == "/":
+            # sqlite:////abs/path.db: an empty host, then the absolute path ("//abs/...").
+            if parts.netloc or not parts.path.startswith("//") or parts.path == "//":
                 raise ConfigError(
                     "Invalid value for `iceberg_catalog_uri`: expected"
                     " sqlite:////absolute/path.db (four slashes), got a relative or empty path"
