@@ -528,6 +528,9 @@ class Daemon:
         spool.segment_max_bytes = new.segment_max_bytes
         spool.segment_max_events = new.segment_max_events
         spool.segment_max_age_seconds = new.segment_max_age_seconds
+        if self.committer is not None:
+            self.committer.interval_seconds = new.iceberg_commit_interval_seconds
+            self.committer.retention_seconds = new.iceberg_snapshot_retention_seconds
         logging.getLogger().setLevel(new.log_level.upper())
         fixed = [k for k in _RESTART_KEYS if getattr(new, k) != getattr(self.config, k)]
         same_paths = "tls_cert_file" not in fixed and "tls_key_file" not in fixed
@@ -565,6 +568,10 @@ _RESTART_KEYS = (
     "segment_format",
     "tls_cert_file",
     "tls_key_file",
+    "iceberg_catalog_uri",
+    "iceberg_catalog_name",
+    "iceberg_namespace",
+    "iceberg_commit",
 )
 
 
