@@ -243,3 +243,37 @@ def test_segments_awaiting_commit_fill_the_spool_then_503_then_resume(tmp_path: 
         acked += [f"after-{i}" for i in range(5)]
         wait_for(lambda: len(trace_ids(uri)) >= len(acked), what="the last commit")
     _assert_every_snapshot_once(uri, acked)
+
+
+def test_a_segment_older_than_the_retention_is_quarantined_not_committed(tmp_path: Path) -> None:
+    """docs/iceberg.md: whether a segment older than the kept history was committed can no
+    longer be told, so it goes to quarantine (counted, logged) instead of maybe twice into
+    the table."""
+    import pyarrow as pa
+
+    from gravixd.core.segment import new_segment_id
+    from gravixd.iceberg.datafiles import write_table_file
+    from gravixd.schema import FACTS_SCHEMA
+
+    uri = sqlite_uri(tmp_path)
+    daemon = Daemon(tmp_path / "d", "--iceberg-catalog-uri", uri, *FAST)
+    eight_days_ago_ms = int((time.time() - 8 * 86400) * 1000)
+    old_id = new_segment_id(eight_days_ago_ms, 12345)
+    sealed = daemon.spool_dir / "sealed" / "facts"
+    sealed.mkdir(parents=True)
+    rows = pa.Table.from_pylist(
+        [{"timestamp": eight_days_ago_ms * 1_000_000, "service": "old", "trace_id": "old-0"}],
+        schema=FACTS_SCHEMA,
+    )
+    write_table_file(rows, sealed / f"{old_id}.parquet")
+    with daemon:
+        wait_for(
+            lambda: daemon.metric(
+                "spool_segments_quarantined_total", reason="older_than_iceberg_retention"
+            ),
+            what="the old segment quarantined",
+        )
+        assert daemon.post("/v1/facts", _events("new", 3), "application/x-ndjson")[0] == 202
+        wait_for(lambda: len(trace_ids(uri)) == 3, what="the new events committed")
+    assert "old-0" not in trace_ids(uri)
+    assert (daemon.spool_dir / "quarantine" / "facts" / f"{old_id}.parquet").exists()
