@@ -112,9 +112,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     segment_max_bytes: Annotated[Bytes, _doc("rotate a segment at this size")] = 64 * MiB
     segment_max_events: Annotated[Count, _doc("rotate a segment at this many events")] = 1_000_000
     segment_max_age_seconds: Annotated[Seconds, _doc("rotate a segment at this age")] = 60.0
+    # Parquet: what DuckDB, Trino, Spark and Iceberg tables read. It costs ~0.7-0.8 CPU s per
+    # million events at seal, off the event loop (bench/results/segment_format.json, README);
+    # "arrow" stores the sealed spool file as it is.
     segment_format: Annotated[
         Literal["arrow", "parquet"], _doc("object format of uploaded segments")
-    ] = "arrow"
+    ] = "parquet"
     # lz4 seals at ~3x zstd's speed (7.0M vs 2.35M rows/s here) for ~1.85x the bytes:
     # segments are short-lived on the hot core; `gravixd rollup` writes zstd Parquet.
     segment_compression: Annotated[
@@ -180,6 +183,44 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         float, Meta(ge=0), _doc("run rollup in serve this often (0 = off)")
     ] = 0.0
     rollup_target_file_bytes: Annotated[Bytes, _doc("target size of rollup files")] = 256 * MiB
+
+    # Iceberg tables (docs/iceberg.md). The URI may carry a password: it is a secret
+    # (masked by `gravixd config`, readable from GRAVIXD_ICEBERG_CATALOG_URI_FILE).
+    iceberg_catalog_uri: Annotated[
+        Secret,
+        Meta(pattern=r"^$|^(sqlite|postgresql(\+psycopg2)?|https?)://"),
+        _doc("Iceberg catalog: sqlite:////abs.db, postgresql://..., http(s):// REST; empty = none"),
+    ] = ""
+    iceberg_catalog_name: Annotated[
+        str, Meta(min_length=1), _doc("catalog name (SQL catalogs key their rows by it)")
+    ] = "gravix"
+    iceberg_namespace: Annotated[
+        str,
+        Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"),
+        _doc("namespace of the tables facts and events"),
+    ] = "gravix"
+    iceberg_commit: Annotated[
+        Literal["daemon", "rollup"],
+        _doc("daemon: each daemon commits what it uploads; rollup: `gravixd rollup` commits"),
+    ] = "daemon"
+    iceberg_commit_interval_seconds: Annotated[
+        Seconds, _doc("commit what is new at most this often, in one snapshot")
+    ] = 10.0
+    iceberg_catalog_token: Annotated[Secret, _doc("bearer token for a REST catalog")] = ""
+    iceberg_catalog_warehouse: Annotated[
+        str, _doc("REST catalog: the warehouse to use (Polaris, Lakekeeper name one)")
+    ] = ""
+    iceberg_catalog_password: Annotated[
+        Secret, _doc("password for a postgresql:// catalog (instead of one in the URI)")
+    ] = ""
+    # 7 days: 5 days is Iceberg's own default (history.expire.max-snapshot-age-ms); a week
+    # covers a daemon down over a long weekend. At least 2 h: a segment within an hour of it
+    # is not committed (hosts' clocks may disagree), see gravixd/iceberg/commit.py.
+    iceberg_snapshot_retention_seconds: Annotated[
+        float,
+        Meta(ge=7200),
+        _doc("rollup keeps snapshots (and the files they read) this long"),
+    ] = 7 * 86400.0
 
     # Process.
     native: Annotated[bool, _doc("use the C decoder when built")] = True
@@ -529,6 +570,19 @@ def _check_together(config: Config, sources: Mapping[str, str]) -> None:
             f"{where('s3_sse_kms_key_id')} needs {where('s3_sse')} = `aws:kms`,"
             f" got `{config.s3_sse}`"
         )
+    if config.iceberg_catalog_uri:
+        if config.segment_format == "arrow" and sources["segment_format"] != "default":
+            raise ConfigError(
+                f"{where('segment_format')} = `arrow` cannot go with"
+                f" {where('iceberg_catalog_uri')}: Iceberg tables hold Parquet files;"
+                " expected `parquet` (the default with a catalog) or no catalog"
+            )
+        if not config.store_url.startswith(("file://", "s3://")):
+            raise ConfigError(
+                f"{where('store_url')} must be file:// or s3:// with"
+                f" {where('iceberg_catalog_uri')}: the tables' files live in the store,"
+                f" got `{config.store_url}`"
+            )
     listens = {
         "http_listen": config.http_listen,
         "tcp_listen": config.tcp_listen,
@@ -573,6 +627,10 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str]) -> LoadedConfig:
             sources[raw.key] = raw.source
     config = Config(**values)
     _check_together(config, sources)
+    if config.iceberg_catalog_uri and sources["segment_format"] == "default":
+        # Iceberg tables hold Parquet files: with a catalog, segments are Parquet.
+        config = msgspec.structs.replace(config, segment_format="parquet")
+        sources["segment_format"] = "default with iceberg_catalog_uri"
     _check_auth(config, sources, read_auth_tokens(config))  # fail at start, not at a request
     return LoadedConfig(config=config, sources=sources, config_file=config_file)
 

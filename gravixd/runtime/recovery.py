@@ -64,8 +64,11 @@ def is_segment_id(name: str) -> bool:
     return True
 
 
-def recover_spool(spool_dir: Path, segment_format: str, metrics: Metrics) -> Recovered:
-    """Seal what a previous run left open and list every sealed segment (blocking)."""
+def recover_spool(
+    spool_dir: Path, segment_format: str, metrics: Metrics, *, timestamp_unit: str = "ns"
+) -> Recovered:
+    """Seal what a previous run left open and list every sealed segment (blocking).
+    `timestamp_unit` is that of Parquet segments ("us" for Iceberg tables)."""
     files.make_dirs(spool_dir, list(STREAMS))
     ready: list[SealedSegment] = []
     unsealed: dict[str, list[ToSeal]] = {name: [] for name in STREAMS}
@@ -100,7 +103,14 @@ def recover_spool(spool_dir: Path, segment_format: str, metrics: Metrics) -> Rec
                 path.unlink()  # sealed before the crash, not yet removed
                 continue
             try:
-                report = files.seal_sync(spool_dir, stream, segment_id, path, segment_format)
+                report = files.seal_sync(
+                    spool_dir,
+                    stream,
+                    segment_id,
+                    path,
+                    segment_format,
+                    timestamp_unit=timestamp_unit,
+                )
             except OSError as exc:
                 size = path.stat().st_size if path.exists() else 0
                 log.error(

@@ -15,6 +15,7 @@ appends the footer and renames it (segment_files.py); nothing is written twice.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import math
@@ -77,6 +78,8 @@ class SpoolSettings:
     segment_format: str
     segment_compression: str
     max_spool_bytes: int
+    # "us" with an Iceberg catalog: the tables' timestamps are microseconds (docs/iceberg.md).
+    parquet_timestamp_unit: str = "ns"
 
 
 class _Round:
@@ -195,17 +198,19 @@ class Spool:
         await self.ledger.wait_not_full()
 
     def _stream_spools(self, unsealed: dict[str, list[ToSeal]]) -> dict[str, StreamSpool]:
-        return {
-            name: StreamSpool(self, name, unsealed.get(name, []))
-            for name in STREAMS
-        }
+        return {name: StreamSpool(self, name, unsealed.get(name, [])) for name in STREAMS}
 
     def recover_sync(self) -> list[SealedSegment]:
         """At start, before `run`: recover what a previous run left (recovery.py) and take
         it over: its bytes into the ledger, its sealed segments queued for upload once
         running, each stream's unsealed ones handed to that stream's sealer. Returns the
         sealed segments."""
-        recovered = recover_spool(self.dir, self.settings.segment_format, self.metrics)
+        recovered = recover_spool(
+            self.dir,
+            self.settings.segment_format,
+            self.metrics,
+            timestamp_unit=self.settings.parquet_timestamp_unit,
+        )
         self.ledger.reserve(recovered.used_bytes - self.ledger.used_bytes)
         self._check_disk_sync(recovered.used_bytes)
         self._recovered = list(recovered.ready)  # `run` queues them for upload
@@ -475,13 +480,16 @@ class StreamSpool:
         for attempt in itertools.count():
             try:
                 return await trio.to_thread.run_sync(
-                    files.seal_sync,
-                    self.spool.dir,
-                    self.stream,
-                    item.segment_id,
-                    item.path,
-                    self.spool.settings.segment_format,
-                    item.expected,
+                    functools.partial(
+                        files.seal_sync,
+                        self.spool.dir,
+                        self.stream,
+                        item.segment_id,
+                        item.path,
+                        self.spool.settings.segment_format,
+                        item.expected,
+                        timestamp_unit=self.spool.settings.parquet_timestamp_unit,
+                    )
                 )
             except Exception as exc:  # noqa: BLE001 - any failure is a rotation error
                 delay = min(_SEAL_RETRY_MAX_SECONDS, 0.5 * 2**attempt)
