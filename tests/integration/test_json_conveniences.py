@@ -27,6 +27,7 @@ SEVERITIES = [
     ("error", "ERROR"), ("crit", "FATAL"), ("critical", "FATAL"), ("alert", "FATAL"),
     ("emerg", "FATAL"), ("emergency", "FATAL"), ("fatal", "FATAL"), ("panic", "FATAL"),
     ("WARNING", "WARN"), ("SEVERITY_ERROR", "ERROR"), ("Notice", "INFO"),
+    ("verbose", "DEBUG"), ("Information", "INFO"),
 ]  # fmt: skip
 BASE = datetime(2026, 12, 1, 5, 40, tzinfo=UTC)
 

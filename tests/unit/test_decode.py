@@ -97,9 +97,10 @@ CASES = [
         "events",
         "application/json",
         b'[{"service":"a","severity":"LOUD"}]',
-        "Expected a severity number or name (DEBUG, INFO, WARN, ERROR, FATAL, or syslog's and "
-        "OpenTelemetry's: trace, notice, warning, err, crit, alert, emerg, ...; any case), "
-        "got `LOUD` - at `$[0].severity`",
+        "Expected a severity number or name (any case, with or without SEVERITY_; DEBUG: "
+        "trace, verbose, debug; INFO: info, information, informational, notice; WARN: warn, "
+        "warning; ERROR: err, error; FATAL: crit, critical, alert, emerg, emergency, fatal, "
+        "panic), got `LOUD` - at `$[0].severity`",
         "validation",
     ),
     (
@@ -464,8 +465,10 @@ def test_timestamp_mistakes_are_400s_that_say_what_was_meant(
 
 SEVERITY_SPELLINGS = {
     "UNSPECIFIED": ["unspecified", "SEVERITY_UNSPECIFIED"],
-    "DEBUG": ["trace", "debug", "DEBUG", "Debug", "SEVERITY_DEBUG", "severity_trace"],
-    "INFO": ["info", "informational", "notice", "NOTICE", "SEVERITY_INFO"],
+    "DEBUG": ["trace", "debug", "DEBUG", "Debug", "SEVERITY_DEBUG", "severity_trace"]
+    + ["verbose", "Verbose", "VERBOSE", "SEVERITY_VERBOSE"],  # Serilog, .NET
+    "INFO": ["info", "informational", "notice", "NOTICE", "SEVERITY_INFO"]
+    + ["Information", "information", "INFORMATION"],  # .NET's LogLevel, Serilog
     "WARN": ["warn", "warning", "Warning", "SEVERITY_WARN", "SEVERITY_WARNING"],
     "ERROR": ["err", "error", "ERR", "SEVERITY_ERROR"],
     "FATAL": ["crit", "critical", "alert", "emerg", "emergency", "fatal", "panic", "PANIC"],
