@@ -139,12 +139,40 @@ def decode(
 
 
 def decode_json(stream: str, body: bytes, received_unix_nano: int) -> Decoded:
-    """One JSON object or an array of them."""
-    decoded = _parse_json(_BODY_DECODERS[stream], body, "Expected a JSON object or array")
+    """One JSON object or an array of them; several objects one a line are NDJSON."""
+    try:
+        decoded = _parse_json(_BODY_DECODERS[stream], body, "Expected a JSON object or array")
+    except DecodeError:
+        if several_json_objects(body):
+            return decode_ndjson(stream, body, received_unix_nano)
+        raise
     items, item_path = (decoded, "$[{}]") if isinstance(decoded, list) else ([decoded], "$")
     if len(items) <= SMALL_REQUEST_ROWS:
         return _small_rows(stream, items, received_unix_nano, item_path)
     return _to_batch(stream, items, received_unix_nano, item_path)
+
+
+# A JSON object alone, of any content: the test of an NDJSON body's first line.
+_ANY_OBJECT: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def several_json_objects(body: bytes) -> bool:
+    """Whether a body that is not one JSON value is JSON objects one a line: what older
+    Fluent Bit (before 3.0) sends as `json_lines` with `Content-Type: application/json`.
+
+    True when its first non-blank line is a whole object and more follows, so a pretty-printed
+    object (whose first line is `{`) with a syntax error keeps its JSON error. Only asked once
+    a body has failed to parse as JSON: it costs the first line's decode.
+    """
+    text = body.lstrip()
+    first, newline, rest = text.partition(b"\n")
+    if not newline or not rest.strip() or not first.startswith(b"{"):
+        return False
+    try:
+        _ANY_OBJECT.decode(first)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return False
+    return True
 
 
 def _parse_json(decoder: Any, data: bytes, expected: str) -> Any:
@@ -354,6 +382,8 @@ def _json_in_slices(stream: str, body: bytes, received_unix_nano: int, n: int) -
     try:
         raw = _RAW_ITEMS.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        if several_json_objects(body):  # older Fluent Bit's json_lines: NDJSON, in slices
+            return (yield from _ndjson_in_slices(stream, body, received_unix_nano, n))
         # One object (one event: no slices), or no JSON: `decode_json` says what, as always.
         return decode_json(stream, body, received_unix_nano)
     yield
@@ -518,7 +548,9 @@ def valid_after_error(
     first: DecodeError,
 ) -> Partial:
     """`decode_valid` for a body that `decode` (or `decode_in_slices`) rejected with `first`."""
-    if media_type in NDJSON_TYPES:
+    if media_type in NDJSON_TYPES or (
+        media_type in JSON_TYPES and several_json_objects(body)
+    ):
         batch, line_errors = decode_ndjson_lenient(stream, body, received_unix_nano)
         errors = [
             EventError(_path_in(e.message, "$"), e.message, e.reason, e.line) for e in line_errors
@@ -558,7 +590,8 @@ def _json_valid(stream: str, body: bytes, received_unix_nano: int, first: Decode
     items, errors = [], []
     for index, element in enumerate(raw):
         try:
-            item = _parse_json(decoder, element, "Expected a JSON object")
+            # bytes, not the Raw: a syntax error's diagnosis reads the text (`_syntax_error`).
+            item = _parse_json(decoder, bytes(element), "Expected a JSON object")
             _normalize(stream, item, received_unix_nano)
         except DecodeError as exc:
             message = exc.message.replace(" - at `$", f" - at `$[{index}]")

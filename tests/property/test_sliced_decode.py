@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from strategies import STREAM_EVENTS
 
@@ -65,7 +65,9 @@ def bodies(draw: st.DrawFn) -> tuple[str, str, bytes]:
     for _ in range(draw(st.integers(0, 2))):  # blank lines move the line numbers
         lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from([b"", b"  \r"])))
     body = b"\n".join(lines) + draw(st.sampled_from([b"", b"\n"]))
-    return stream, "application/x-ndjson", body.replace(BAD_TEXT.encode(), bad_text)
+    # Older Fluent Bit sends its json_lines as application/json: read as NDJSON too.
+    media_type = draw(st.sampled_from(["application/x-ndjson", "application/json"]))
+    return stream, media_type, body.replace(BAD_TEXT.encode(), bad_text)
 
 
 def run(steps: DecodeSteps) -> Any:
@@ -165,3 +167,19 @@ def test_partial_acceptance_of_a_big_body_keeps_exactly_the_valid_events() -> No
         partial = decode_valid("events", media_type, body, RECEIVED_NS)
         assert partial.rejected == 2
         assert as_record_batch("events", partial.decoded).equals(valid), media_type
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=bodies())
+def test_objects_one_a_line_as_application_json_are_read_as_ndjson(
+    body: tuple[str, str, bytes],
+) -> None:
+    """What Fluent Bit before 3.0 sends (`json_lines`, labelled application/json) is stored,
+    or refused with the line named, exactly as the same body labelled NDJSON."""
+    stream, _, data = body
+    lines = [line for line in data.split(b"\n") if line.strip()]
+    assume(len(lines) >= 2 and lines[0].lstrip().startswith(b"{"))
+    for decode_once in (decode, decode_valid):
+        as_json = outcome(stream, lambda: decode_once(stream, "application/json", data, RECEIVED_NS))
+        ndjson = "application/x-ndjson"
+        assert as_json == outcome(stream, lambda: decode_once(stream, ndjson, data, RECEIVED_NS))

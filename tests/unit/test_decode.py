@@ -577,3 +577,17 @@ def test_severity_numbers_out_of_the_enums_range(count: int, severity: int) -> N
     assert caught.value.message == (
         f"Expected a severity number 0..2147483647, got `{severity}` - at `$[0].severity`"
     )
+
+
+def test_json_lines_sent_as_application_json_are_ndjson() -> None:
+    """Fluent Bit before 3.0 sends `format json_lines` with Content-Type application/json."""
+    lines = b'{"service":"a","kind":"log","message":"one"}\n{"service":"b","kind":"log"}\n'
+    batch = _decode("events", "application/json", lines, NOW)
+    assert batch.column("service").to_pylist() == ["a", "b"]
+    with pytest.raises(DecodeError) as caught:
+        _decode("events", "application/json", lines + b'{"service":""}\n', NOW)
+    assert caught.value.message == "line 3: Expected `str` of length >= 1 - at `$.service`"
+    # One pretty-printed object with a mistake keeps its JSON error (its first line is `{`).
+    with pytest.raises(DecodeError) as caught:
+        _decode("events", "application/json", b'{\n "service": "a",\n}\n', NOW)
+    assert caught.value.message.startswith("Expected a JSON object or array: JSON is malformed")
