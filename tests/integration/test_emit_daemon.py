@@ -193,10 +193,15 @@ def test_emit_names_a_bad_field_value_in_a_file(tmp_path: Path) -> None:
 
 
 def test_emit_over_tcp_in_the_wrong_framing_points_at_the_rejection_metric(
-    daemon: Daemon,
+    tmp_path: Path,
 ) -> None:
     """protobuf frames sent to the ndjson listener are all rejected by gravixd, yet raw TCP
     cannot tell the sender: the report says so and names the metric that shows them."""
+    with Daemon(tmp_path / "d") as daemon:
+        _wrong_framing_is_reported(daemon)
+
+
+def _wrong_framing_is_reported(daemon: Daemon) -> None:
     nd_facts = daemon.tcp_ports[0]
     proc = subprocess.run(
         [sys.executable, "-m", "gravixd", "emit", "--tcp", f"127.0.0.1:{nd_facts}"]
