@@ -106,6 +106,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         Literal["reject", "skip"],
         _doc("an invalid event rejects its whole request (400), or is left out (202 with errors)"),
     ] = "reject"
+    unknown_fields: Annotated[
+        Literal["attributes", "ignore"],
+        _doc("JSON keys the schema does not know: kept in attributes as text, or ignored (counted)"),
+    ] = "attributes"
     max_spool_bytes: Annotated[Bytes, _doc("above this spool size, shed load (503)")] = GiB
 
     # Segments.

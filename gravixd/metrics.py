@@ -73,6 +73,13 @@ class Metrics:
             ["stream", "source", "reason"],
             registry=r,
         )
+        self.unknown_fields = Counter(
+            "ingestion_unknown_fields",
+            "JSON keys the schema does not know, one per key and event, by what became of"
+            " them: kept (in attributes, unknown_fields = attributes) or ignored (dropped).",
+            ["stream", "source", "outcome"],
+            registry=r,
+        )
         self.bytes_received = Counter(
             "ingestion_received_bytes",
             "Payload bytes received on the wire (before decompression).",

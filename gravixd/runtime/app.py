@@ -203,7 +203,13 @@ class Daemon:
             retry_max_seconds=config.upload_retry_max_seconds,
             clock_unix_seconds=time.time,
         )
-        self.pipeline = Pipeline(self.spool, self.metrics, ack=config.ack, protobuf_decoder=decoder)
+        self.pipeline = Pipeline(
+            self.spool,
+            self.metrics,
+            ack=config.ack,
+            protobuf_decoder=decoder,
+            unknown_fields=config.unknown_fields,
+        )
         self.http = HttpServer(
             self.pipeline, self.metrics, http_settings(config), _ssl_context(config)
         )
@@ -462,6 +468,7 @@ class Daemon:
         spool.segment_max_bytes = new.segment_max_bytes
         spool.segment_max_events = new.segment_max_events
         spool.segment_max_age_seconds = new.segment_max_age_seconds
+        self.pipeline.unknown_fields = new.unknown_fields
         logging.getLogger().setLevel(new.log_level.upper())
         fixed = [k for k in _RESTART_KEYS if getattr(new, k) != getattr(self.config, k)]
         same_paths = "tls_cert_file" not in fixed and "tls_key_file" not in fixed

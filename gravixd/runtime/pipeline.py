@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..core.decode import ProtobufDecoder
+from ..core.unknown_fields import UnknownFields, UnknownFieldsMode
 from ..errors import SpoolFullError
 from ..metrics import Metrics
 from .spool import Spool
@@ -23,12 +24,14 @@ class Pipeline:
         *,
         ack: str,
         protobuf_decoder: ProtobufDecoder,
+        unknown_fields: UnknownFieldsMode = "attributes",
         clock_unix_nano: Callable[[], int] = time.time_ns,
     ) -> None:
         self.spool = spool
         self.metrics = metrics
         self.ack = ack
         self.protobuf_decoder = protobuf_decoder
+        self.unknown_fields = unknown_fields  # SIGHUP may change it
         self.now_unix_nano = clock_unix_nano
         # (stream, source) -> cached counter child: labels() is slow on a hot path.
         self._accepted: dict[tuple[str, str], Any] = {}
@@ -48,6 +51,16 @@ class Pipeline:
                 stream, source
             )
         counter.inc(batch.num_rows)
+
+    def unknown_keys(self) -> UnknownFields:
+        """A fresh count of unknown JSON keys for one request or read, in the current mode."""
+        return UnknownFields(self.unknown_fields)
+
+    def count_unknown(self, stream: str, source: str, unknown: UnknownFields) -> None:
+        """Count the unknown keys of events that were accepted."""
+        if unknown.found:
+            outcome = "kept" if unknown.mode == "attributes" else "ignored"
+            self.metrics.unknown_fields.labels(stream, source, outcome).inc(unknown.found)
 
     def check_writable(self) -> None:
         """Raises SpoolFullError while the spool is above max_spool_bytes (shed load)."""

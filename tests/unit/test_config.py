@@ -59,6 +59,7 @@ DEFAULTS = [
     ("store_url", "file://./gravixd-data/store"),
     ("ack", "durable"),
     ("invalid_events", "reject"),
+    ("unknown_fields", "attributes"),
     ("max_body_bytes", 8 * MiB),
     ("segment_max_bytes", 64 * MiB),
     ("segment_max_events", 1_000_000),

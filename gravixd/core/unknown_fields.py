@@ -1,0 +1,86 @@
+"""JSON keys the schema does not know (`unknown_fields`): kept in `attributes` as text, or
+dropped and counted. An ingestion daemon never silently loses a field a shipper sent
+(`user`, `host`, `level`...).
+
+Sans-I/O and stateless apart from one request's count: `UnknownFields` carries the mode and
+counts the keys it found (the runtime turns the count into a metric once the request is
+decoded). The JSON decoders call `merge` only for a body that the known-keys decoder refused,
+so a body of known keys alone pays nothing here. This module must never raise for a value:
+whatever JSON a key holds has a text form.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Literal, TypeAlias
+
+import msgspec
+
+__all__ = ["UNKNOWN_FIELDS_MODES", "UnknownFields", "UnknownFieldsMode", "value_text"]
+
+UnknownFieldsMode: TypeAlias = Literal["attributes", "ignore"]
+UNKNOWN_FIELDS_MODES: Final = ("attributes", "ignore")
+
+
+class UnknownFields:
+    """What to do with one request's unknown top-level keys, and how many it found.
+
+    `mode` "attributes": each lands in the event's `attributes` as text (`value_text`), a
+    key already in `attributes` wins; "ignore": dropped. `found` counts the keys either way
+    (per event: the same key in two events is two).
+    """
+
+    __slots__ = ("found", "mode")
+
+    def __init__(self, mode: UnknownFieldsMode = "attributes") -> None:
+        self.mode = mode
+        self.found = 0
+
+    def merge(
+        self,
+        items: Sequence[Any],
+        keyed: Sequence[Mapping[str, msgspec.Raw]],
+        known: frozenset[str],
+    ) -> None:
+        """Move the keys of each `keyed[i]` not in `known` into `items[i].attributes`.
+
+        `items` are decoded Structs (with an `attributes` field), `keyed` the same objects
+        decoded as key -> raw JSON value, in the same order.
+        """
+        keep = self.mode == "attributes"
+        for item, keys in zip(items, keyed, strict=True):
+            unknown = [key for key in keys if key not in known]
+            if not unknown:
+                continue
+            self.found += len(unknown)
+            if keep:
+                texts = {key: value_text(keys[key]) for key in unknown}
+                item.attributes = texts | item.attributes if item.attributes else texts
+
+
+_ANY: Final = msgspec.json.Decoder()
+_encode: Final = msgspec.json.Encoder().encode
+
+
+def value_text(raw: msgspec.Raw | bytes) -> str:
+    """A JSON value as the text stored in `attributes`, by the rules OTLP attribute values
+    follow: strings as they are; integers in decimal; `true`/`false`; other numbers in
+    Python's shortest round-trip form (`0.5`, `1e+100`); arrays and objects as compact JSON;
+    `null` as "" (OTLP's empty value). A number no float holds (`1e400`) keeps its JSON text.
+    """
+    try:
+        value = _ANY.decode(raw)
+    except msgspec.DecodeError:
+        return bytes(raw).decode("utf-8", "replace").strip()
+    if value is None:
+        return ""
+    if value.__class__ is str:
+        return str(value)
+    if value is True or value is False:
+        return "true" if value else "false"
+    if value.__class__ is float:
+        return repr(value) if math.isfinite(value) else bytes(raw).decode().strip()
+    if value.__class__ is int:
+        return str(value)
+    return _encode(value).decode()
