@@ -135,7 +135,14 @@ _LENIENT_DECODERS: Final = {
         for stream, struct in _STRUCTS.items()
     },
 }
+# Values as Python objects (one C pass); as raw JSON where a number no float holds (1e400)
+# makes that fail.
 _KEY_DECODERS: Final[dict[str, Any]] = {
+    "body": msgspec.json.Decoder(list[dict[str, Any]] | dict[str, Any]),
+    "line": msgspec.json.Decoder(dict[str, Any]),
+    "slice": msgspec.json.Decoder(list[dict[str, Any]]),
+}
+_RAW_KEY_DECODERS: Final[dict[str, Any]] = {
     "body": msgspec.json.Decoder(list[_RawObject] | _RawObject),
     "line": msgspec.json.Decoder(_RawObject),
     "slice": msgspec.json.Decoder(list[_RawObject]),
@@ -262,14 +269,22 @@ def _decode_keeping(stream: str, shape: str, data: bytes, unknown: UnknownFields
 def _merge_unknown(
     stream: str, shape: str, data: bytes, decoded: Any, unknown: UnknownFields
 ) -> None:
-    if shape == "lines":
-        keyed = _KEY_DECODERS["line"].decode_lines(data)
-    else:
-        keyed = _KEY_DECODERS[shape].decode(data)
+    try:
+        keyed = _keyed(_KEY_DECODERS, shape, data)
+    except (msgspec.DecodeError, RecursionError):
+        # A value msgspec skipped but cannot build: a number out of range, bad UTF-8, a lone
+        # surrogate, deep nesting. Raw values take anything the lenient decode took.
+        keyed = _keyed(_RAW_KEY_DECODERS, shape, data)
     if isinstance(decoded, list):
         unknown.merge(decoded, keyed, _KNOWN_KEYS[stream])
     else:
         unknown.merge([decoded], [keyed], _KNOWN_KEYS[stream])
+
+
+def _keyed(decoders: dict[str, Any], shape: str, data: bytes) -> Any:
+    if shape == "lines":
+        return decoders["line"].decode_lines(data)
+    return decoders[shape].decode(data)
 
 
 def _validation_error(exc: msgspec.ValidationError, first_index: int = 0) -> DecodeError:

@@ -40,13 +40,13 @@ class UnknownFields:
     def merge(
         self,
         items: Sequence[Any],
-        keyed: Sequence[Mapping[str, msgspec.Raw]],
+        keyed: Sequence[Mapping[str, Any]],
         known: frozenset[str],
     ) -> None:
         """Move the keys of each `keyed[i]` not in `known` into `items[i].attributes`.
 
         `items` are decoded Structs (with an `attributes` field), `keyed` the same objects
-        decoded as key -> raw JSON value, in the same order.
+        decoded as key -> value (a Python value, or a `msgspec.Raw`), in the same order.
         """
         keep = self.mode == "attributes"
         for item, keys in zip(items, keyed, strict=True):
@@ -55,7 +55,10 @@ class UnknownFields:
                 continue
             self.found += len(unknown)
             if keep:
-                texts = {key: value_text(keys[key]) for key in unknown}
+                texts = {
+                    key: text if (text := keys[key]).__class__ is str else value_text(text)
+                    for key in unknown
+                }
                 item.attributes = texts | item.attributes if item.attributes else texts
 
 
@@ -63,16 +66,29 @@ _ANY: Final = msgspec.json.Decoder()
 _encode: Final = msgspec.json.Encoder().encode
 
 
-def value_text(raw: msgspec.Raw | bytes) -> str:
-    """A JSON value as the text stored in `attributes`, by the rules OTLP attribute values
-    follow: strings as they are; integers in decimal; `true`/`false`; other numbers in
-    Python's shortest round-trip form (`0.5`, `1e+100`); arrays and objects as compact JSON;
-    `null` as "" (OTLP's empty value). A number no float holds (`1e400`) keeps its JSON text.
+def value_text(value: object) -> str:
+    """A JSON value (decoded, or a `msgspec.Raw`) as the text stored in `attributes`, by the
+    rules OTLP attribute values follow: strings as they are; integers in decimal;
+    `true`/`false`; other numbers in Python's shortest round-trip form (`0.5`, `1e+100`);
+    arrays and objects as compact JSON; `null` as "" (OTLP's empty value). A number no float
+    holds (`1e400`, only ever a Raw) keeps its JSON text.
     """
+    if not isinstance(value, msgspec.Raw):
+        return _text(value, b"")
+    data = bytes(value)
+    if data[:1] == b'"' and b"\\" not in data:
+        # A string without escapes, the usual value: its text is what is between the quotes.
+        # msgspec does not check the UTF-8 of values it skips: a bad byte becomes U+FFFD
+        # here rather than rejecting an event for a key the schema does not even have.
+        return data[1:-1].decode("utf-8", "replace")
     try:
-        value = _ANY.decode(raw)
+        decoded = _ANY.decode(data)
     except msgspec.DecodeError:
-        return bytes(raw).decode("utf-8", "replace").strip()
+        return data.decode("utf-8", "replace").strip()
+    return _text(decoded, data)
+
+
+def _text(value: object, data: bytes) -> str:
     if value is None:
         return ""
     if value.__class__ is str:
@@ -80,7 +96,7 @@ def value_text(raw: msgspec.Raw | bytes) -> str:
     if value is True or value is False:
         return "true" if value else "false"
     if value.__class__ is float:
-        return repr(value) if math.isfinite(value) else bytes(raw).decode().strip()
+        return repr(value) if math.isfinite(value) else data.decode("utf-8", "replace").strip()
     if value.__class__ is int:
         return str(value)
     return _encode(value).decode()
