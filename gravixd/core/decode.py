@@ -42,6 +42,7 @@ from ..schema import (
     severity_name,
 )
 from .framing import encode_varint
+from .protobuf_checks import find_wrong_wire, no_event_error, wrong_wire_error
 from .unknown_fields import UnknownFields
 from .json_fields import (
     MIN_UNIX_NANO,
@@ -179,7 +180,10 @@ def decode(
     if media_type in NDJSON_TYPES:
         return decode_ndjson(stream, body, received_unix_nano, unknown)
     if media_type in PROTOBUF_TYPES:
-        return (protobuf_decoder or decode_protobuf_pure)(stream, body, received_unix_nano)
+        batch = (protobuf_decoder or decode_protobuf_pure)(stream, body, received_unix_nano)
+        if not batch.num_rows and body:
+            raise no_event_error(stream, len(body))  # never `202 {"accepted": 0}`
+        return batch
     raise ValueError(f"unsupported media type {media_type!r}")
 
 
@@ -1087,6 +1091,14 @@ def decode_protobuf_pure(stream: str, body: bytes, received_unix_nano: int) -> p
             f"got {len(body)} bytes that do not parse ({exc})",
             "invalid_protobuf",
         ) from None
+    # A body of known fields in their wire types re-serializes to its own size; one that
+    # does not (unknown fields, or a known field of another wire type, which upb keeps as
+    # unknown) is walked to tell which (`protobuf_checks`).
+    batch.DiscardUnknownFields()
+    if batch.ByteSize() != len(body):
+        wrong = find_wrong_wire(stream, body)
+        if wrong is not None:
+            raise wrong_wire_error(stream, wrong)
     items = getattr(batch, field)
     try:
         if stream == "facts":
