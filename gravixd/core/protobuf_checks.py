@@ -101,10 +101,14 @@ def wrong_wire_error(stream: str, wrong: WrongWire) -> DecodeError:
     number = wrong.tag >> 3
     name, wire = _FIELDS[stream][number]
     other = _OTHER[stream]
+    theirs = _FIELDS[other].get(number)
+    if theirs is not None and theirs[1] == wrong.tag & 7:  # the other stream's field fits
+        probably = f"a `{_MESSAGES[other][0].full_name}`; post it to /v1/{other}"
+    else:
+        probably = f"another message than a `{batch.full_name}`"
     return DecodeError(
         f"Expected field {number} (`{name}`) of `{entry.full_name}` as {_WIRE_NAMES[wire]}, "
-        f"got {got} - at `$.{stream}[{wrong.row}].{name}`: probably a "
-        f"`{_MESSAGES[other][0].full_name}`; post it to /v1/{other}",
+        f"got {got} - at `$.{stream}[{wrong.row}].{name}`: probably {probably}",
         _REASON,
     )
 
