@@ -108,7 +108,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ] = "reject"
     unknown_fields: Annotated[
         Literal["attributes", "ignore"],
-        _doc("JSON keys the schema does not know: kept in attributes as text, or ignored (counted)"),
+        _doc("JSON keys the schema does not know: kept in attributes as text, or ignored"),
     ] = "attributes"
     max_spool_bytes: Annotated[Bytes, _doc("above this spool size, shed load (503)")] = GiB
 

@@ -23,7 +23,6 @@ import pyarrow as pa
 
 from .core.decode import ProtobufDecoder, decode_protobuf_pure
 from .core.frame_decode import DecodedFrames, FrameDecoder, PythonFrameDecoder, RejectedFrame
-from .core.protobuf_checks import WrongWire, wrong_wire_error
 from .core.framing import (
     FramingError,
     TruncatedFrame,
@@ -31,6 +30,7 @@ from .core.framing import (
     read_varint,
     varint_too_long,
 )
+from .core.protobuf_checks import WrongWire, wrong_wire_error
 from .errors import DecodeError
 from .schema import EVENTS_SCHEMA, FACTS_SCHEMA, MAX_INT64, MAX_STATUS_CODE
 
@@ -119,8 +119,10 @@ def _error(code: int, status: Any, stream: str, message: str, size: int) -> Exce
 def _contract_error(status: Any, field: str) -> DecodeError:
     """The contract's checks, in the pure path's order and words."""
     if status.wrong_wire_row >= 0:  # another message: before any of its values
-        in_batch, row, tag = bool(status.wrong_wire_batch), status.wrong_wire_row, status.wrong_wire_tag
-        return wrong_wire_error(field, WrongWire(in_batch, row, tag))
+        wrong = WrongWire(
+            bool(status.wrong_wire_batch), status.wrong_wire_row, status.wrong_wire_tag
+        )
+        return wrong_wire_error(field, wrong)
     if status.empty_service_row >= 0:
         row, name, expected, got = (
             status.empty_service_row,

@@ -42,8 +42,6 @@ from ..schema import (
     severity_name,
 )
 from .framing import encode_varint
-from .protobuf_checks import find_wrong_wire, no_event_error, wrong_wire_error
-from .unknown_fields import UnknownFields
 from .json_fields import (
     MIN_UNIX_NANO,
     FieldValueError,
@@ -53,6 +51,8 @@ from .json_fields import (
     severity_of,
     unix_nano_of,
 )
+from .protobuf_checks import find_wrong_wire, no_event_error, wrong_wire_error
+from .unknown_fields import UnknownFields
 
 JSON_TYPES: Final = frozenset({"application/json"})
 NDJSON_TYPES: Final = frozenset({"application/x-ndjson", "application/jsonl", "application/ndjson"})
@@ -216,9 +216,7 @@ def several_json_objects(body: bytes) -> bool:
     """
     first, _, rest = body.lstrip().partition(b"\n")
     first = first.rstrip()
-    return (
-        first.startswith(b"{") and first.endswith(b"}") and rest.lstrip().startswith(b"{")
-    )
+    return first.startswith(b"{") and first.endswith(b"}") and rest.lstrip().startswith(b"{")
 
 
 def _parse_json(decoder: Any, data: bytes, expected: str) -> Any:
@@ -680,9 +678,7 @@ def valid_after_error(
     """`decode_valid` for a body that `decode` (or `decode_in_slices`) rejected with `first`.
     `unknown` counts the unknown keys of the valid events only."""
     unknown = unknown or UnknownFields()
-    if media_type in NDJSON_TYPES or (
-        media_type in JSON_TYPES and several_json_objects(body)
-    ):
+    if media_type in NDJSON_TYPES or (media_type in JSON_TYPES and several_json_objects(body)):
         batch, line_errors = decode_ndjson_lenient(
             stream, body, received_unix_nano, unknown=unknown
         )

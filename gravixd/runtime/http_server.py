@@ -25,8 +25,8 @@ import logging
 import math
 import ssl
 from collections.abc import Callable
-from functools import partial as bind_args
 from dataclasses import dataclass, field
+from functools import partial as bind_args
 from typing import Any, Final, TypeVar, TypeVarTuple, cast
 
 import msgspec
@@ -61,9 +61,9 @@ from ..core.http import (
     error_body,
     otlp_error_body,
 )
-from ..core.unknown_fields import UnknownFields
 from ..core.otlp import SIGNALS as OTLP_SIGNALS
 from ..core.otlp import OtlpBatch, Signal, decode_export, encode_response, response_content_type
+from ..core.unknown_fields import UnknownFields
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
 from .listeners import ConnectionBudget, accept_loop

@@ -33,7 +33,6 @@ from ..core.decode import (
     decode_ndjson_lenient,
 )
 from ..core.frame_decode import DecodedFrames
-from ..core.unknown_fields import UnknownFields
 from ..core.framing import (
     Lines,
     NdjsonFramer,
@@ -41,6 +40,7 @@ from ..core.framing import (
     TrailingLine,
     TruncatedFrame,
 )
+from ..core.unknown_fields import UnknownFields
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
 from ..native import open_frame_decoder

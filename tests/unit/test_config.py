@@ -120,7 +120,7 @@ def test_default(key: str, default: Any) -> None:
         ({}, {}, 2.0, "default for a file:// store"),
         ({"store_url": "file:///var/lib/gravixd"}, {}, 2.0, "default for a file:// store"),
         ({"store_url": "s3://bucket/p"}, {}, 60.0, "default"),
-        ({}, {"GRAVIXD_SEGMENT_MAX_AGE_SECONDS": "60"}, 60.0, "env GRAVIXD_SEGMENT_MAX_AGE_SECONDS"),
+        ({}, {"GRAVIXD_SEGMENT_MAX_AGE_SECONDS": "6"}, 6.0, "env GRAVIXD_SEGMENT_MAX_AGE_SECONDS"),
         ({"segment_max_age_seconds": "30"}, {}, 30.0, "flag --segment-max-age-seconds"),
     ],
 )
