@@ -76,7 +76,8 @@ class Metrics:
         self.unknown_fields = Counter(
             "ingestion_unknown_fields",
             "JSON keys the schema does not know, one per key and event, by what became of"
-            " them: kept (in attributes, unknown_fields = attributes) or ignored (dropped).",
+            " them: kept (in attributes), ignored (unknown_fields = ignore) or over_limit"
+            " (dropped past 32 in one event).",
             ["stream", "source", "outcome"],
             registry=r,
         )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import Annotated, Any, Final, TypeAlias
+from typing import Annotated, Any, Final, TypeAlias, cast
 
 import msgspec
 import pyarrow as pa
@@ -136,18 +136,10 @@ _LENIENT_DECODERS: Final = {
         for stream, struct in _STRUCTS.items()
     },
 }
-# Values as Python objects (one C pass); as raw JSON where a number no float holds (1e400)
-# makes that fail.
-_KEY_DECODERS: Final[dict[str, Any]] = {
-    "body": msgspec.json.Decoder(list[dict[str, Any]] | dict[str, Any]),
-    "line": msgspec.json.Decoder(dict[str, Any]),
-    "slice": msgspec.json.Decoder(list[dict[str, Any]]),
-}
-_RAW_KEY_DECODERS: Final[dict[str, Any]] = {
-    "body": msgspec.json.Decoder(list[_RawObject] | _RawObject),
-    "line": msgspec.json.Decoder(_RawObject),
-    "slice": msgspec.json.Decoder(list[_RawObject]),
-}
+# One object's keys, values as Python objects (one C pass); as raw JSON where a value cannot
+# be built (1e400).
+_KEY_DECODER: Final = msgspec.json.Decoder(dict[str, Any])
+_RAW_KEY_DECODER: Final = msgspec.json.Decoder(_RawObject)
 # For partial acceptance: the items of an array, each decoded on its own.
 _RAW_ITEMS: Final = msgspec.json.Decoder(list[msgspec.Raw])
 
@@ -271,22 +263,29 @@ def _decode_keeping(stream: str, shape: str, data: bytes, unknown: UnknownFields
 def _merge_unknown(
     stream: str, shape: str, data: bytes, decoded: Any, unknown: UnknownFields
 ) -> None:
+    """Each decoded item's unknown keys, read from its own JSON object one at a time (the
+    key maps of a whole 8 MiB body at once would hold ~10x its size)."""
+    known = _KNOWN_KEYS[stream]
+    if not isinstance(decoded, list):
+        unknown.merge(decoded, _keys_of(data), known)
+        return
+    if shape == "lines":
+        # The lines msgspec's decode_lines took: it skips only whitespace-only lines.
+        objects: Any = [line for line in data.split(b"\n") if line.strip()]
+    else:
+        objects = _RAW_ITEMS.decode(data)
+    for item, text in zip(decoded, objects, strict=True):
+        unknown.merge(item, _keys_of(text), known)
+
+
+def _keys_of(data: bytes | msgspec.Raw) -> dict[str, Any]:
     try:
-        keyed = _keyed(_KEY_DECODERS, shape, data)
+        keys: dict[str, Any] = _KEY_DECODER.decode(data)
+        return keys
     except (msgspec.DecodeError, RecursionError):
         # A value msgspec skipped but cannot build: a number out of range, bad UTF-8, a lone
         # surrogate, deep nesting. Raw values take anything the lenient decode took.
-        keyed = _keyed(_RAW_KEY_DECODERS, shape, data)
-    if isinstance(decoded, list):
-        unknown.merge(decoded, keyed, _KNOWN_KEYS[stream])
-    else:
-        unknown.merge([decoded], [keyed], _KNOWN_KEYS[stream])
-
-
-def _keyed(decoders: dict[str, Any], shape: str, data: bytes) -> Any:
-    if shape == "lines":
-        return decoders["line"].decode_lines(data)
-    return decoders[shape].decode(data)
+        return cast(dict[str, Any], _RAW_KEY_DECODER.decode(data))
 
 
 def _validation_error(exc: msgspec.ValidationError, first_index: int = 0) -> DecodeError:
@@ -593,15 +592,15 @@ def decode_ndjson_lenient(
         start, offset = offset, offset + len(line) + 1
         if not line.strip():
             continue
-        found = unknown.found  # a rejected line's unknown keys are not counted
+        found = unknown.mark()  # a rejected line's unknown keys are not counted
         try:
             item = _parse_keeping(stream, "line", line, "Expected a JSON object", unknown)
             _normalize(stream, item, received_unix_nano)
         except DecodeError as exc:
-            unknown.found = found
+            unknown.restore(found)
             errors.append(LineError(number, start, f"line {number}: {exc.message}", exc.reason))
         except _FieldError as exc:
-            unknown.found = found
+            unknown.restore(found)
             message = f"line {number}: {exc.message} - at `$.{exc.field}`"
             errors.append(LineError(number, start, message, "validation"))
         else:
@@ -658,7 +657,7 @@ def decode_valid(
         args = (stream, media_type, body, received_unix_nano, protobuf_decoder)
         return Partial(decode(*args, unknown=unknown))
     except DecodeError as first:
-        unknown.found = 0  # counted again, over the valid events only
+        unknown.restore()  # counted again, over the valid events only
         pb = protobuf_decoder
         return valid_after_error(
             stream, media_type, body, received_unix_nano, pb, first, unknown=unknown
@@ -720,20 +719,20 @@ def _json_valid(
         raise first from None  # one object (or no object at all), and it is invalid
     items, errors = [], []
     for index, element in enumerate(raw):
-        found = unknown.found  # a rejected event's unknown keys are not counted
+        found = unknown.mark()  # a rejected event's unknown keys are not counted
         try:
             # bytes, not the Raw: a syntax error's diagnosis reads the text (`_syntax_error`).
             expected = "Expected a JSON object"
             item = _parse_keeping(stream, "line", bytes(element), expected, unknown)
             _normalize(stream, item, received_unix_nano)
         except DecodeError as exc:
-            unknown.found = found
+            unknown.restore(found)
             message = exc.message.replace(" - at `$", f" - at `$[{index}]")
             if not _WHERE.search(message):
                 message += f" - at `$[{index}]`"
             errors.append(EventError(_path_in(message, ""), message, exc.reason))
         except _FieldError as exc:
-            unknown.found = found
+            unknown.restore(found)
             path = f"$[{index}].{exc.field}"
             errors.append(EventError(path, f"{exc.message} - at `{path}`", "validation"))
         else:

@@ -12,7 +12,7 @@ whatever JSON a key holds has a text form.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
@@ -21,6 +21,10 @@ __all__ = ["UNKNOWN_FIELDS_MODES", "UnknownFields", "UnknownFieldsMode", "value_
 
 UnknownFieldsMode: TypeAlias = Literal["attributes", "ignore"]
 UNKNOWN_FIELDS_MODES: Final = ("attributes", "ignore")
+# Unknown keys kept per event. Shippers add a handful (host, user, level, pid; nested
+# metadata is one key holding JSON); a body of thousands of tiny keys would otherwise hold
+# ~15x its size in Python objects while decoding, past what max_in_flight_bytes reserves.
+MAX_KEPT_PER_EVENT: Final = 32
 
 
 class UnknownFields:
@@ -28,38 +32,46 @@ class UnknownFields:
 
     `mode` "attributes": each lands in the event's `attributes` as text (`value_text`), a
     key already in `attributes` wins; "ignore": dropped. `found` counts the keys either way
-    (per event: the same key in two events is two).
+    (per event: the same key in two events is two); past MAX_KEPT_PER_EVENT in one event
+    they are dropped, counted in `over_limit`.
     """
 
-    __slots__ = ("found", "mode")
+    __slots__ = ("found", "mode", "over_limit")
 
     def __init__(self, mode: UnknownFieldsMode = "attributes") -> None:
         self.mode = mode
         self.found = 0
+        self.over_limit = 0  # of `found`: dropped beyond MAX_KEPT_PER_EVENT
 
-    def merge(
-        self,
-        items: Sequence[Any],
-        keyed: Sequence[Mapping[str, Any]],
-        known: frozenset[str],
-    ) -> None:
-        """Move the keys of each `keyed[i]` not in `known` into `items[i].attributes`.
+    def mark(self) -> tuple[int, int]:
+        """The counts now, to `restore` if the event they go on to count is rejected."""
+        return self.found, self.over_limit
 
-        `items` are decoded Structs (with an `attributes` field), `keyed` the same objects
-        decoded as key -> value (a Python value, or a `msgspec.Raw`), in the same order.
+    def restore(self, mark: tuple[int, int] = (0, 0)) -> None:
+        self.found, self.over_limit = mark
+
+    def merge(self, item: Any, keys: Mapping[str, Any], known: frozenset[str]) -> None:
+        """Move the keys of `keys` not in `known` into `item.attributes`.
+
+        `item` is a decoded Struct (with an `attributes` field), `keys` the same object
+        decoded as key -> value (a Python value, or a `msgspec.Raw`). At most
+        MAX_KEPT_PER_EVENT are kept, in wire order; the rest are dropped, counted in
+        `over_limit`.
         """
-        keep = self.mode == "attributes"
-        for item, keys in zip(items, keyed, strict=True):
-            unknown = [key for key in keys if key not in known]
-            if not unknown:
-                continue
-            self.found += len(unknown)
-            if keep:
-                texts = {
-                    key: text if (text := keys[key]).__class__ is str else value_text(text)
-                    for key in unknown
-                }
-                item.attributes = texts | item.attributes if item.attributes else texts
+        unknown = [key for key in keys if key not in known]
+        if not unknown:
+            return
+        self.found += len(unknown)
+        if self.mode != "attributes":
+            return
+        if len(unknown) > MAX_KEPT_PER_EVENT:
+            self.over_limit += len(unknown) - MAX_KEPT_PER_EVENT
+            del unknown[MAX_KEPT_PER_EVENT:]
+        texts = {
+            key: text if (text := keys[key]).__class__ is str else value_text(text)
+            for key in unknown
+        }
+        item.attributes = texts | item.attributes if item.attributes else texts
 
 
 _ANY: Final = msgspec.json.Decoder()

@@ -473,7 +473,7 @@ class HttpServer:
         except DecodeError as first:
             if not skip:
                 raise
-            unknown.found = 0  # counted again, over the valid events only
+            unknown.restore()  # counted again, over the valid events only
             # Each event on its own, a Python loop (the GIL changes hands between its
             # items): in the worker thread.
             valid = bind_args(valid_after_error, unknown=unknown)

@@ -58,9 +58,16 @@ class Pipeline:
 
     def count_unknown(self, stream: str, source: str, unknown: UnknownFields) -> None:
         """Count the unknown keys of events that were accepted."""
-        if unknown.found:
-            outcome = "kept" if unknown.mode == "attributes" else "ignored"
-            self.metrics.unknown_fields.labels(stream, source, outcome).inc(unknown.found)
+        if not unknown.found:
+            return
+        counter = self.metrics.unknown_fields
+        if unknown.mode != "attributes":
+            counter.labels(stream, source, "ignored").inc(unknown.found)
+            return
+        if unknown.found > unknown.over_limit:
+            counter.labels(stream, source, "kept").inc(unknown.found - unknown.over_limit)
+        if unknown.over_limit:
+            counter.labels(stream, source, "over_limit").inc(unknown.over_limit)
 
     def check_writable(self) -> None:
         """Raises SpoolFullError while the spool is above max_spool_bytes (shed load)."""

@@ -102,7 +102,7 @@ def outcome(stream: str, decode_once: Any, unknown: UnknownFields | None = None)
         result = decode_once()
     except DecodeError as exc:
         return ("rejected", exc.message, exc.reason)
-    found = unknown.found if unknown is not None else None
+    found = unknown.mark() if unknown is not None else None
     if isinstance(result, Partial):
         batch = as_record_batch(stream, result.decoded)
         return ("partial", batch, result.rejected, result.errors, found)
@@ -118,7 +118,7 @@ def sliced_valid(
     try:
         return Partial(run(steps))
     except DecodeError as first:
-        unknown.found = 0
+        unknown.restore()
         return valid_after_error(
             stream, media_type, body, RECEIVED_NS, None, first, unknown=unknown
         )

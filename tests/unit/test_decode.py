@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -591,3 +592,18 @@ def test_json_lines_sent_as_application_json_are_ndjson() -> None:
     with pytest.raises(DecodeError) as caught:
         _decode("events", "application/json", b'{\n "service": "a",\n}\n', NOW)
     assert caught.value.message.startswith("Expected a JSON object or array: JSON is malformed")
+
+
+def test_unknown_keys_past_the_per_event_limit_are_dropped_and_counted() -> None:
+    """A body of thousands of tiny unknown keys must not hold many times its size in memory:
+    32 are kept per event (in wire order), the rest counted as over the limit."""
+    from gravixd.core.unknown_fields import MAX_KEPT_PER_EVENT, UnknownFields
+
+    extra = {f"k{i:02d}": i for i in range(MAX_KEPT_PER_EVENT + 8)}
+    unknown = UnknownFields()
+    body = json.dumps({"service": "a", **extra}).encode()
+    decoded = decode("facts", "application/json", body, NOW, unknown=unknown)
+    batch = as_record_batch("facts", decoded)
+    kept = dict(batch.column("attributes")[0].as_py())
+    assert kept == {f"k{i:02d}": str(i) for i in range(MAX_KEPT_PER_EVENT)}
+    assert (unknown.found, unknown.over_limit) == (MAX_KEPT_PER_EVENT + 8, 8)
