@@ -97,3 +97,23 @@ def test_a_batch_posted_to_the_other_stream_is_refused_alike_by_both_decoders(
     shared = {"timestamp_unix_nano", "service", "route", "kind"}
     if any(set(k for k, v in item.items() if v) - shared for item in items):
         assert isinstance(pure, tuple) and pure[0] == "wrong_message", pure
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_a_raw_tcp_frame_of_another_message_is_skipped_and_the_stream_goes_on(
+    decoder: Any,
+) -> None:
+    """A `ServiceEvent` frame on a facts listener is skipped as `wrong_message` (its length
+    prefix was right, so the framing holds); the fact after it is kept."""
+    from gravixd.core.framing import encode_varint
+
+    event = events_pb2.ServiceEvent(service="a", severity=4, message="boom").SerializeToString()
+    fact = events_pb2.RequestFact(service="a", method="GET").SerializeToString()
+    data = encode_varint(len(event)) + event + encode_varint(len(fact)) + fact
+    frames = native.open_frame_decoder(decoder, "facts", 1 << 20)
+    out = frames.feed(data, NOW)
+    assert out.error is None
+    assert sum(batch.num_rows for batch in out.batches) == 1
+    (rejected,) = out.rejected
+    assert rejected.reason == "wrong_message" and rejected.byte_offset == 0
+    assert "probably a `gravix.v1.ServiceEventBatch`" in rejected.message
