@@ -7,6 +7,7 @@ Nothing imports this module; it imports the rest lazily, so `gravixd config` or
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import signal
 import sys
@@ -122,6 +123,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reject_unknown(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]
+) -> None:
+    """Exit 2 with the usage of the subcommand the arguments were meant for, suggesting
+    the closest flag (`--http-listn` -> `--http-listen`), as configuration errors do."""
+    command = _subcommand_parser(parser, args)
+    flags = [f for action in command._actions for f in action.option_strings]
+    hints = []
+    for arg in unknown:
+        name = arg.split("=", 1)[0]
+        close = difflib.get_close_matches(name, flags, n=1) if name.startswith("--") else []
+        if close:
+            hints.append(f"{name}: did you mean {close[0]}?")
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    command.error("; ".join([message, *hints]))
+
+
+def _subcommand_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The innermost subcommand's parser that `args` came through (`gravixd spool check`)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(args, action.dest or "", None)
+            if chosen in action.choices:
+                return _subcommand_parser(action.choices[chosen], args)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(list(sys.argv[1:] if argv is None else argv))
@@ -140,7 +170,9 @@ def _main(argv: list[str]) -> int:
 
         return rollup_main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _reject_unknown(parser, args, unknown)  # exits 2, as argparse does
     try:
         # `serve` gets its own argv: a supervisor starts its workers with the same flags.
         code = int(_serve(args, argv) if args.run is _serve else args.run(args))

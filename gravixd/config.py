@@ -106,12 +106,18 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         Literal["reject", "skip"],
         _doc("an invalid event rejects its whole request (400), or is left out (202 with errors)"),
     ] = "reject"
+    unknown_fields: Annotated[
+        Literal["attributes", "ignore"],
+        _doc("JSON keys the schema does not know: kept in attributes as text, or ignored"),
+    ] = "attributes"
     max_spool_bytes: Annotated[Bytes, _doc("above this spool size, shed load (503)")] = GiB
 
     # Segments.
     segment_max_bytes: Annotated[Bytes, _doc("rotate a segment at this size")] = 64 * MiB
     segment_max_events: Annotated[Count, _doc("rotate a segment at this many events")] = 1_000_000
-    segment_max_age_seconds: Annotated[Seconds, _doc("rotate a segment at this age")] = 60.0
+    segment_max_age_seconds: Annotated[
+        Seconds, _doc("rotate a segment at this age (default 60; 2 for a file:// store)")
+    ] = 60.0
     # Parquet: what DuckDB, Trino, Spark and Iceberg tables read. It costs ~0.7-0.8 CPU s per
     # million events at seal, off the event loop (bench/results/segment_format.json, README);
     # "arrow" stores the sealed spool file as it is.
@@ -599,6 +605,24 @@ def _check_together(config: Config, sources: Mapping[str, str]) -> None:
         seen[host, port] = key
 
 
+# A segment reaches the store when it rotates. Into an object store every object is a PUT
+# and a small file for the query engines, so the default waits a minute; into a local
+# directory (the embedded default) an object is a hard link, and someone who just sent their
+# first event expects to read it. 2 s keeps that wait short at a bounded cost: at most 1800
+# objects an hour per stream under continuous traffic (docs/benchmarks.md measures the CPU),
+# fewer with less traffic, none when idle; `gravixd rollup` compacts closed hours.
+LOCAL_STORE_SEGMENT_MAX_AGE_SECONDS = 2.0
+
+
+def _fresh_local_store(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """The local store's own default for segment_max_age_seconds, when no one set it."""
+    if sources["segment_max_age_seconds"] == "default" and str(values["store_url"]).startswith(
+        "file://"
+    ):
+        values["segment_max_age_seconds"] = LOCAL_STORE_SEGMENT_MAX_AGE_SECONDS
+        sources["segment_max_age_seconds"] = "default for a file:// store"
+
+
 def load(flags: Mapping[str, Any], environ: Mapping[str, str]) -> LoadedConfig:
     """Build the effective configuration: flag > env > config file > default.
 
@@ -625,6 +649,7 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str]) -> LoadedConfig:
         for raw in layer:
             values[raw.key] = _convert(raw)
             sources[raw.key] = raw.source
+    _fresh_local_store(values, sources)
     config = Config(**values)
     _check_together(config, sources)
     if config.iceberg_catalog_uri and sources["segment_format"] == "default":

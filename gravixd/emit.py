@@ -330,6 +330,16 @@ def report(plan: Plan, stats: Stats) -> dict[str, Any]:
     }
 
 
+# Raw TCP has no reply channel: a line or frame gravixd refuses (wrong framing, wrong stream,
+# a bad field) is still "sent" here, so the report says where refusals show instead.
+TCP_UNSEEN_REJECTIONS: Final = (
+    "note          raw TCP has no reply channel: events are counted as sent, not as accepted,",
+    "              and lines or frames gravixd rejects cannot be seen here. Check",
+    '              ingestion_events_rejected_total{source="tcp"} on gravixd\'s /metrics',
+    "              (side port, 127.0.0.1:9108 by default) and its tcp_malformed_* log lines.",
+)
+
+
 def render_text(result: dict[str, Any]) -> str:
     lat = result["latency_ms"]
     unit = "requests" if result["transport"] == "http" else "writes"
@@ -346,6 +356,7 @@ def render_text(result: dict[str, Any]) -> str:
             else "n/a (raw TCP has no acknowledgements)"
         ),
         f"failed        {result['failed']}",
+        *([] if result["transport"] == "http" else TCP_UNSEEN_REJECTIONS),
         f"elapsed       {result['elapsed_seconds']:.3f} s, "
         f"{result['events_per_second']:.0f} events/s",
         f"latency       p50 {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  "

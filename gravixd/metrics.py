@@ -114,6 +114,14 @@ class Metrics:
             ["stream", "source", "reason"],
             registry=r,
         )
+        self.unknown_fields = Counter(
+            "ingestion_unknown_fields",
+            "JSON keys the schema does not know, one per key and event, by what became of"
+            " them: kept (in attributes), ignored (unknown_fields = ignore) or over_limit"
+            " (dropped past 32 in one event).",
+            ["stream", "source", "outcome"],
+            registry=r,
+        )
         self.bytes_received = Counter(
             "ingestion_received_bytes",
             "Payload bytes received on the wire (before decompression).",

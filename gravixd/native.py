@@ -30,6 +30,7 @@ from .core.framing import (
     read_varint,
     varint_too_long,
 )
+from .core.protobuf_checks import WrongWire, wrong_wire_error
 from .errors import DecodeError
 from .schema import EVENTS_SCHEMA, FACTS_SCHEMA, MAX_INT64, MAX_STATUS_CODE
 
@@ -117,6 +118,11 @@ def _error(code: int, status: Any, stream: str, message: str, size: int) -> Exce
 
 def _contract_error(status: Any, field: str) -> DecodeError:
     """The contract's checks, in the pure path's order and words."""
+    if status.wrong_wire_row >= 0:  # another message: before any of its values
+        wrong = WrongWire(
+            bool(status.wrong_wire_batch), status.wrong_wire_row, status.wrong_wire_tag
+        )
+        return wrong_wire_error(field, wrong)
     if status.empty_service_row >= 0:
         row, name, expected, got = (
             status.empty_service_row,
@@ -207,8 +213,9 @@ class NativeFrameDecoder:
                 raise MemoryError(f"decoding {len(buffer) - start} bytes of protobuf frames")
             if code == _INVALID:  # skip this frame; the framing holds
                 offset = self._offset + start + status.frame_start
-                message = f"{_contract_error(status, self._stream).message} - at byte {offset}"
-                out.rejected.append(RejectedFrame("validation", message, offset))
+                error = _contract_error(status, self._stream)
+                message = f"{error.message} - at byte {offset}"
+                out.rejected.append(RejectedFrame(error.reason, message, offset))
                 start += status.frame_end
                 continue
             out.error = self._framing_error(code, status, buffer, start)

@@ -82,12 +82,15 @@ def severity_name(number: int) -> str:
 
 
 # Severity names as emitters spell them, matched case-insensitively, with or without the
-# SEVERITY_ prefix (DESIGN.md section 2): syslog's and OpenTelemetry's names included.
+# SEVERITY_ prefix (DESIGN.md section 2): syslog's, OpenTelemetry's and the common logging
+# libraries' (.NET/Serilog `Verbose`/`Information`, log4j, Go's slog) names included.
 SEVERITY_ALIASES: Final = {
     "unspecified": 0,
     "trace": 1,
+    "verbose": 1,
     "debug": 1,
     "info": 2,
+    "information": 2,
     "informational": 2,
     "notice": 2,
     "warn": 3,

@@ -8,7 +8,8 @@
  *
  * It must accept exactly what upb accepts (tests/property/test_native_differential.py holds
  * it to that), so its corner cases copy upb's, found empirically with protobuf 7.x:
- *   - a known field with the wrong wire type is an unknown field, skipped;
+ *   - a known field with the wrong wire type is an unknown field, skipped; unlike upb, the
+ *     first one is recorded (wrong_wire_*) and the body refused: it is another message;
  *   - tags are at most 5 bytes and 32 bits; field number 0 is malformed at message level but
  *     tolerated inside an unknown group; wire types 6 and 7 are malformed;
  *   - lengths are at most 5 bytes and < 2^31; other varints at most 10 bytes, bits above
@@ -490,6 +491,22 @@ typedef struct {
         if (!(p = (expr))) return NULL;                                                       \
     } while (0)
 
+/* Each field's wire type by field number (index 0 unused): RequestFact and ServiceEvent of
+ * proto/gravix/v1/events.proto. A known number with another wire type is recorded: the
+ * body is probably another message (a fact batch posted as events, a lone RequestFact). */
+static const uint8_t FACT_WIRE_TYPES[] = {0, 0, 2, 2, 2, 0, 1, 0, 0, 2, 2};
+static const uint8_t EVENT_WIRE_TYPES[] = {0, 0, 2, 2, 0, 2, 2, 2};
+
+static inline void note_wrong_wire(decoder *d, uint32_t tag, const uint8_t *wire_types,
+                                   size_t n) {
+    uint32_t field = tag >> 3;
+    gx_result *r = d->r;
+    if (field > 0 && field < n && (tag & 7) != wire_types[field] && r->wrong_wire_row < 0) {
+        r->wrong_wire_row = r->rows; /* the row this message becomes */
+        r->wrong_wire_tag = tag;
+    }
+}
+
 static const uint8_t *parse_fact(decoder *d, const uint8_t *p, const uint8_t *end) {
     const int depth = MAX_DEPTH - 1;
     fact f = {0};
@@ -533,7 +550,10 @@ static const uint8_t *parse_fact(decoder *d, const uint8_t *p, const uint8_t *en
         case 0x40: CHECK(read_varint(d, p, end, &f.bytes_out)); break;
         case 0x4a: CHECK(read_string(d, p, end, &f.trace_id)); break;
         case 0x52: CHECK(parse_entry(d, p, end, depth - 1)); break;
-        default: CHECK(skip_field(d, p, end, tag, tag_at, depth)); break;
+        default:
+            note_wrong_wire(d, tag, FACT_WIRE_TYPES, sizeof FACT_WIRE_TYPES);
+            CHECK(skip_field(d, p, end, tag, tag_at, depth));
+            break;
         }
     }
 
@@ -614,7 +634,10 @@ static const uint8_t *parse_event(decoder *d, const uint8_t *p, const uint8_t *e
         case 0x2a: CHECK(read_string(d, p, end, &ev.message)); break;
         case 0x32: CHECK(read_string(d, p, end, &ev.trace_id)); break;
         case 0x3a: CHECK(parse_entry(d, p, end, depth - 1)); break;
-        default: CHECK(skip_field(d, p, end, tag, tag_at, depth)); break;
+        default:
+            note_wrong_wire(d, tag, EVENT_WIRE_TYPES, sizeof EVENT_WIRE_TYPES);
+            CHECK(skip_field(d, p, end, tag, tag_at, depth));
+            break;
         }
     }
 
@@ -716,6 +739,9 @@ static int begin(decoder *d, const stream_spec *s, const uint8_t *body, size_t l
     r->rows = r->map_entries = 0;
     r->empty_service_row = r->big_status_code_row = -1;
     r->big_bytes_in_row = r->big_bytes_out_row = -1;
+    r->wrong_wire_row = -1;
+    r->wrong_wire_tag = 0;
+    r->wrong_wire_batch = 0;
     r->error = GX_OK;
     r->error_offset = 0;
     for (int i = 0; i < GX_MAX_BUFFERS; i++) r->buffers[i].len = 0;
@@ -763,8 +789,13 @@ static int decode_batch(const stream_spec *s, const uint8_t *body, size_t len,
                 if (!(p = read_length(&d, p, end, &item_len))) break;
                 if (!s->parse_item(&d, p, p + item_len)) break;
                 p += item_len;
-            } else if (!(p = skip_field(&d, p, end, tag, tag_at, MAX_DEPTH))) {
-                break;
+            } else {
+                if ((tag >> 3) == 1 && !r->wrong_wire_batch) { /* field 1, not length-delimited */
+                    r->wrong_wire_batch = 1;
+                    r->wrong_wire_row = r->rows;
+                    r->wrong_wire_tag = tag;
+                }
+                if (!(p = skip_field(&d, p, end, tag, tag_at, MAX_DEPTH))) break;
             }
         }
     }
@@ -892,11 +923,12 @@ static void clear_status(gx_status *st) {
     st->frame_start = st->frame_end = -1;
     st->empty_service_row = st->big_status_code_row = -1;
     st->big_bytes_in_row = st->big_bytes_out_row = -1;
+    st->wrong_wire_row = -1;
 }
 
 static int invalid_row(const gx_result *r) {
     return r->empty_service_row >= 0 || r->big_status_code_row >= 0 ||
-           r->big_bytes_in_row >= 0 || r->big_bytes_out_row >= 0;
+           r->big_bytes_in_row >= 0 || r->big_bytes_out_row >= 0 || r->wrong_wire_row >= 0;
 }
 
 /* The contract's checks of `r` into `st`, rows counted from `first_row`. */
@@ -909,6 +941,9 @@ static void copy_checks(gx_status *st, const gx_result *r, int64_t first_row) {
     st->big_bytes_in = r->big_bytes_in;
     st->big_bytes_out_row = ROW(r->big_bytes_out_row);
     st->big_bytes_out = r->big_bytes_out;
+    st->wrong_wire_row = ROW(r->wrong_wire_row);
+    st->wrong_wire_tag = r->wrong_wire_tag;
+    st->wrong_wire_batch = r->wrong_wire_batch;
 #undef ROW
 }
 
@@ -969,6 +1004,8 @@ static void drop_last_row(const stream_spec *s, gx_result *r) {
     }
     r->empty_service_row = r->big_status_code_row = -1;
     r->big_bytes_in_row = r->big_bytes_out_row = -1;
+    r->wrong_wire_row = -1;
+    r->wrong_wire_tag = 0;
 }
 
 /* A frame's length prefix, read as gravixd/core/framing.py's ProtobufFramer does: up to 10

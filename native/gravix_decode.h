@@ -89,6 +89,12 @@ typedef struct {
     uint64_t big_bytes_in;
     int64_t big_bytes_out_row;
     uint64_t big_bytes_out;
+    /* A known field with another wire type (what another message's field of that number
+     * has): the first such row and its tag, else -1; or the batch's own field 1 (batch = 1,
+     * row = the entries before it). Probably another message posted (see native.py). */
+    int64_t wrong_wire_row;
+    uint32_t wrong_wire_tag;
+    int32_t wrong_wire_batch;
 } gx_result;
 
 /* A zeroed result; NULL when out of memory. Free it (and every buffer) with gx_result_free. */
@@ -154,6 +160,9 @@ typedef struct {
     uint64_t big_bytes_in;
     int64_t big_bytes_out_row;
     uint64_t big_bytes_out;
+    int64_t wrong_wire_row;
+    uint32_t wrong_wire_tag;
+    int32_t wrong_wire_batch;
 } gx_status;
 
 /* Decode a whole batch body of `stream` and export it as an Arrow struct array (a record

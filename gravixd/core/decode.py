@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import Annotated, Any, Final, TypeAlias
+from typing import Annotated, Any, Final, TypeAlias, cast
 
 import msgspec
 import pyarrow as pa
@@ -51,6 +51,8 @@ from .json_fields import (
     severity_of,
     unix_nano_of,
 )
+from .protobuf_checks import find_wrong_wire, no_event_error, wrong_wire_error
+from .unknown_fields import UnknownFields
 
 JSON_TYPES: Final = frozenset({"application/json"})
 NDJSON_TYPES: Final = frozenset({"application/x-ndjson", "application/jsonl", "application/ndjson"})
@@ -100,12 +102,44 @@ class ServiceEvent(msgspec.Struct, gc=False):
     timestamp: str | int | float | None = None
 
 
+# The same Structs refusing keys they do not know: the decoders every body meets first. A
+# body they take has no unknown key, so it pays nothing for `unknown_fields`; only one they
+# refuse is decoded again, by the Structs above and as key -> raw value maps (`_decode_keeping`).
+class _KnownFact(RequestFact, forbid_unknown_fields=True):
+    pass
+
+
+class _KnownEvent(ServiceEvent, forbid_unknown_fields=True):
+    pass
+
+
 _STRUCTS: Final = {"facts": RequestFact, "events": ServiceEvent}
+_KNOWN_STRUCTS: Final = {"facts": _KnownFact, "events": _KnownEvent}
+_KNOWN_KEYS: Final = {
+    stream: frozenset(struct.__struct_encode_fields__) for stream, struct in _STRUCTS.items()
+}
 _BODY_DECODERS: Final = {
     stream: msgspec.json.Decoder(list[struct] | struct)  # type: ignore[valid-type]
-    for stream, struct in _STRUCTS.items()
+    for stream, struct in _KNOWN_STRUCTS.items()
 }
-_LINE_DECODERS: Final = {stream: msgspec.json.Decoder(s) for stream, s in _STRUCTS.items()}
+_LINE_DECODERS: Final = {stream: msgspec.json.Decoder(s) for stream, s in _KNOWN_STRUCTS.items()}
+# The lenient decoders (unknown keys skipped) and the key maps, by the shape decoded.
+_RawObject: TypeAlias = dict[str, msgspec.Raw]
+_LENIENT_DECODERS: Final = {
+    "body": {
+        stream: msgspec.json.Decoder(list[struct] | struct)  # type: ignore[valid-type]
+        for stream, struct in _STRUCTS.items()
+    },
+    "line": {stream: msgspec.json.Decoder(struct) for stream, struct in _STRUCTS.items()},
+    "slice": {
+        stream: msgspec.json.Decoder(list[struct])  # type: ignore[valid-type]
+        for stream, struct in _STRUCTS.items()
+    },
+}
+# One object's keys, values as Python objects (one C pass); as raw JSON where a value cannot
+# be built (1e400).
+_KEY_DECODER: Final = msgspec.json.Decoder(dict[str, Any])
+_RAW_KEY_DECODER: Final = msgspec.json.Decoder(_RawObject)
 # For partial acceptance: the items of an array, each decoded on its own.
 _RAW_ITEMS: Final = msgspec.json.Decoder(list[msgspec.Raw])
 
@@ -116,6 +150,8 @@ def decode(
     body: bytes,
     received_unix_nano: int,
     protobuf_decoder: ProtobufDecoder | None = None,
+    *,
+    unknown: UnknownFields | None = None,
 ) -> Decoded:
     """Decode a request body of `media_type` into a record batch of `stream` (or, for a
     small JSON request, validated `Rows` that the spool batches with others).
@@ -124,27 +160,55 @@ def decode(
         stream: "facts" or "events".
         media_type: the Content-Type without parameters, lower case; one of CONTENT_TYPES.
         protobuf_decoder: the protobuf path to use; the pure one when None.
+        unknown: what to do with JSON keys the schema does not know, and their count;
+            None keeps them in `attributes`.
 
     Raises:
         DecodeError: the body is not a valid payload; nothing of it is accepted.
         ValueError: unknown stream or media type (a caller bug: check CONTENT_TYPES first).
     """
     if media_type in JSON_TYPES:
-        return decode_json(stream, body, received_unix_nano)
+        return decode_json(stream, body, received_unix_nano, unknown)
     if media_type in NDJSON_TYPES:
-        return decode_ndjson(stream, body, received_unix_nano)
+        return decode_ndjson(stream, body, received_unix_nano, unknown)
     if media_type in PROTOBUF_TYPES:
-        return (protobuf_decoder or decode_protobuf_pure)(stream, body, received_unix_nano)
+        batch = (protobuf_decoder or decode_protobuf_pure)(stream, body, received_unix_nano)
+        if not batch.num_rows and body:
+            raise no_event_error(stream, len(body))  # never `202 {"accepted": 0}`
+        return batch
     raise ValueError(f"unsupported media type {media_type!r}")
 
 
-def decode_json(stream: str, body: bytes, received_unix_nano: int) -> Decoded:
-    """One JSON object or an array of them."""
-    decoded = _parse_json(_BODY_DECODERS[stream], body, "Expected a JSON object or array")
+def decode_json(
+    stream: str, body: bytes, received_unix_nano: int, unknown: UnknownFields | None = None
+) -> Decoded:
+    """One JSON object or an array of them; several objects one a line are NDJSON."""
+    unknown = unknown or UnknownFields()
+    try:
+        expected = "Expected a JSON object or array"
+        decoded = _parse_keeping(stream, "body", body, expected, unknown)
+    except DecodeError:
+        if several_json_objects(body):
+            return decode_ndjson(stream, body, received_unix_nano, unknown)
+        raise
     items, item_path = (decoded, "$[{}]") if isinstance(decoded, list) else ([decoded], "$")
     if len(items) <= SMALL_REQUEST_ROWS:
         return _small_rows(stream, items, received_unix_nano, item_path)
     return _to_batch(stream, items, received_unix_nano, item_path)
+
+
+def several_json_objects(body: bytes) -> bool:
+    """Whether a body that is not one JSON value is JSON objects one a line: what older
+    Fluent Bit (before 3.0) sends as `json_lines` with `Content-Type: application/json`.
+
+    True when its first two non-blank lines each look like a whole object (`{...}`), so a
+    pretty-printed object (whose first line is `{`) with a syntax error keeps its JSON error;
+    the NDJSON decoder then says which line is wrong, if any. Only asked once a body has
+    failed to parse as JSON.
+    """
+    first, _, rest = body.lstrip().partition(b"\n")
+    first = first.rstrip()
+    return first.startswith(b"{") and first.endswith(b"}") and rest.lstrip().startswith(b"{")
 
 
 def _parse_json(decoder: Any, data: bytes, expected: str) -> Any:
@@ -156,6 +220,72 @@ def _parse_json(decoder: Any, data: bytes, expected: str) -> Any:
         raise DecodeError(*_syntax_error(exc, data, expected)) from None
     except RecursionError:
         raise DecodeError(_TOO_DEEP, "invalid_json") from None
+
+
+def _parse_keeping(
+    stream: str, shape: str, data: bytes, expected: str, unknown: UnknownFields
+) -> Any:
+    """`_parse_json` of one JSON body, line or array item (`shape` "body" or "line"), with
+    its unknown keys handled by `unknown`.
+
+    Raises:
+        DecodeError: as `_parse_json` does; an unknown key alone is no error.
+    """
+    known = _BODY_DECODERS[stream] if shape == "body" else _LINE_DECODERS[stream]
+    try:
+        return known.decode(data)
+    except msgspec.ValidationError:
+        pass  # an unknown key, or a real mistake: the lenient decoder tells which
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return _parse_json(known, data, expected)  # not JSON: raises with the diagnosis
+    decoded = _parse_json(_LENIENT_DECODERS[shape][stream], data, expected)
+    _merge_unknown(stream, shape, data, decoded, unknown)
+    return decoded
+
+
+def _decode_keeping(stream: str, shape: str, data: bytes, unknown: UnknownFields) -> Any:
+    """msgspec's decode of an NDJSON chunk (`shape` "lines") or a JSON array slice ("slice"),
+    unknown keys handled by `unknown`. Raises msgspec's own errors, as the decoders do."""
+    lines = shape == "lines"
+    known = _LINE_DECODERS[stream] if lines else _SLICE_DECODERS[stream]
+    try:
+        return known.decode_lines(data) if lines else known.decode(data)
+    except msgspec.ValidationError:
+        pass  # an unknown key, or a real mistake: the lenient decoder tells which
+    if lines:
+        items = _LENIENT_DECODERS["line"][stream].decode_lines(data)
+    else:
+        items = _LENIENT_DECODERS["slice"][stream].decode(data)
+    _merge_unknown(stream, shape, data, items, unknown)
+    return items
+
+
+def _merge_unknown(
+    stream: str, shape: str, data: bytes, decoded: Any, unknown: UnknownFields
+) -> None:
+    """Each decoded item's unknown keys, read from its own JSON object one at a time (the
+    key maps of a whole 8 MiB body at once would hold ~10x its size)."""
+    known = _KNOWN_KEYS[stream]
+    if not isinstance(decoded, list):
+        unknown.merge(decoded, _keys_of(data), known)
+        return
+    if shape == "lines":
+        # The lines msgspec's decode_lines took: it skips only whitespace-only lines.
+        objects: Any = [line for line in data.split(b"\n") if line.strip()]
+    else:
+        objects = _RAW_ITEMS.decode(data)
+    for item, text in zip(decoded, objects, strict=True):
+        unknown.merge(item, _keys_of(text), known)
+
+
+def _keys_of(data: bytes | msgspec.Raw) -> dict[str, Any]:
+    try:
+        keys: dict[str, Any] = _KEY_DECODER.decode(data)
+        return keys
+    except (msgspec.DecodeError, RecursionError):
+        # A value msgspec skipped but cannot build: a number out of range, bad UTF-8, a lone
+        # surrogate, deep nesting. Raw values take anything the lenient decode took.
+        return cast(dict[str, Any], _RAW_KEY_DECODER.decode(data))
 
 
 def _validation_error(exc: msgspec.ValidationError, first_index: int = 0) -> DecodeError:
@@ -293,10 +423,12 @@ def _normalize(stream: str, item: Any, received_unix_nano: int) -> None:
         raise _FieldError(field, exc.message) from None
 
 
-def decode_ndjson(stream: str, body: bytes, received_unix_nano: int) -> Decoded:
+def decode_ndjson(
+    stream: str, body: bytes, received_unix_nano: int, unknown: UnknownFields | None = None
+) -> Decoded:
     """One JSON object a line; blank lines are skipped. Any bad line rejects the body."""
     try:
-        items = _LINE_DECODERS[stream].decode_lines(body)
+        items = _decode_keeping(stream, "lines", body, unknown or UnknownFields())
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         # Slow path, only to say which line is wrong.
         _, errors = decode_ndjson_lenient(stream, body, received_unix_nano)
@@ -323,7 +455,7 @@ def decode_ndjson(stream: str, body: bytes, received_unix_nano: int) -> Decoded:
 DECODE_SLICE_ROWS: Final = 2048
 _SLICE_DECODERS: Final = {
     stream: msgspec.json.Decoder(list[struct])  # type: ignore[valid-type]
-    for stream, struct in _STRUCTS.items()
+    for stream, struct in _KNOWN_STRUCTS.items()
 }
 # Resume (`next`) until StopIteration, whose `value` is the result; other work may run
 # between steps.
@@ -336,6 +468,8 @@ def decode_in_slices(
     body: bytes,
     received_unix_nano: int,
     slice_rows: int = DECODE_SLICE_ROWS,
+    *,
+    unknown: UnknownFields | None = None,
 ) -> DecodeSteps:
     """`decode` of a JSON or NDJSON body, in steps of at most `slice_rows` events.
 
@@ -343,43 +477,49 @@ def decode_in_slices(
         DecodeError: as `decode` does, with the same message.
         ValueError: a media type that is not JSON or NDJSON.
     """
+    unknown = unknown or UnknownFields()
     if media_type in JSON_TYPES:
-        return _json_in_slices(stream, body, received_unix_nano, slice_rows)
+        return _json_in_slices(stream, body, received_unix_nano, slice_rows, unknown)
     if media_type in NDJSON_TYPES:
-        return _ndjson_in_slices(stream, body, received_unix_nano, slice_rows)
+        return _ndjson_in_slices(stream, body, received_unix_nano, slice_rows, unknown)
     raise ValueError(f"decode_in_slices takes JSON or NDJSON, not {media_type!r}")
 
 
-def _json_in_slices(stream: str, body: bytes, received_unix_nano: int, n: int) -> DecodeSteps:
+def _json_in_slices(
+    stream: str, body: bytes, received_unix_nano: int, n: int, unknown: UnknownFields
+) -> DecodeSteps:
     try:
         raw = _RAW_ITEMS.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        if several_json_objects(body):  # older Fluent Bit's json_lines: NDJSON, in slices
+            return (yield from _ndjson_in_slices(stream, body, received_unix_nano, n, unknown))
         # One object (one event: no slices), or no JSON: `decode_json` says what, as always.
-        return decode_json(stream, body, received_unix_nano)
+        return decode_json(stream, body, received_unix_nano, unknown)
     yield
-    decoder = _SLICE_DECODERS[stream]
     items: list[Any] = []
     for start in range(0, len(raw), n):
         try:
-            items += decoder.decode(b"[" + b",".join(raw[start : start + n]) + b"]")
+            chunk = b"[" + b",".join(raw[start : start + n]) + b"]"
+            items += _decode_keeping(stream, "slice", chunk, unknown)
         except msgspec.ValidationError as exc:
             raise _validation_error(exc, start) from None
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             # Bad text in a string (invalid UTF-8, a lone surrogate): the message places it
             # by its byte in the body, which only the whole body's decode knows.
-            return decode_json(stream, body, received_unix_nano)
+            return decode_json(stream, body, received_unix_nano, UnknownFields(unknown.mode))
         yield
     del raw
     return (yield from _columns_in_slices(stream, items, received_unix_nano, "$[{}]", None, n))
 
 
-def _ndjson_in_slices(stream: str, body: bytes, received_unix_nano: int, n: int) -> DecodeSteps:
+def _ndjson_in_slices(
+    stream: str, body: bytes, received_unix_nano: int, n: int, unknown: UnknownFields
+) -> DecodeSteps:
     lines = body.split(b"\n")
-    decoder = _LINE_DECODERS[stream]
     items: list[Any] = []
     for start in range(0, len(lines), n):
         try:
-            items += decoder.decode_lines(b"\n".join(lines[start : start + n]))
+            items += _decode_keeping(stream, "lines", b"\n".join(lines[start : start + n]), unknown)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             yield from _first_line_error(stream, lines, received_unix_nano, n)
             return decode_ndjson(stream, body, received_unix_nano)  # raises, as it does
@@ -433,13 +573,18 @@ class LineError(msgspec.Struct, frozen=True):
 
 
 def decode_ndjson_lenient(
-    stream: str, body: bytes, received_unix_nano: int, first_line: int = 1, first_offset: int = 0
+    stream: str,
+    body: bytes,
+    received_unix_nano: int,
+    first_line: int = 1,
+    first_offset: int = 0,
+    unknown: UnknownFields | None = None,
 ) -> tuple[pa.RecordBatch, list[LineError]]:
     """Decode NDJSON, skipping bad lines (the raw TCP contract) and reporting each.
 
     `first_line` and `first_offset` place `body` within a longer stream, for messages.
     """
-    decoder = _LINE_DECODERS[stream]
+    unknown = unknown or UnknownFields()
     items: list[Any] = []
     errors: list[LineError] = []
     offset = first_offset
@@ -447,12 +592,15 @@ def decode_ndjson_lenient(
         start, offset = offset, offset + len(line) + 1
         if not line.strip():
             continue
+        found = unknown.mark()  # a rejected line's unknown keys are not counted
         try:
-            item = _parse_json(decoder, line, "Expected a JSON object")
+            item = _parse_keeping(stream, "line", line, "Expected a JSON object", unknown)
             _normalize(stream, item, received_unix_nano)
         except DecodeError as exc:
+            unknown.restore(found)
             errors.append(LineError(number, start, f"line {number}: {exc.message}", exc.reason))
         except _FieldError as exc:
+            unknown.restore(found)
             message = f"line {number}: {exc.message} - at `$.{exc.field}`"
             errors.append(LineError(number, start, message, "validation"))
         else:
@@ -492,6 +640,8 @@ def decode_valid(
     body: bytes,
     received_unix_nano: int,
     protobuf_decoder: ProtobufDecoder | None = None,
+    *,
+    unknown: UnknownFields | None = None,
 ) -> Partial:
     """Like `decode`, but an invalid event is left out rather than rejecting the body.
 
@@ -502,11 +652,16 @@ def decode_valid(
     Raises:
         DecodeError: as `decode` does, in those two cases (the first event's error).
     """
+    unknown = unknown or UnknownFields()
     try:
-        return Partial(decode(stream, media_type, body, received_unix_nano, protobuf_decoder))
+        args = (stream, media_type, body, received_unix_nano, protobuf_decoder)
+        return Partial(decode(*args, unknown=unknown))
     except DecodeError as first:
+        unknown.restore()  # counted again, over the valid events only
         pb = protobuf_decoder
-        return valid_after_error(stream, media_type, body, received_unix_nano, pb, first)
+        return valid_after_error(
+            stream, media_type, body, received_unix_nano, pb, first, unknown=unknown
+        )
 
 
 def valid_after_error(
@@ -516,10 +671,16 @@ def valid_after_error(
     received_unix_nano: int,
     protobuf_decoder: ProtobufDecoder | None,
     first: DecodeError,
+    *,
+    unknown: UnknownFields | None = None,
 ) -> Partial:
-    """`decode_valid` for a body that `decode` (or `decode_in_slices`) rejected with `first`."""
-    if media_type in NDJSON_TYPES:
-        batch, line_errors = decode_ndjson_lenient(stream, body, received_unix_nano)
+    """`decode_valid` for a body that `decode` (or `decode_in_slices`) rejected with `first`.
+    `unknown` counts the unknown keys of the valid events only."""
+    unknown = unknown or UnknownFields()
+    if media_type in NDJSON_TYPES or (media_type in JSON_TYPES and several_json_objects(body)):
+        batch, line_errors = decode_ndjson_lenient(
+            stream, body, received_unix_nano, unknown=unknown
+        )
         errors = [
             EventError(_path_in(e.message, "$"), e.message, e.reason, e.line) for e in line_errors
         ]
@@ -527,7 +688,7 @@ def valid_after_error(
     if first.reason != "validation":
         raise first
     if media_type in JSON_TYPES:
-        return _json_valid(stream, body, received_unix_nano, first)
+        return _json_valid(stream, body, received_unix_nano, first, unknown)
     return _protobuf_valid(stream, body, received_unix_nano, protobuf_decoder, first)
 
 
@@ -549,23 +710,29 @@ def _path_in(message: str, default: str) -> str:
     return where[1] if where else default
 
 
-def _json_valid(stream: str, body: bytes, received_unix_nano: int, first: DecodeError) -> Partial:
+def _json_valid(
+    stream: str, body: bytes, received_unix_nano: int, first: DecodeError, unknown: UnknownFields
+) -> Partial:
     try:
         raw = _RAW_ITEMS.decode(body)  # it parsed as JSON before it failed validation
     except msgspec.ValidationError:
         raise first from None  # one object (or no object at all), and it is invalid
-    decoder = _LINE_DECODERS[stream]
     items, errors = [], []
     for index, element in enumerate(raw):
+        found = unknown.mark()  # a rejected event's unknown keys are not counted
         try:
-            item = _parse_json(decoder, element, "Expected a JSON object")
+            # bytes, not the Raw: a syntax error's diagnosis reads the text (`_syntax_error`).
+            expected = "Expected a JSON object"
+            item = _parse_keeping(stream, "line", bytes(element), expected, unknown)
             _normalize(stream, item, received_unix_nano)
         except DecodeError as exc:
+            unknown.restore(found)
             message = exc.message.replace(" - at `$", f" - at `$[{index}]")
             if not _WHERE.search(message):
                 message += f" - at `$[{index}]`"
             errors.append(EventError(_path_in(message, ""), message, exc.reason))
         except _FieldError as exc:
+            unknown.restore(found)
             path = f"$[{index}].{exc.field}"
             errors.append(EventError(path, f"{exc.message} - at `{path}`", "validation"))
         else:
@@ -919,6 +1086,14 @@ def decode_protobuf_pure(stream: str, body: bytes, received_unix_nano: int) -> p
             f"got {len(body)} bytes that do not parse ({exc})",
             "invalid_protobuf",
         ) from None
+    # A body of known fields in their wire types re-serializes to its own size; one that
+    # does not (unknown fields, or a known field of another wire type, which upb keeps as
+    # unknown) is walked to tell which (`protobuf_checks`).
+    batch.DiscardUnknownFields()
+    if batch.ByteSize() != len(body):
+        wrong = find_wrong_wire(stream, body)
+        if wrong is not None:
+            raise wrong_wire_error(stream, wrong)
     items = getattr(batch, field)
     try:
         if stream == "facts":

@@ -27,6 +27,10 @@ from ..errors import DecodeError
 from .decode import ProtobufDecoder
 from .framing import FramingError, ProtobufFramer, TruncatedFrame
 
+# A frame that parsed but is not a valid entry is skipped; the framing holds (any other
+# error means the length prefixes cannot be trusted).
+_FRAME_SKIPPED = ("validation", "wrong_message")
+
 __all__ = ["DecodedFrames", "FrameDecoder", "PythonFrameDecoder", "RejectedFrame"]
 
 
@@ -90,7 +94,7 @@ class PythonFrameDecoder:
                     except DecodeError as exc:
                         offset = frames.offset_of(index)
                         message = f"{exc.message} - at byte {offset}"
-                        if exc.reason != "validation":
+                        if exc.reason not in _FRAME_SKIPPED:
                             out.error = FramingError(message, offset, exc.reason)
                             break
                         out.rejected.append(RejectedFrame(exc.reason, message, offset))

@@ -193,8 +193,13 @@ def _parse(value: str) -> int:
 
 
 _SEVERITY_EXPECTED: Final = (
-    "Expected a severity number or name (" + ", ".join(SEVERITY_NAMES[1:]) + ", or syslog's "
-    "and OpenTelemetry's: trace, notice, warning, err, crit, alert, emerg, ...; any case)"
+    "Expected a severity number or name (any case, with or without SEVERITY_; "
+    + "; ".join(
+        f"{stored}: {', '.join(n for n, v in SEVERITY_ALIASES.items() if v == number)}"
+        for number, stored in enumerate(SEVERITY_NAMES)
+        if number
+    )
+    + ")"
 )
 
 

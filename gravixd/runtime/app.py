@@ -262,7 +262,12 @@ class Daemon:
             after_upload=self._hand_to_committer if self.committer is not None else None,
         )
         self.pipeline = Pipeline(
-            self.spool, self.metrics, ack=config.ack, protobuf_decoder=decoder, clock=clock
+            self.spool,
+            self.metrics,
+            ack=config.ack,
+            protobuf_decoder=decoder,
+            unknown_fields=config.unknown_fields,
+            clock=clock,
         )
         # One max_in_flight_bytes for HTTP requests and raw TCP's partial lines and frames.
         self.in_flight = InFlightBytes(config.max_in_flight_bytes)
@@ -596,6 +601,7 @@ class Daemon:
         if self.committer is not None:
             self.committer.interval_seconds = new.iceberg_commit_interval_seconds
             self.committer.retention_seconds = new.iceberg_snapshot_retention_seconds
+        self.pipeline.unknown_fields = new.unknown_fields
         logging.getLogger().setLevel(new.log_level.upper())
         fixed = [k for k in _RESTART_KEYS if getattr(new, k) != getattr(self.config, k)]
         same_paths = "tls_cert_file" not in fixed and "tls_key_file" not in fixed

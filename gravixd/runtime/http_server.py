@@ -29,6 +29,7 @@ import math
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial as bind_args
 from typing import Any, Final, TypeVar, TypeVarTuple, cast
 
 import msgspec
@@ -72,6 +73,7 @@ from ..core.otlp import (
     response_content_type,
 )
 from ..core.otlp import json_decode_bytes as otlp_json_decode_bytes
+from ..core.unknown_fields import UnknownFields
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
 from .in_flight import Held, InFlightBytes
@@ -426,11 +428,12 @@ class HttpServer:
         try:
             otlp_result: OtlpBatch | None = None
             skip = False
+            unknown = pipeline.unknown_keys()
             try:
                 now = pipeline.now_unix_nano()
                 if signal is None:
                     skip = (request.invalid_events or self.settings.invalid_events) == "skip"
-                    partial = await self._decode(request, skip, now)
+                    partial = await self._decode(request, skip, now, unknown)
                     batch = partial.decoded
                 else:
                     otlp_result = await self._off_loop_if_big(
@@ -457,6 +460,7 @@ class HttpServer:
                 except DurabilityError as exc:
                     message = f"{exc}; nothing of this request was kept, retry later"
                     return _error(request, 503, "not_durable", message)
+                pipeline.count_unknown(request.stream, source, unknown)
             if signal is not None and otlp_result is not None:
                 return 200, self._otlp_answer(signal, request, otlp_result), []
             if skip:
@@ -510,8 +514,11 @@ class HttpServer:
             return _DECODE_BYTES_PER_BODY_BYTE["protobuf_pure"]  # OTLP parses with upb
         return _DECODE_BYTES_PER_BODY_BYTE["protobuf"]
 
-    async def _decode(self, request: IngestRequest, skip: bool, now: int) -> Partial:
-        """`decode_valid` (skip) or `decode` of a request body, without holding the loop long."""
+    async def _decode(
+        self, request: IngestRequest, skip: bool, now: int, unknown: UnknownFields
+    ) -> Partial:
+        """`decode_valid` (skip) or `decode` of a request body, without holding the loop long;
+        `unknown` counts the unknown JSON keys of the events it returns."""
         args = (request.stream, request.media_type, request.body, now)
         protobuf_decoder = self.pipeline.protobuf_decoder
         decode_all = decode_valid if skip else _decode_all
@@ -519,16 +526,18 @@ class HttpServer:
         if media_type not in JSON_TYPES and media_type not in NDJSON_TYPES:
             return await self._off_loop_if_big(request.body, decode_all, *args, protobuf_decoder)
         if len(request.body) < _THREAD_DECODE_BYTES:
-            return decode_all(*args, protobuf_decoder)
+            return decode_all(*args, protobuf_decoder, unknown=unknown)
         try:
-            return Partial(await _run_steps(decode_in_slices(*args)))
+            return Partial(await _run_steps(decode_in_slices(*args, unknown=unknown)))
         except DecodeError as first:
             if not skip:
                 raise
+            unknown.restore()  # counted again, over the valid events only
             # Each event on its own, a Python loop (the GIL changes hands between its
             # items): in the worker thread.
+            valid = bind_args(valid_after_error, unknown=unknown)
             return await trio.to_thread.run_sync(
-                valid_after_error, *args, protobuf_decoder, first, limiter=self._decode_threads
+                valid, *args, protobuf_decoder, first, limiter=self._decode_threads
             )
 
     async def _off_loop_if_big(self, body: bytes, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
@@ -559,9 +568,9 @@ async def _run_steps(steps: DecodeSteps) -> Decoded:
         await trio.lowlevel.checkpoint()
 
 
-def _decode_all(*args: Any) -> Partial:
+def _decode_all(*args: Any, **kwargs: Any) -> Partial:
     """`decode` (all-or-nothing) in `decode_valid`'s shape."""
-    return Partial(decode(*args))
+    return Partial(decode(*args, **kwargs))
 
 
 async def _linger(stream: trio.abc.Stream) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..core.decode import ProtobufDecoder
+from ..core.unknown_fields import UnknownFields, UnknownFieldsMode
 from ..errors import SpoolFullError
 from ..metrics import Metrics
 from .clock import Clock
@@ -22,6 +23,7 @@ class Pipeline:
         *,
         ack: str,
         protobuf_decoder: ProtobufDecoder,
+        unknown_fields: UnknownFieldsMode = "attributes",
         clock: Clock | None = None,
     ) -> None:
         """`clock` gives events without a timestamp their time of receipt."""
@@ -29,6 +31,7 @@ class Pipeline:
         self.metrics = metrics
         self.ack = ack
         self.protobuf_decoder = protobuf_decoder
+        self.unknown_fields = unknown_fields  # SIGHUP may change it
         self.now_unix_nano = (clock or Clock()).unix_nano
         # (stream, source) -> cached counter child: labels() is slow on a hot path.
         self._accepted: dict[tuple[str, str], Any] = {}
@@ -48,6 +51,23 @@ class Pipeline:
                 stream, source
             )
         counter.inc(batch.num_rows)
+
+    def unknown_keys(self) -> UnknownFields:
+        """A fresh count of unknown JSON keys for one request or read, in the current mode."""
+        return UnknownFields(self.unknown_fields)
+
+    def count_unknown(self, stream: str, source: str, unknown: UnknownFields) -> None:
+        """Count the unknown keys of events that were accepted."""
+        if not unknown.found:
+            return
+        counter = self.metrics.unknown_fields
+        if unknown.mode != "attributes":
+            counter.labels(stream, source, "ignored").inc(unknown.found)
+            return
+        if unknown.found > unknown.over_limit:
+            counter.labels(stream, source, "kept").inc(unknown.found - unknown.over_limit)
+        if unknown.over_limit:
+            counter.labels(stream, source, "over_limit").inc(unknown.over_limit)
 
     def check_writable(self) -> None:
         """Raises SpoolFullError while the spool's ledger says full (shed load); the error

@@ -52,6 +52,7 @@ from ..core.framing import (
     TrailingLine,
     TruncatedFrame,
 )
+from ..core.unknown_fields import UnknownFields
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
 from ..native import open_frame_decoder
@@ -134,6 +135,10 @@ class Pipeline(Protocol):
 
     protobuf_decoder: ProtobufDecoder
     metrics: Metrics
+
+    def unknown_keys(self) -> UnknownFields: ...
+
+    def count_unknown(self, stream: str, source: str, unknown: UnknownFields) -> None: ...
 
     async def ingest(self, stream: str, batch: pa.RecordBatch, source: str) -> None: ...
 
@@ -451,15 +456,20 @@ class _Connection:
         self, body: bytes, first_line: int, first_offset: int, *, last: bool = False
     ) -> pa.RecordBatch | None:
         now = self.pipeline.now_unix_nano()
+        unknown = self.pipeline.unknown_keys()
         try:
             # All lines good: the fast path. (A few lines may come back as `Rows`: the writer
             # concatenates batches, so they become columns now.)
-            return as_record_batch(self.stream, decode_ndjson(self.stream, body, now))
+            batch = as_record_batch(self.stream, decode_ndjson(self.stream, body, now, unknown))
         except DecodeError:
-            pass
-        batch, errors = decode_ndjson_lenient(self.stream, body, now, first_line, first_offset)
-        for error in errors:
-            self._reject_line(error, truncated=last)
+            unknown = self.pipeline.unknown_keys()  # counted over the good lines only
+            batch, errors = decode_ndjson_lenient(
+                self.stream, body, now, first_line, first_offset, unknown
+            )
+            for error in errors:
+                self._reject_line(error, truncated=last)
+        # Counted as read (raw TCP has no answer to wait for, as for rejected lines).
+        self.pipeline.count_unknown(self.stream, "tcp", unknown)
         return batch
 
     def _reject_line(self, error: LineError, *, truncated: bool) -> None:

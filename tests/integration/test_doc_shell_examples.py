@@ -1,5 +1,6 @@
 """The shell examples of README.md ("Sending events") and docs/emit-and-tcp.md run as written
-against a real daemon: curl, nc, socat, bash's /dev/tcp and `gravixd emit`. Only the ports
+against a real daemon: curl, bash's /dev/tcp and `gravixd emit`, in an empty directory (the
+files they read, they make: a fresh machine has no others). Only the ports
 (the docs' 8088/5170/5171/5172/9108 become the daemon's), a few counts and durations (so that
 the run stays short) and the one line that follows a log forever are changed. Each block is
 one bash script under `set -e -o pipefail`; `# -> STATUS BODY` comments in a block are what
@@ -10,7 +11,6 @@ example of the docs loads, and none installs gravixd from the package index."""
 from __future__ import annotations
 
 import contextlib
-import gzip
 import re
 import subprocess
 import sys
@@ -57,13 +57,13 @@ SHELL_BLOCKS = [
 
 def as_run_here(block: str, daemon: Daemon) -> str:
     """The block with the daemon's ports, shorter runs and no endless line."""
-    tcp, tcp_protobuf, tcp_events = daemon.tcp_ports
+    tcp, tcp_events, tcp_protobuf = daemon.tcp_ports  # the order of the docs' TOML
     ports = {
         "8088": daemon.http_port,
         "9108": daemon.metrics_port,
         "5170": tcp,
-        "5171": tcp_protobuf,
-        "5172": tcp_events,
+        "5171": tcp_events,
+        "5172": tcp_protobuf,
     }
     block = re.sub(r"\b(8088|9108|5170|5171|5172)\b", lambda m: str(ports[m[1]]), block)
     for long, short in _SHORTER.items():
@@ -89,12 +89,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Daemon:
 
 @pytest.fixture
 def example_files(tmp_path: Path) -> Path:
-    """The files the examples name, in the directory they run in."""
-    facts = b'{"service":"api","route":"/x","status_code":200,"duration_ms":1.5}\n' * 3
-    (tmp_path / "requests.ndjson").write_bytes(facts)
-    (tmp_path / "events.ndjson").write_bytes(facts)
-    events = b'{"service":"api","kind":"restart","severity":"warning","message":"m"}\n' * 3
-    (tmp_path / "old-events.ndjson.gz").write_bytes(gzip.compress(events))
+    """The directory the examples run in: empty, as on a fresh machine (an example that
+    reads a file it did not make fails)."""
     return tmp_path
 
 

@@ -190,3 +190,35 @@ def test_emit_names_a_bad_field_value_in_a_file(tmp_path: Path) -> None:
     report = json.loads(proc.stdout)
     (error,) = report["errors"]
     assert error.startswith("could not encode a batch: Expected a severity number or name")
+
+
+def test_emit_over_tcp_in_the_wrong_framing_points_at_the_rejection_metric(
+    tmp_path: Path,
+) -> None:
+    """protobuf frames sent to the ndjson listener are all rejected by gravixd, yet raw TCP
+    cannot tell the sender: the report says so and names the metric that shows them."""
+    with Daemon(tmp_path / "d") as daemon:
+        _wrong_framing_is_reported(daemon)
+
+
+def _wrong_framing_is_reported(daemon: Daemon) -> None:
+    nd_facts = daemon.tcp_ports[0]
+    proc = subprocess.run(
+        [sys.executable, "-m", "gravixd", "emit", "--tcp", f"127.0.0.1:{nd_facts}"]
+        + ["--framing", "protobuf", "--count", "20", "--batch-size", "10"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "counted as sent, not as accepted" in proc.stdout
+    assert 'ingestion_events_rejected_total{source="tcp"}' in proc.stdout
+
+    def rejected() -> float:
+        return sum(
+            value
+            for (name, labels), value in daemon.metrics().items()
+            if name == "ingestion_events_rejected_total" and dict(labels).get("source") == "tcp"
+        )
+
+    wait_for(lambda: rejected() > 0, timeout=30)  # what the note tells the user to check

@@ -244,7 +244,7 @@ CASES = [
         "protobuf field of the wrong wire type (service as varint)",
         lambda: [request(b"\x0a\x02\x10\x01", "application/x-protobuf")],
         400,
-        "validation",
+        "wrong_message",
     ),
     Case(
         "protobuf invalid UTF-8 string",

@@ -29,6 +29,7 @@ from gravixd.errors import DurabilityError, SpoolFullError
 from gravixd.eventgen import EventGenerator
 from gravixd.metrics import Metrics
 from gravixd.proto.gravix.v1 import events_pb2
+from gravixd.runtime.pipeline import Pipeline
 from gravixd.runtime.tcp_server import TcpDrain, serve_tcp_listener
 
 NOW_NS = 1_800_000_000_000_000_000
@@ -64,6 +65,10 @@ class FakePipeline:
 
     def now_unix_nano(self) -> int:
         return NOW_NS
+
+    unknown_keys = Pipeline.unknown_keys  # as Pipeline does (unknown_fields = attributes)
+    count_unknown = Pipeline.count_unknown
+    unknown_fields = "attributes"
 
     def rows(self, stream: str = "facts") -> list[dict[str, Any]]:
         batches = [b for s, b, _ in self.batches if s == stream]

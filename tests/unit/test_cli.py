@@ -299,3 +299,25 @@ def test_python_m_gravixd_runs_from_the_clone_parent_directory(tmp_path: Path) -
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"gravixd {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage", "suggestion"),
+    [
+        (["serve", "--http-listn", "x"], "gravixd serve", "did you mean --http-listen?"),
+        (["spool", "check", "--spool-dri", "x"], "gravixd spool check", "--spool-dir?"),
+        (["emit", "--tcpp", "x"], "gravixd emit", "did you mean --tcp?"),
+    ],
+)
+def test_a_mistyped_flag_gets_its_subcommand_usage_and_a_suggestion(
+    argv: list[str], usage: str, suggestion: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in a flag names the flag meant (as config errors do) and shows the usage of
+    the subcommand, not the top-level one that lists no flags at all."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: {usage} ")
+    assert f"unrecognized arguments: {' '.join(argv[-2:])}" in err
+    assert suggestion in err

@@ -59,10 +59,11 @@ DEFAULTS = [
     ("store_url", "file://./gravixd-data/store"),
     ("ack", "durable"),
     ("invalid_events", "reject"),
+    ("unknown_fields", "attributes"),
     ("max_body_bytes", 8 * MiB),
     ("segment_max_bytes", 64 * MiB),
     ("segment_max_events", 1_000_000),
-    ("segment_max_age_seconds", 60.0),
+    ("segment_max_age_seconds", 2.0),  # the default store is file://: see below
     ("segment_format", "parquet"),
     ("segment_compression", "lz4"),
     ("max_spool_bytes", GiB),
@@ -119,7 +120,28 @@ def test_defaults_cover_every_key() -> None:
 def test_default(key: str, default: Any) -> None:
     loaded = load({}, {})
     assert getattr(loaded.config, key) == default
-    assert loaded.sources[key] == "default"
+    local = key == "segment_max_age_seconds"
+    assert loaded.sources[key] == ("default for a file:// store" if local else "default")
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "age", "source"),
+    [
+        ({}, {}, 2.0, "default for a file:// store"),
+        ({"store_url": "file:///var/lib/gravixd"}, {}, 2.0, "default for a file:// store"),
+        ({"store_url": "s3://bucket/p"}, {}, 60.0, "default"),
+        ({}, {"GRAVIXD_SEGMENT_MAX_AGE_SECONDS": "6"}, 6.0, "env GRAVIXD_SEGMENT_MAX_AGE_SECONDS"),
+        ({"segment_max_age_seconds": "30"}, {}, 30.0, "flag --segment-max-age-seconds"),
+    ],
+)
+def test_a_local_store_is_fresh_within_seconds_unless_an_age_is_set(
+    flags: dict[str, str], environ: dict[str, str], age: float, source: str
+) -> None:
+    """Segments reach a file:// store every 2 s by default (a newcomer reads what they sent
+    right away); an object store keeps 60 s (each object a PUT); a set age always wins."""
+    loaded = load(flags, environ)
+    assert loaded.config.segment_max_age_seconds == age
+    assert loaded.sources["segment_max_age_seconds"] == source
 
 
 def test_config_is_frozen() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,9 +98,10 @@ CASES = [
         "events",
         "application/json",
         b'[{"service":"a","severity":"LOUD"}]',
-        "Expected a severity number or name (DEBUG, INFO, WARN, ERROR, FATAL, or syslog's and "
-        "OpenTelemetry's: trace, notice, warning, err, crit, alert, emerg, ...; any case), "
-        "got `LOUD` - at `$[0].severity`",
+        "Expected a severity number or name (any case, with or without SEVERITY_; DEBUG: "
+        "trace, verbose, debug; INFO: info, information, informational, notice; WARN: warn, "
+        "warning; ERROR: err, error; FATAL: crit, critical, alert, emerg, emergency, fatal, "
+        "panic), got `LOUD` - at `$[0].severity`",
         "validation",
     ),
     (
@@ -489,8 +491,10 @@ def test_timestamp_mistakes_are_400s_that_say_what_was_meant(
 
 SEVERITY_SPELLINGS = {
     "UNSPECIFIED": ["unspecified", "SEVERITY_UNSPECIFIED"],
-    "DEBUG": ["trace", "debug", "DEBUG", "Debug", "SEVERITY_DEBUG", "severity_trace"],
-    "INFO": ["info", "informational", "notice", "NOTICE", "SEVERITY_INFO"],
+    "DEBUG": ["trace", "debug", "DEBUG", "Debug", "SEVERITY_DEBUG", "severity_trace"]
+    + ["verbose", "Verbose", "VERBOSE", "SEVERITY_VERBOSE"],  # Serilog, .NET
+    "INFO": ["info", "informational", "notice", "NOTICE", "SEVERITY_INFO"]
+    + ["Information", "information", "INFORMATION"],  # .NET's LogLevel, Serilog
     "WARN": ["warn", "warning", "Warning", "SEVERITY_WARN", "SEVERITY_WARNING"],
     "ERROR": ["err", "error", "ERR", "SEVERITY_ERROR"],
     "FATAL": ["crit", "critical", "alert", "emerg", "emergency", "fatal", "panic", "PANIC"],
@@ -606,3 +610,32 @@ def test_severity_numbers_out_of_the_enums_range(count: int, severity: int) -> N
     assert caught.value.message == (
         f"Expected a severity number 0..2147483647, got `{severity}` - at `$[0].severity`"
     )
+
+
+def test_json_lines_sent_as_application_json_are_ndjson() -> None:
+    """Fluent Bit before 3.0 sends `format json_lines` with Content-Type application/json."""
+    lines = b'{"service":"a","kind":"log","message":"one"}\n{"service":"b","kind":"log"}\n'
+    batch = _decode("events", "application/json", lines, NOW)
+    assert batch.column("service").to_pylist() == ["a", "b"]
+    with pytest.raises(DecodeError) as caught:
+        _decode("events", "application/json", lines + b'{"service":""}\n', NOW)
+    assert caught.value.message == "line 3: Expected `str` of length >= 1 - at `$.service`"
+    # One pretty-printed object with a mistake keeps its JSON error (its first line is `{`).
+    with pytest.raises(DecodeError) as caught:
+        _decode("events", "application/json", b'{\n "service": "a",\n}\n', NOW)
+    assert caught.value.message.startswith("Expected a JSON object or array: JSON is malformed")
+
+
+def test_unknown_keys_past_the_per_event_limit_are_dropped_and_counted() -> None:
+    """A body of thousands of tiny unknown keys must not hold many times its size in memory:
+    32 are kept per event (in wire order), the rest counted as over the limit."""
+    from gravixd.core.unknown_fields import MAX_KEPT_PER_EVENT, UnknownFields
+
+    extra = {f"k{i:02d}": i for i in range(MAX_KEPT_PER_EVENT + 8)}
+    unknown = UnknownFields()
+    body = json.dumps({"service": "a", **extra}).encode()
+    decoded = decode("facts", "application/json", body, NOW, unknown=unknown)
+    batch = as_record_batch("facts", decoded)
+    kept = dict(batch.column("attributes")[0].as_py())
+    assert kept == {f"k{i:02d}": str(i) for i in range(MAX_KEPT_PER_EVENT)}
+    assert (unknown.found, unknown.over_limit) == (MAX_KEPT_PER_EVENT + 8, 8)
