@@ -1131,3 +1131,6 @@ int gx_export_schema(int stream, struct ArrowSchema *out) {
     out->private_data = b;
     return GX_OK;
 }
+
+/* ---- OTLP requests: the same readers, buffers and export (see gravix_otlp.c) ------------ */
+#include "gravix_otlp.c"

@@ -72,7 +72,10 @@ enum {
     /* Only from the gx_decode_*_arrow entry points: */
     GX_ERR_INVALID = 14,          /* well-formed, but a row breaks the contract (see status) */
     GX_ERR_FRAME_TOO_LARGE = 15,  /* stream: a length prefix above max_frame_bytes */
-    GX_ERR_FRAME_VARINT = 16      /* stream: a length prefix of 10 bytes, continuation set */
+    GX_ERR_FRAME_VARINT = 16,     /* stream: a length prefix of 10 bytes, continuation set */
+    /* Only from gx_decode_otlp_arrow: */
+    GX_ERR_FALLBACK = 17,         /* a form C does not produce: decode it with the Python mapping */
+    GX_ERR_TOO_MANY_RECORDS = 18  /* more records than max_records */
 };
 
 typedef struct {
@@ -177,6 +180,38 @@ int gx_decode_arrow(int stream, const uint8_t *body, size_t len, int64_t receive
 int gx_decode_stream_arrow(int stream, const uint8_t *data, size_t len,
                            int64_t received_unix_nano, int64_t max_frame_bytes,
                            gx_status *status, struct ArrowArray *out);
+
+/* ---- OTLP/HTTP protobuf requests (native/gravix_otlp.c) ------------------------------- */
+
+enum { GX_OTLP_TRACES = 0, GX_OTLP_LOGS = 1 };
+
+/* Span kinds counted: OTLP's 0..5 (unspecified, internal, server, client, producer,
+ * consumer), then any other number. */
+#define GX_SPAN_KINDS 7
+
+typedef struct {
+    int32_t error;                /* GX_OK, a protobuf error, GX_ERR_FALLBACK, ..._TOO_MANY_RECORDS */
+    int64_t error_offset;         /* byte of the body where the bad or unhandled element starts */
+    int64_t rows;                 /* rows exported */
+    int64_t records;              /* spans (of every kind) or log records walked */
+    int64_t ignored_by_kind[7];   /* GX_SPAN_KINDS: spans not of kind SERVER, by kind */
+} gx_otlp_status;
+
+/* Map an ExportTraceServiceRequest (GX_OTLP_TRACES, SERVER spans -> facts) or an
+ * ExportLogsServiceRequest (GX_OTLP_LOGS, log records -> events) to one exported struct
+ * array, exactly as gravixd/core/otlp.py's mapping does. GX_ERR_FALLBACK: the body holds
+ * something C does not map itself (a rejected record, an array or map value, an odd
+ * encoding); nothing is exported and the caller decodes the body with the Python mapping.
+ * A protobuf error means C could not parse it (the caller lets upb have the last word).
+ * More than `max_records` records stops the walk early (GX_ERR_TOO_MANY_RECORDS). */
+int gx_decode_otlp_arrow(int signal, const uint8_t *body, size_t len,
+                         int64_t received_unix_nano, int64_t max_records,
+                         gx_otlp_status *status, struct ArrowArray *out);
+
+/* Registers a severity name (lowercase, without SEVERITY_) and the gravixd severity number
+ * it stands for, for log records' severity_text: gravixd/native.py registers
+ * gravixd/schema.py's SEVERITY_ALIASES at import. 0 when the table is full or the name long. */
+int gx_otlp_severity_alias(const char *name, int number);
 
 /* The schema of `stream`'s exported arrays (a struct of the columns), for checking. */
 int gx_export_schema(int stream, struct ArrowSchema *out);

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -113,6 +113,41 @@ class _Rejects:
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
         if len(self.messages) < MAX_ERROR_MESSAGES:
             self.messages.append(f"{message} - at `{where}`")
+
+
+# At most this many spans or log records in one request (config
+# `otlp_max_records_per_request`): 8x the OpenTelemetry Collector's default batch (8,192)
+# and 128x the SDKs' export batch (512), so no normal exporter meets it, while a body of
+# empty records (2 bytes each on the wire, a row each) cannot turn 8 MiB into millions of
+# rows: an 8 KB gzip body did reach 1.5 GiB of peak memory before this limit.
+DEFAULT_MAX_RECORDS_PER_REQUEST: Final = 65_536
+
+
+class TooManyRecords(DecodeError):
+    """A request holds more records than max_records (413: the sender should split it)."""
+
+    def __init__(self, signal: Signal, max_records: int, offset: int) -> None:
+        name = signal.request_type.DESCRIPTOR.full_name
+        super().__init__(
+            f"Expected at most {max_records} {signal.record_noun} in one `{name}`, got more "
+            f"- at byte {offset}; split the batch (otlp_max_records_per_request)",
+            "too_many_records",
+        )
+        self.offset = offset
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """An OtlpWalker's answer when the Python mapping must decide: `error_offset` is None
+    when the body parsed but holds what only Python maps (a rejected record, a JSON value),
+    else the byte where the walker could not parse it (upb has the last word)."""
+
+    error_offset: int | None
+
+
+# A fast walker of protobuf request bodies (gravixd.native's C one): the same OtlpBatch as
+# the Python mapping, or a Fallback. (signal, body, received_unix_nano, max_records).
+OtlpWalker = Callable[["Signal", bytes, int, int], "OtlpBatch | Fallback"]
 
 
 class _Reject(Exception):
@@ -435,16 +470,36 @@ SIGNALS: Final[dict[str, Signal]] = {"/v1/traces": TRACES, "/v1/logs": LOGS}
 
 
 def decode_export(
-    signal: Signal, media_type: str, body: bytes, received_unix_nano: int
+    signal: Signal,
+    media_type: str,
+    body: bytes,
+    received_unix_nano: int,
+    *,
+    walker: OtlpWalker | None = None,
+    max_records: int = DEFAULT_MAX_RECORDS_PER_REQUEST,
 ) -> OtlpBatch:
     """Decode one OTLP/HTTP request body of `media_type` and map it to the signal's stream.
 
+    Args:
+        walker: maps protobuf bodies first (the C walker); None: the Python mapping only.
+        max_records: spans or log records a protobuf body may hold.
+
     Raises:
+        TooManyRecords: a protobuf body with more than `max_records` records.
         DecodeError: the body is not an `Export…ServiceRequest` in that encoding.
         ValueError: a media type outside CONTENT_TYPES (a caller bug).
     """
     if media_type in PROTOBUF_TYPES:
-        request = _parse_protobuf(signal, body)
+        walked_offset = None
+        if walker is not None:
+            outcome = walker(signal, body, received_unix_nano, max_records)
+            if isinstance(outcome, OtlpBatch):
+                return outcome
+            walked_offset = outcome.error_offset
+            if walked_offset is None:  # parsed and counted: within max_records
+                return signal.to_batch(_parse_protobuf(signal, body), received_unix_nano)
+        check_record_count(signal, body, max_records)
+        request = _parse_protobuf(signal, body, walked_offset)
     elif media_type in JSON_TYPES:
         request = _parse_json(signal, body)
     else:
@@ -452,15 +507,87 @@ def decode_export(
     return signal.to_batch(request, received_unix_nano)
 
 
-def _parse_protobuf(signal: Signal, body: bytes) -> Any:
+def _parse_protobuf(signal: Signal, body: bytes, error_offset: int | None = None) -> Any:
     try:
         return signal.request_type.FromString(body)
     except ProtobufDecodeError as exc:
         name = signal.request_type.DESCRIPTOR.full_name
+        where = f" - at byte {error_offset}" if error_offset is not None else ""
         raise DecodeError(
-            f"Expected a protobuf `{name}`, got {len(body)} bytes that do not parse ({exc})",
+            f"Expected a protobuf `{name}`, got {len(body)} bytes that do not parse ({exc}){where}",
             "invalid_protobuf",
         ) from None
+
+
+# Each record takes at least 2 bytes on the wire (a tag and a zero length).
+_MIN_RECORD_BYTES: Final = 2
+
+
+def check_record_count(signal: Signal, body: bytes, max_records: int) -> None:
+    """Before upb builds any object: count the records of a protobuf body (three levels of
+    tags, no parsing) and refuse more than `max_records`. Cheap: a body too short to hold
+    that many is not walked, and the count stops at the first record past the limit.
+    Malformed wire data ends the count quietly: upb then says what is wrong.
+
+    Raises:
+        TooManyRecords
+    """
+    if len(body) < _MIN_RECORD_BYTES * (max_records + 1):
+        return
+    records = 0
+    for _, resource_at, resource_end in _length_fields(body, 0, len(body), 1):
+        for _, scope_at, scope_end in _length_fields(body, resource_at, resource_end, 2):
+            for record_at, _, _ in _length_fields(body, scope_at, scope_end, 2):
+                records += 1
+                if records > max_records:
+                    raise TooManyRecords(signal, max_records, record_at)
+
+
+def _length_fields(body: bytes, at: int, end: int, number: int) -> Iterator[tuple[int, int, int]]:
+    """(tag offset, content start, content end) of each length-delimited field `number` of
+    the message in body[at:end]; stops quietly at malformed data."""
+    wanted = number << 3 | 2
+    groups = 0  # unknown groups open: their fields are skipped
+    while at < end:
+        tag_at = at
+        tag, at = _varint(body, at, end)
+        wire = tag & 7
+        if tag < 0 or wire in (6, 7):
+            return
+        if wire == 0:
+            _, at = _varint(body, at, end)
+        elif wire == 1:
+            at += 8
+        elif wire == 5:
+            at += 4
+        elif wire == 2:
+            length, at = _varint(body, at, end)
+            if length < 0 or at + length > end:
+                return
+            if tag == wanted and not groups:
+                yield tag_at, at, at + length
+            at += length
+        elif wire == 3:
+            groups += 1
+        elif groups:
+            groups -= 1
+        else:
+            return
+        if at < 0 or at > end:
+            return
+
+
+def _varint(body: bytes, at: int, end: int) -> tuple[int, int]:
+    """(value, next offset), or (-1, -1) when truncated or longer than 10 bytes."""
+    value = shift = 0
+    while at < end and shift < 70:
+        byte = body[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+    return -1, -1
 
 
 def _parse_json(signal: Signal, body: bytes) -> Any:
