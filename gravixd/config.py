@@ -127,6 +127,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_connections: Annotated[Count, _doc("open connections, all listeners")] = 1024
     max_in_flight_requests: Annotated[Count, _doc("requests decoded but not yet acked")] = 256
     max_in_flight_bytes: Annotated[Bytes, _doc("bytes of requests not yet acked")] = 256 * MiB
+    # 8x the OpenTelemetry Collector's default batch (8,192): see core/otlp.py.
+    otlp_max_records_per_request: Annotated[
+        Count, _doc("spans or log records in one OTLP protobuf request (413 above)")
+    ] = 65_536
     request_timeout_seconds: Annotated[Seconds, _doc("deadline to receive one request")] = 30.0
     idle_timeout_seconds: Annotated[Seconds, _doc("close idle keep-alive connections")] = 75.0
     drain_timeout_seconds: Annotated[Seconds, _doc("SIGTERM: time to finish and upload")] = 20.0

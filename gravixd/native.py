@@ -371,7 +371,7 @@ def decode_otlp_protobuf(
         }
         return OtlpBatch(batch, ignored_by_kind=ignored)
     if code == _TOO_MANY_RECORDS:
-        raise TooManyRecords(signal, max_records, int(status.error_offset))
+        raise TooManyRecords(signal, max_records, int(status.error_offset), retryable=False)
     if code == _NO_MEMORY:
         raise MemoryError(f"decoding a {len(body)}-byte OTLP protobuf body")
     if code == _FALLBACK:

@@ -123,17 +123,36 @@ class _Rejects:
 DEFAULT_MAX_RECORDS_PER_REQUEST: Final = 65_536
 
 
-class TooManyRecords(DecodeError):
-    """A request holds more records than max_records (413: the sender should split it)."""
+# What one record costs while it is decoded, at most, beyond what its bytes cost (the body
+# is reserved for already): measured on bodies of empty log records, the most records a
+# byte can carry (peak RSS over 10^6 / 2*10^5 records: 69 B in C, 384 B in the Python
+# mapping, rounded up).
+C_BYTES_PER_RECORD: Final = 128
+PYTHON_BYTES_PER_RECORD: Final = 512
 
-    def __init__(self, signal: Signal, max_records: int, offset: int) -> None:
+
+class TooManyRecords(DecodeError):
+    """A request holds more records than may be decoded: over max_records (413, the sender
+    should split its batches), or over what the in-flight memory has room for now
+    (`retryable`: 503, the sender retries later)."""
+
+    def __init__(self, signal: Signal, max_records: int, offset: int, retryable: bool) -> None:
         name = signal.request_type.DESCRIPTOR.full_name
-        super().__init__(
-            f"Expected at most {max_records} {signal.record_noun} in one `{name}`, got more "
-            f"- at byte {offset}; split the batch (otlp_max_records_per_request)",
-            "too_many_records",
-        )
+        noun = signal.record_noun
+        if retryable:
+            message = (
+                f"Expected room for decoding more than {max_records} {noun} within "
+                f"max_in_flight_bytes, got a `{name}` with more - at byte {offset}; retry later"
+            )
+        else:
+            message = (
+                f"Expected at most {max_records} {noun} in one `{name}` "
+                f"(otlp_max_records_per_request), got more - at byte {offset}; "
+                "send smaller batches"
+            )
+        super().__init__(message, "too_many_records")
         self.offset = offset
+        self.retryable = retryable
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,34 +496,47 @@ def decode_export(
     *,
     walker: OtlpWalker | None = None,
     max_records: int = DEFAULT_MAX_RECORDS_PER_REQUEST,
+    working_bytes: int | None = None,
 ) -> OtlpBatch:
     """Decode one OTLP/HTTP request body of `media_type` and map it to the signal's stream.
 
     Args:
         walker: maps protobuf bodies first (the C walker); None: the Python mapping only.
         max_records: spans or log records a protobuf body may hold.
+        working_bytes: memory the decoding may take beyond the body (None: no bound but
+            max_records); records are counted against it as they are walked.
 
     Raises:
-        TooManyRecords: a protobuf body with more than `max_records` records.
+        TooManyRecords: a protobuf body with more than `max_records` records, or more than
+            `working_bytes` has room for (`retryable`).
         DecodeError: the body is not an `Export…ServiceRequest` in that encoding.
         ValueError: a media type outside CONTENT_TYPES (a caller bug).
     """
     if media_type in PROTOBUF_TYPES:
         walked_offset = None
         if walker is not None:
-            outcome = walker(signal, body, received_unix_nano, max_records)
+            cap = _records_cap(max_records, working_bytes, C_BYTES_PER_RECORD)
+            try:
+                outcome = walker(signal, body, received_unix_nano, cap)
+            except TooManyRecords as exc:
+                raise TooManyRecords(signal, cap, exc.offset, cap < max_records) from None
             if isinstance(outcome, OtlpBatch):
                 return outcome
             walked_offset = outcome.error_offset
-            if walked_offset is None:  # parsed and counted: within max_records
-                return signal.to_batch(_parse_protobuf(signal, body), received_unix_nano)
-        check_record_count(signal, body, max_records)
+        cap = _records_cap(max_records, working_bytes, PYTHON_BYTES_PER_RECORD)
+        check_record_count(signal, body, cap, retryable=cap < max_records)
         request = _parse_protobuf(signal, body, walked_offset)
     elif media_type in JSON_TYPES:
         request = _parse_json(signal, body)
     else:
         raise ValueError(f"unsupported OTLP media type {media_type!r}")
     return signal.to_batch(request, received_unix_nano)
+
+
+def _records_cap(max_records: int, working_bytes: int | None, bytes_per_record: int) -> int:
+    if working_bytes is None:
+        return max_records
+    return max(0, min(max_records, working_bytes // bytes_per_record))
 
 
 def _parse_protobuf(signal: Signal, body: bytes, error_offset: int | None = None) -> Any:
@@ -523,7 +555,9 @@ def _parse_protobuf(signal: Signal, body: bytes, error_offset: int | None = None
 _MIN_RECORD_BYTES: Final = 2
 
 
-def check_record_count(signal: Signal, body: bytes, max_records: int) -> None:
+def check_record_count(
+    signal: Signal, body: bytes, max_records: int, *, retryable: bool = False
+) -> None:
     """Before upb builds any object: count the records of a protobuf body (three levels of
     tags, no parsing) and refuse more than `max_records`. Cheap: a body too short to hold
     that many is not walked, and the count stops at the first record past the limit.
@@ -540,7 +574,7 @@ def check_record_count(signal: Signal, body: bytes, max_records: int) -> None:
             for record_at, _, _ in _length_fields(body, scope_at, scope_end, 2):
                 records += 1
                 if records > max_records:
-                    raise TooManyRecords(signal, max_records, record_at)
+                    raise TooManyRecords(signal, max_records, record_at, retryable)
 
 
 def _length_fields(body: bytes, at: int, end: int, number: int) -> Iterator[tuple[int, int, int]]:
