@@ -286,6 +286,20 @@ def exported_schema(stream: str) -> pa.Schema:
     return pa.Schema._import_from_c(int(ffi.cast("uintptr_t", schema)))
 
 
+def column_table(stream: str) -> list[tuple[str, str, int]]:
+    """The C decoder's column table for `stream` (native/gravix_columns.h): (name, kind,
+    proto field number) a column, kind as in schema.Column ("fixed", "string", "map")."""
+    if lib is None:
+        raise RuntimeError(f"gravixd._native is not built: {_IMPORT_ERROR}")
+    kinds = {b"f": "fixed", b"s": "string", b"m": "map"}
+    name, fmt = ffi.new("const char **"), ffi.new("const char **")
+    kind, number = ffi.new("char *"), ffi.new("int *")
+    table: list[tuple[str, str, int]] = []
+    while lib.gx_column_info(_STREAMS[stream][0], len(table), name, fmt, kind, number):
+        table.append((ffi.string(name[0]).decode(), kinds[kind[0]], int(number[0])))
+    return table
+
+
 def live_exports() -> int:
     """Decoded batches whose C buffers are not yet freed (for leak tests)."""
     return int(lib.gx_live_exports()) if lib is not None else 0

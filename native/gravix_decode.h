@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gravix_columns.h"
+
 /* cdef-begin */
 
 /* A growable malloc'd byte buffer; `len` bytes are used. */
@@ -24,33 +26,8 @@ typedef struct {
     int64_t cap;
 } gx_buffer;
 
-/* Buffer slots of a result, in Arrow order. Offsets are int32 (Arrow `string`, `map`). */
-enum {
-    /* facts (RequestFact) */
-    GX_F_TIMESTAMP = 0,
-    GX_F_SERVICE_OFFSETS, GX_F_SERVICE_DATA,
-    GX_F_ROUTE_OFFSETS, GX_F_ROUTE_DATA,
-    GX_F_METHOD_OFFSETS, GX_F_METHOD_DATA,
-    GX_F_STATUS_CODE,
-    GX_F_DURATION_MS,
-    GX_F_BYTES_IN,
-    GX_F_BYTES_OUT,
-    GX_F_TRACE_ID_OFFSETS, GX_F_TRACE_ID_DATA,
-    GX_F_ATTR_OFFSETS, GX_F_ATTR_KEY_OFFSETS, GX_F_ATTR_KEY_DATA,
-    GX_F_ATTR_VALUE_OFFSETS, GX_F_ATTR_VALUE_DATA,
-    GX_F_COUNT,
-    /* events (ServiceEvent) */
-    GX_E_TIMESTAMP = 0,
-    GX_E_SERVICE_OFFSETS, GX_E_SERVICE_DATA,
-    GX_E_KIND_OFFSETS, GX_E_KIND_DATA,
-    GX_E_SEVERITY_OFFSETS, GX_E_SEVERITY_DATA,
-    GX_E_MESSAGE_OFFSETS, GX_E_MESSAGE_DATA,
-    GX_E_TRACE_ID_OFFSETS, GX_E_TRACE_ID_DATA,
-    GX_E_ATTR_OFFSETS, GX_E_ATTR_KEY_OFFSETS, GX_E_ATTR_KEY_DATA,
-    GX_E_ATTR_VALUE_OFFSETS, GX_E_ATTR_VALUE_DATA,
-    GX_E_COUNT
-};
-
+/* Buffer slots of a result, in Arrow order (GX_F_*, GX_E_*): gravix_columns.h derives them
+ * from the column table. Offsets are int32 (Arrow `string`, `map`). */
 #define GX_MAX_BUFFERS 18
 
 /* Return codes; on error `error_offset` is the byte of `body` where the bad element starts. */
@@ -190,7 +167,7 @@ enum { GX_OTLP_TRACES = 0, GX_OTLP_LOGS = 1 };
 #define GX_SPAN_KINDS 7
 
 typedef struct {
-    int32_t error;                /* GX_OK, a protobuf error, GX_ERR_FALLBACK, ..._TOO_MANY_RECORDS */
+    int32_t error;                /* GX_OK, a protobuf error, GX_ERR_FALLBACK or _TOO_MANY_RECORDS */
     int64_t error_offset;         /* byte of the body where the bad or unhandled element starts */
     int64_t rows;                 /* rows exported */
     int64_t records;              /* spans (of every kind) or log records walked */
@@ -212,6 +189,12 @@ int gx_decode_otlp_arrow(int signal, const uint8_t *body, size_t len,
  * it stands for, for log records' severity_text: gravixd/native.py registers
  * gravixd/schema.py's SEVERITY_ALIASES at import. 0 when the table is full or the name long. */
 int gx_otlp_severity_alias(const char *name, int number);
+
+/* Row `i` of `stream`'s column table (gravix_columns.h), for tests to hold it to
+ * gravixd/schema.py: 1 and the fields set, or 0 past the last column. `kind` is 'f', 's' or
+ * 'm' (fixed width, string, map). */
+int gx_column_info(int stream, int i, const char **name, const char **format, char *kind,
+                   int *field_number);
 
 /* The schema of `stream`'s exported arrays (a struct of the columns), for checking. */
 int gx_export_schema(int stream, struct ArrowSchema *out);

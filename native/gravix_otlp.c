@@ -12,8 +12,9 @@
  * text), an AnyValue or body given twice (protobuf merges those), severity text outside
  * ASCII - makes the call end in GX_ERR_FALLBACK, and the caller runs the Python mapping on
  * the whole body. The walk still goes to the end, checking and counting records only, so
- * that a body handed to Python is known to parse and to hold at most max_records records. And it must never accept a body upb rejects: every string field of the
- * request, mapped or not (scope names, span events, links, status), is UTF-8 checked, and
+ * that a body handed to Python is known to parse and to hold at most max_records records.
+ * And it must never accept a body upb rejects: every string field of the request, mapped
+ * or not (scope names, span events, links, status), is UTF-8 checked, and
  * nesting is held one level below upb's limit (a C error sends the body to upb, which has
  * the last word). It never reads outside [body, body + len): every read goes through the
  * bounds-checked readers of gravix_decode.c, and native/fuzz_decode.c fuzzes it.

@@ -34,11 +34,12 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from ..errors import DecodeError
 from ..schema import (
-    EVENTS_SCHEMA,
-    FACTS_SCHEMA,
+    COLUMNS,
     MAX_INT64,
     MAX_STATUS_CODE,
     SEVERITY_NAMES,
+    STREAMS,
+    TIMESTAMP_TYPE,
     severity_number_of_name,
 )
 from . import otlp_json
@@ -310,6 +311,30 @@ def _trace_id_hex(trace_id: bytes, required: bool) -> str:
     raise _Reject("invalid_trace_id", f"Expected {expected}, got {got}")
 
 
+# --- columns ---------------------------------------------------------------------------------
+
+
+def _column_lists(stream: str) -> list[list[Any]]:
+    """One empty list per column of `stream`, in schema.COLUMNS' order."""
+    return [[] for _ in COLUMNS[stream]]
+
+
+def _columns_to_batch(
+    stream: str, columns: list[list[Any]], received_unix_nano: int
+) -> pa.RecordBatch:
+    """The stream's record batch from one list of values per column (schema.COLUMNS'
+    order): timestamps in nanoseconds (0: `received_unix_nano`), maps as dicts."""
+    arrays = []
+    for column, values in zip(COLUMNS[stream], columns, strict=True):
+        if column.field.type == TIMESTAMP_TYPE:
+            arrays.append(timestamp_column(pa.array(values, pa.int64()), received_unix_nano))
+        elif column.kind == "map":
+            arrays.append(attributes_column(values))
+        else:
+            arrays.append(pa.array(values, column.field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=STREAMS[stream])
+
+
 # --- traces -> facts -------------------------------------------------------------------------
 
 
@@ -322,16 +347,9 @@ def spans_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
     del received_unix_nano
     rejects = _Rejects()
     ignored: dict[str, int] = {}
-    starts: list[int] = []
-    services: list[str] = []
-    routes: list[str] = []
-    methods: list[str] = []
-    statuses: list[int] = []
-    durations: list[float] = []
-    bytes_in: list[int] = []
-    bytes_out: list[int] = []
-    trace_ids: list[str] = []
-    attributes: list[dict[str, str]] = []
+    columns = _column_lists("facts")
+    (starts, services, routes, methods, statuses, durations) = columns[:6]
+    (bytes_in, bytes_out, trace_ids, attributes) = columns[6:]
     for r, resource_spans in enumerate(request.resource_spans):
         service, resource_attributes = _resource_attributes(resource_spans.resource)
         for s, scope_spans in enumerate(resource_spans.scope_spans):
@@ -373,19 +391,7 @@ def spans_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
                 bytes_out.append(size_out_bytes)
                 trace_ids.append(trace_id)
                 attributes.append(_merged(own, resource_attributes))
-    columns = [
-        timestamp_column(pa.array(starts, pa.int64()), 0),
-        pa.array(services, pa.string()),
-        pa.array(routes, pa.string()),
-        pa.array(methods, pa.string()),
-        pa.array(statuses, pa.int32()),
-        pa.array(durations, pa.float64()),
-        pa.array(bytes_in, pa.int64()),
-        pa.array(bytes_out, pa.int64()),
-        pa.array(trace_ids, pa.string()),
-        attributes_column(attributes),
-    ]
-    batch = pa.RecordBatch.from_arrays(columns, schema=FACTS_SCHEMA)
+    batch = _columns_to_batch("facts", columns, 0)
     return OtlpBatch(batch, rejects.count, rejects.reasons, rejects.messages, ignored)
 
 
@@ -415,13 +421,8 @@ def logs_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
     """An `ExportLogsServiceRequest` -> events. A record with neither time nor observed time
     gets `received_unix_nano` (gravixd's "0 means time of receipt")."""
     rejects = _Rejects()
-    times: list[int] = []
-    services: list[str] = []
-    kinds: list[str] = []
-    severities: list[str] = []
-    messages: list[str] = []
-    trace_ids: list[str] = []
-    attributes: list[dict[str, str]] = []
+    columns = _column_lists("events")
+    times, services, kinds, severities, messages, trace_ids, attributes = columns
     for r, resource_logs in enumerate(request.resource_logs):
         service, resource_attributes = _resource_attributes(resource_logs.resource)
         for s, scope_logs in enumerate(resource_logs.scope_logs):
@@ -448,16 +449,7 @@ def logs_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
                 messages.append(any_value_text(record.body) if record.HasField("body") else "")
                 trace_ids.append(trace_id)
                 attributes.append(_merged(own, resource_attributes))
-    columns = [
-        timestamp_column(pa.array(times, pa.int64()), received_unix_nano),
-        pa.array(services, pa.string()),
-        pa.array(kinds, pa.string()),
-        pa.array(severities, pa.string()),
-        pa.array(messages, pa.string()),
-        pa.array(trace_ids, pa.string()),
-        attributes_column(attributes),
-    ]
-    batch = pa.RecordBatch.from_arrays(columns, schema=EVENTS_SCHEMA)
+    batch = _columns_to_batch("events", columns, received_unix_nano)
     return OtlpBatch(batch, rejects.count, rejects.reasons, rejects.messages)
 
 
