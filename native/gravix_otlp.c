@@ -388,13 +388,13 @@ static int value_integer(otlp_walk *w, const any_value *v, uint64_t maximum, uin
         uint64_t n = 0;
         for (uint32_t i = 0; i < v->s.len; i++) {
             uint8_t c = v->s.ptr[i];
-            if (c < '0' || c > '9' || n > maximum) goto reject; /* n > maximum: saturated */
-            n = n * 10 + (uint64_t)(c - '0');
+            if (c < '0' || c > '9') goto reject;
+            uint64_t digit = (uint64_t)(c - '0');
+            if (n > (maximum - digit) / 10) goto reject; /* past maximum, before it wraps */
+            n = n * 10 + digit;
         }
-        if (n <= maximum) {
-            *out = n;
-            return 1;
-        }
+        *out = n;
+        return 1;
     }
     if (v->kind == ANY_DOUBLE) {
         double x;

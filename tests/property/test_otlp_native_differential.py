@@ -50,13 +50,19 @@ DOUBLES = st.one_of(
 )
 
 
+# Whole numbers as text, at and past the columns' bounds: 999 (status_code), 2^63 - 1
+# (bytes_in/out), a value whose ten-fold wraps 2^64 to a small number, Unicode digits.
+INTEGER_TEXTS = [
+    "200", "0", "007", "999", "1000", "-1", "1_0", " 2", "", "٣",
+    "9223372036854775807", "9223372036854775808", "18446744073709551620", "0" * 30 + "5",
+]  # fmt: skip
+
+
 def _any_values(depth: int = 2) -> st.SearchStrategy[common_pb2.AnyValue]:
     scalars = st.one_of(
         st.just(common_pb2.AnyValue()),
         TEXT.map(lambda v: common_pb2.AnyValue(string_value=v)),
-        st.sampled_from(["200", "0", "007", "999", "1000", "-1", "1_0", " 2", ""]).map(
-            lambda v: common_pb2.AnyValue(string_value=v)
-        ),
+        st.sampled_from(INTEGER_TEXTS).map(lambda v: common_pb2.AnyValue(string_value=v)),
         st.booleans().map(lambda v: common_pb2.AnyValue(bool_value=v)),
         INT64.map(lambda v: common_pb2.AnyValue(int_value=v)),
         DOUBLES.map(lambda v: common_pb2.AnyValue(double_value=v)),
@@ -446,6 +452,16 @@ def test_double_text_is_pythons_repr(value: float) -> None:
     by_c = native.decode_otlp_protobuf(otlp.TRACES, request.SerializeToString(), 0, 10)
     assert isinstance(by_c, otlp.OtlpBatch)
     assert by_c.batch.column("attributes").to_pylist() == [[("x", repr(value))]]
+
+
+@pytest.mark.parametrize("text", INTEGER_TEXTS)
+@pytest.mark.parametrize("key", ["http.response.status_code", "http.request.body.size"])
+def test_integer_columns_from_text_agree(key: str, text: str) -> None:
+    span = _span(attributes=[_kv(key, string_value=text)])
+    request = trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[trace_pb2.ResourceSpans(scope_spans=[trace_pb2.ScopeSpans(spans=[span])])]
+    )
+    assert_same(otlp.TRACES, request.SerializeToString())
 
 
 def test_records_rejected_by_python_are_left_to_it() -> None:
