@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from native_wire import EGROUP, I32, I64, SGROUP, VARINT, ld, tag, varint
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
@@ -478,3 +479,98 @@ def test_records_rejected_by_python_are_left_to_it() -> None:
     result = assert_same(otlp.TRACES, body)
     assert result is not None and result.rejected_reasons == {"invalid_trace_id": 1}
     assert result.batch.num_rows == 1
+
+
+# --- wire forms the protobuf package never writes ----------------------------------------------
+
+
+def _string_kv(key: bytes, value: bytes) -> bytes:
+    return ld(1, key) + ld(2, ld(1, value))
+
+
+SERVER_SPAN_FIELDS = (
+    ld(1, bytes(range(1, 17)))  # trace_id
+    + ld(5, b"GET /x")  # name
+    + tag(6, VARINT) + varint(2)  # kind SERVER
+    + tag(7, I64) + (1_790_000_000_000_000_000).to_bytes(8, "little")
+    + tag(8, I64) + (1_790_000_000_500_000_000).to_bytes(8, "little")
+)  # fmt: skip
+RESOURCE = ld(1, ld(1, _string_kv(b"service.name", b"checkout")) + ld(1, _string_kv(b"r", b"1")))
+
+
+def _traces(span_fields: bytes, resource: bytes = RESOURCE, after: bytes = b"") -> bytes:
+    """One ResourceSpans: `resource`, a ScopeSpans holding one span, then `after`."""
+    return ld(1, resource + ld(2, ld(1, ld(1, b"scope")) + ld(2, span_fields)) + after)
+
+
+WIRE_CASES = {
+    "plain": _traces(SERVER_SPAN_FIELDS),
+    "resource after the scopes": _traces(SERVER_SPAN_FIELDS, resource=b"", after=RESOURCE),
+    "resource twice, merged": _traces(
+        SERVER_SPAN_FIELDS, after=ld(1, ld(1, _string_kv(b"service.name", b"second")))
+    ),
+    "name twice, the last wins": _traces(SERVER_SPAN_FIELDS + ld(5, b"POST /y")),
+    "kind with the wrong wire type is unknown": _traces(SERVER_SPAN_FIELDS + ld(6, b"\x03")),
+    "unknown fields everywhere": ld(9, b"x")
+    + _traces(SERVER_SPAN_FIELDS + tag(99, VARINT) + varint(5) + tag(98, I32) + b"abcd"),
+    "an unknown group in a span": _traces(
+        SERVER_SPAN_FIELDS + tag(20, SGROUP) + ld(1, b"\xff") + tag(20, EGROUP)
+    ),
+    "key-value with its value twice": _traces(
+        SERVER_SPAN_FIELDS + ld(9, ld(1, b"k") + ld(2, ld(1, b"a")) + ld(2, ld(3, b"\x07")))
+    ),
+    "any-value with two members": _traces(
+        SERVER_SPAN_FIELDS + ld(9, ld(1, b"k") + ld(2, ld(1, b"a") + tag(3, VARINT) + b"\x07"))
+    ),
+    "invalid UTF-8 in the scope's name": ld(
+        1, ld(2, ld(1, ld(1, b"\xff")) + ld(2, SERVER_SPAN_FIELDS))
+    ),
+    "invalid UTF-8 in a span event's name": _traces(
+        SERVER_SPAN_FIELDS + ld(11, ld(2, b"\xc3\x28"))
+    ),
+    "invalid UTF-8 in a client span's attribute": _traces(
+        SERVER_SPAN_FIELDS.replace(b"\x30\x02", b"\x30\x03") + ld(9, _string_kv(b"k", b"\xff"))
+    ),
+    "bytes, not UTF-8, in a span id": _traces(SERVER_SPAN_FIELDS + ld(2, b"\xff" * 8)),
+    "end-group outside a group": _traces(SERVER_SPAN_FIELDS + tag(20, EGROUP)),
+    "field number 0": _traces(SERVER_SPAN_FIELDS + b"\x00\x00"),
+}
+
+
+def _nested_array(depth: int) -> bytes:
+    value = ld(1, b"leaf")  # AnyValue{string_value}
+    for _ in range(depth):
+        value = ld(5, ld(1, value))  # AnyValue{array_value{values: [value]}}
+    return value
+
+
+# Two levels an array (ArrayValue, AnyValue) below the scope's: upb takes 47, not 48.
+for _depth in (40, 46, 47, 48, 49):
+    _scope = ld(3, ld(1, b"k") + ld(2, _nested_array(_depth)))  # attributes: [k = array]
+    WIRE_CASES[f"an array nested {_depth} deep in a scope attribute"] = ld(
+        1, ld(2, ld(1, _scope) + ld(2, SERVER_SPAN_FIELDS))
+    )
+
+
+# What C maps itself (the rest it hands to Python or refuses, as upb does).
+C_MAPS = {
+    "plain",
+    "resource after the scopes",
+    "resource twice, merged",
+    "name twice, the last wins",
+    "kind with the wrong wire type is unknown",
+    "unknown fields everywhere",
+    "an unknown group in a span",
+    "bytes, not UTF-8, in a span id",
+    "an array nested 40 deep in a scope attribute",
+    "an array nested 46 deep in a scope attribute",
+    "an array nested 47 deep in a scope attribute",
+}
+
+
+@pytest.mark.parametrize("case", list(WIRE_CASES))
+def test_wire_forms_agree(case: str) -> None:
+    body = WIRE_CASES[case]
+    by_c = native.decode_otlp_protobuf(otlp.TRACES, body, RECEIVED_NS, 100)
+    assert isinstance(by_c, otlp.OtlpBatch) == (case in C_MAPS), by_c
+    assert_same(otlp.TRACES, body)
