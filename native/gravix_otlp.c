@@ -691,7 +691,14 @@ static int n_aliases;
 
 int gx_otlp_severity_alias(const char *name, int number) {
     size_t n = strlen(name);
-    if (n_aliases == MAX_ALIASES || n >= MAX_ALIAS_BYTES || number < 0 || number > 5) return 0;
+    if (n >= MAX_ALIAS_BYTES || number < 0 || number > 5) return 0;
+    for (int i = 0; i < n_aliases; i++) { /* registered again (a module reloaded): update */
+        if (strcmp(alias_names[i], name) == 0) {
+            alias_numbers[i] = number;
+            return 1;
+        }
+    }
+    if (n_aliases == MAX_ALIASES) return 0;
     memcpy(alias_names[n_aliases], name, n + 1);
     alias_numbers[n_aliases++] = number;
     return 1;
