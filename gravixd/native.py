@@ -34,7 +34,17 @@ from .core.framing import (
     read_varint,
     varint_too_long,
 )
-from .core.otlp import SPAN_KIND_NAMES, Fallback, OtlpBatch, OtlpWalker, Signal, TooManyRecords
+from .core.otlp import (
+    MAX_ERROR_MESSAGES,
+    SPAN_KIND_NAMES,
+    Fallback,
+    OtlpBatch,
+    OtlpWalker,
+    Signal,
+    TooManyRecords,
+    record_path,
+    rejection,
+)
 from .errors import DecodeError
 from .schema import EVENTS_SCHEMA, FACTS_SCHEMA, MAX_INT64, MAX_STATUS_CODE, SEVERITY_ALIASES
 
@@ -383,7 +393,8 @@ def decode_otlp_protobuf(
             for kind, count in zip(_SPAN_KIND_SLOTS, status.ignored_by_kind, strict=True)
             if count
         }
-        return OtlpBatch(batch, ignored_by_kind=ignored)
+        result = OtlpBatch(batch, ignored_by_kind=ignored)
+        return _with_rejections(result, signal, body, status) if status.rejected else result
     if code == _TOO_MANY_RECORDS:
         raise TooManyRecords(signal, max_records, int(status.error_offset), retryable=False)
     if code == _NO_MEMORY:
@@ -391,6 +402,39 @@ def decode_otlp_protobuf(
     if code == _FALLBACK:
         return Fallback(None)
     return Fallback(int(status.error_offset))
+
+
+# gx_otlp_status.rejected_by_reason's slots (GX_REJECT_*): otlp.py's reasons.
+_REJECT_REASONS: Final = (
+    "invalid_trace_id",
+    "invalid_time",
+    "invalid_status_code",
+    "invalid_bytes_in",
+    "invalid_bytes_out",
+)
+
+
+def _with_rejections(
+    result: OtlpBatch, signal: Signal, body: bytes, status: Any
+) -> OtlpBatch | Fallback:
+    """The records C left out, counted by reason, the first ones worded by the Python
+    mapping itself (each record parsed alone): its messages, never a paraphrase. Should
+    Python take a record C rejected, the body is Python's (Fallback)."""
+    result.rejected = int(status.rejected)
+    result.rejected_reasons = {
+        reason: int(count)
+        for reason, count in zip(_REJECT_REASONS, status.rejected_by_reason, strict=True)
+        if count
+    }
+    for k in range(min(result.rejected, len(status.rejections))):
+        x = status.rejections[k]
+        verdict = rejection(signal.name, body[x.offset : x.offset + x.length])
+        if verdict is None or verdict[0] != _REJECT_REASONS[x.reason]:
+            return Fallback(None)
+        if len(result.errors) < MAX_ERROR_MESSAGES:
+            where = record_path(signal.name, x.resource, x.scope, x.record)
+            result.errors.append(f"{verdict[1]} - at `{where}`")
+    return result
 
 
 def otlp_walker_for(decoder: ProtobufDecoder) -> OtlpWalker | None:

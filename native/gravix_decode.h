@@ -166,19 +166,40 @@ enum { GX_OTLP_TRACES = 0, GX_OTLP_LOGS = 1 };
  * consumer), then any other number. */
 #define GX_SPAN_KINDS 7
 
+/* Why a record is rejected (gravixd/core/otlp.py's reasons, in its order of checks). */
+enum {
+    GX_REJECT_TRACE_ID = 0,       /* invalid_trace_id */
+    GX_REJECT_TIME = 1,           /* invalid_time */
+    GX_REJECT_STATUS_CODE = 2,    /* invalid_status_code */
+    GX_REJECT_BYTES_IN = 3,       /* invalid_bytes_in */
+    GX_REJECT_BYTES_OUT = 4,      /* invalid_bytes_out */
+    GX_REJECT_REASONS = 5
+};
+
+/* A rejected record: where its message is in the body, its indices in the request. */
 typedef struct {
-    int32_t error;                /* GX_OK, a protobuf error, GX_ERR_FALLBACK or _TOO_MANY_RECORDS */
+    int64_t offset, length;
+    int32_t resource, scope, record, reason;
+} gx_otlp_rejection;
+
+typedef struct {
+    int32_t error;                /* GX_OK, a protobuf error, GX_ERR_FALLBACK, ..._MANY_RECORDS */
     int64_t error_offset;         /* byte of the body where the bad or unhandled element starts */
     int64_t rows;                 /* rows exported */
     int64_t records;              /* spans (of every kind) or log records walked */
     int64_t ignored_by_kind[7];   /* GX_SPAN_KINDS: spans not of kind SERVER, by kind */
+    int64_t rejected;             /* records rejected (not exported), by reason: */
+    int64_t rejected_by_reason[5];    /* GX_REJECT_REASONS */
+    gx_otlp_rejection rejections[5];  /* the first ones (GX_OTLP_REJECTIONS_KEPT) */
 } gx_otlp_status;
+
+#define GX_OTLP_REJECTIONS_KEPT 5
 
 /* Map an ExportTraceServiceRequest (GX_OTLP_TRACES, SERVER spans -> facts) or an
  * ExportLogsServiceRequest (GX_OTLP_LOGS, log records -> events) to one exported struct
- * array, exactly as gravixd/core/otlp.py's mapping does. GX_ERR_FALLBACK: the body holds
- * something C does not map itself (a rejected record, an array or map value, an odd
- * encoding); nothing is exported and the caller decodes the body with the Python mapping.
+ * array, exactly as gravixd/core/otlp.py's mapping does; records it rejects are left out
+ * and reported in the status. GX_ERR_FALLBACK: the body holds something C does not map
+ * itself (an array or map value, an odd encoding); nothing is exported and the caller decodes the body with the Python mapping.
  * A protobuf error means C could not parse it (the caller lets upb have the last word).
  * More than `max_records` records stops the walk early (GX_ERR_TOO_MANY_RECORDS). */
 int gx_decode_otlp_arrow(int signal, const uint8_t *body, size_t len,

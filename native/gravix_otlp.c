@@ -7,11 +7,14 @@
  * produces. It is compiled inside gravix_decode.c's translation unit (included at its end),
  * so the wire readers, column buffers and Arrow export stay static and inlined.
  *
- * It must never produce a row Python would not: whatever it does not map itself - a record
- * Python rejects (bad trace id, times, status code), an array or key-value-list value (JSON
- * text), an AnyValue or body given twice (protobuf merges those), severity text outside
- * ASCII - makes the call end in GX_ERR_FALLBACK, and the caller runs the Python mapping on
- * the whole body. The walk still goes to the end, checking and counting records only, so
+ * Records the mapping rejects (a bad trace id, times, a status code or size that is no
+ * integer in range) are checked in its order, counted by reason and left out; the first
+ * ones are reported by position, for Python to word as it words its own.
+ *
+ * It must never produce a row Python would not: whatever it does not map itself - an
+ * array or key-value-list value (JSON text), an AnyValue or body given twice (protobuf
+ * merges those), severity text outside ASCII - makes the call end in GX_ERR_FALLBACK, and
+ * the caller runs the Python mapping on the whole body. The walk still goes to the end, checking and counting records only, so
  * that a body handed to Python is known to parse and to hold at most max_records records.
  * And it must never accept a body upb rejects: every string field of the request, mapped
  * or not (scope names, span events, links, status), is UTF-8 checked, and
@@ -306,7 +309,27 @@ typedef struct {
     /* The first record C leaves to Python: from there the walk only checks and counts, so
      * that the caller knows the body parses and how many records it holds. */
     const uint8_t *fallback_at;
+    int32_t at_resource, at_scope, at_record; /* the current record's indices */
 } otlp_walk;
+
+/* A record otlp.py rejects: counted by reason, the first ones kept (where, which) for
+ * Python to word; nothing of it is exported. Returns the record's end. */
+static const uint8_t *reject(otlp_walk *w, int reason, const uint8_t *record,
+                             const uint8_t *end) {
+    gx_otlp_status *st = w->st;
+    if (st->rejected < GX_OTLP_REJECTIONS_KEPT) {
+        gx_otlp_rejection *x = &st->rejections[st->rejected];
+        x->offset = record - w->d->body;
+        x->length = end - record;
+        x->resource = w->at_resource;
+        x->scope = w->at_scope;
+        x->record = w->at_record;
+        x->reason = reason;
+    }
+    st->rejected++;
+    st->rejected_by_reason[reason]++;
+    return end;
+}
 
 /* Leaves this record, and so the body, to the Python mapping. Returns 0. */
 static int fall_back(otlp_walk *w, const uint8_t *at) {
@@ -378,7 +401,8 @@ static int value_text(otlp_walk *w, text_chunk **text, const any_value *v, slice
 }
 
 /* A whole number 0..maximum as otlp.py's _integer reads it (an int, a decimal string of
- * ASCII digits, an integral double); anything else is a rejected record: a fallback. */
+ * ASCII digits, an integral double); 0 for anything else (the record is rejected), or for
+ * an ambiguous value (then a fallback: protobuf's merge is Python's to read). */
 static int value_integer(otlp_walk *w, const any_value *v, uint64_t maximum, uint64_t *out) {
     if (v->kind == ANY_INT && (int64_t)v->bits >= 0 && v->bits <= maximum) {
         *out = v->bits;
@@ -405,8 +429,9 @@ static int value_integer(otlp_walk *w, const any_value *v, uint64_t maximum, uin
             return 1;
         }
     }
-reject:
-    return fall_back(w, v->at);
+reject: /* Python's to word; a merged (ambiguous) value Python's to read */
+    if (v->kind == ANY_AMBIGUOUS) fall_back(w, v->at);
+    return 0;
 }
 
 /* ---- the walk --------------------------------------------------------------------------- */
@@ -610,12 +635,12 @@ static const uint8_t *parse_span(otlp_walk *w, const uint8_t *p, const uint8_t *
         w->st->ignored_by_kind[kind >= 0 && kind < GX_SPAN_KINDS - 1 ? kind : GX_SPAN_KINDS - 1]++;
         return p;
     }
-    /* What otlp.py rejects is left to it (its messages, its counts). */
+    /* otlp.py's checks, in its order; Python words the first rejections. */
     int nonzero = 0;
     for (uint32_t i = 0; i < trace_id.len && trace_id.len == 16; i++) nonzero |= trace_id.ptr[i];
-    if (trace_id.len != 16 || !nonzero || start == 0 || start > (uint64_t)INT64_MAX ||
-        finish_ns < start)
-        return fall_back(w, span_at), p;
+    if (trace_id.len != 16 || !nonzero) return reject(w, GX_REJECT_TRACE_ID, span_at, p);
+    if (start == 0 || start > (uint64_t)INT64_MAX || finish_ns < start)
+        return reject(w, GX_REJECT_TIME, span_at, p);
 
     const any_value *found[N_COLUMN_SLOTS] = {0};
     int ranks[N_COLUMN_SLOTS] = {2, 2, 2, 2, 2};
@@ -635,11 +660,14 @@ static const uint8_t *parse_span(otlp_walk *w, const uint8_t *p, const uint8_t *
         if (!value_text(w, &w->record_text, &kv->value, &text)) return SKIP_RECORD(w, p);
         if (!push_entry(d, kv->key, text)) return NULL;
     }
+    /* A value that is no integer in range rejects the span; an ambiguous one is Python's. */
     uint64_t status = 0, bytes_in = 0, bytes_out = 0;
-    if ((found[COL_STATUS] && !value_integer(w, found[COL_STATUS], 999, &status)) ||
-        (found[COL_BYTES_IN] && !value_integer(w, found[COL_BYTES_IN], INT64_MAX, &bytes_in)) ||
-        (found[COL_BYTES_OUT] && !value_integer(w, found[COL_BYTES_OUT], INT64_MAX, &bytes_out)))
-        return p;
+    if (found[COL_STATUS] && !value_integer(w, found[COL_STATUS], 999, &status))
+        return w->fallback_at ? p : reject(w, GX_REJECT_STATUS_CODE, span_at, p);
+    if (found[COL_BYTES_IN] && !value_integer(w, found[COL_BYTES_IN], INT64_MAX, &bytes_in))
+        return w->fallback_at ? p : reject(w, GX_REJECT_BYTES_IN, span_at, p);
+    if (found[COL_BYTES_OUT] && !value_integer(w, found[COL_BYTES_OUT], INT64_MAX, &bytes_out))
+        return w->fallback_at ? p : reject(w, GX_REJECT_BYTES_OUT, span_at, p);
     slice route = name, method = {EMPTY, 0};
     if ((found[COL_ROUTE] && !value_text(w, &w->record_text, found[COL_ROUTE], &route)) ||
         (found[COL_METHOD] && !value_text(w, &w->record_text, found[COL_METHOD], &method)))
@@ -782,8 +810,9 @@ static const uint8_t *parse_log(otlp_walk *w, const uint8_t *p, const uint8_t *e
     if (w->fallback_at) return p; /* only checked and counted from now on */
     if (bodies > 1) body.kind = ANY_AMBIGUOUS;
     uint64_t t = time ? time : observed;
-    if ((trace_id.len != 16 && trace_id.len != 0) || t > (uint64_t)INT64_MAX)
-        return fall_back(w, record_at), p;
+    if (trace_id.len != 16 && trace_id.len != 0)
+        return reject(w, GX_REJECT_TRACE_ID, record_at, p);
+    if (t > (uint64_t)INT64_MAX) return reject(w, GX_REJECT_TIME, record_at, p);
 
     text_reset(&w->record_text);
     if (!push_resource_entries(w)) return NULL;
@@ -846,6 +875,7 @@ static const uint8_t *parse_scope(otlp_walk *w, int logs, const uint8_t *p, cons
             if (++w->st->records > w->max_records) return fail(d, GX_ERR_TOO_MANY_RECORDS, tag_at);
             CHECK(read_length(d, p, end, &len));
             if (!(logs ? parse_log : parse_span)(w, p, p + len, depth - 1)) return NULL;
+            w->at_record++;
             p += len;
         } else if (tag == 0x0a) {
             CHECK(read_length(d, p, end, &len));
@@ -872,7 +902,9 @@ static const uint8_t *parse_resource_records(otlp_walk *w, int logs, const uint8
         CHECK(read_tag(d, p, end, &tag));
         if (tag == 0x12) {
             CHECK(read_length(d, p, end, &len));
+            w->at_record = 0;
             if (!parse_scope(w, logs, p, p + len, depth - 1)) return NULL;
+            w->at_scope++;
             p += len;
         } else {
             CHECK(skip_field(d, p, end, tag, tag_at, depth)); /* read_resource checked it */
@@ -903,7 +935,9 @@ int gx_decode_otlp_arrow(int signal, const uint8_t *body, size_t len,
             if (!(p = read_tag(&d, p, end, &tag))) break;
             if (tag == 0x0a) { /* resource_spans / resource_logs */
                 if (!(p = read_length(&d, p, end, &item_len))) break;
+                w.at_scope = 0;
                 if (!parse_resource_records(&w, logs, p, p + item_len, MAX_DEPTH - 1)) break;
+                w.at_resource++;
                 p += item_len;
             } else if (!(p = skip_field(&d, p, end, tag, tag_at, MAX_DEPTH))) {
                 break;

@@ -31,6 +31,8 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 from ..errors import DecodeError
 from ..schema import (
@@ -159,7 +161,7 @@ class TooManyRecords(DecodeError):
 @dataclass(frozen=True, slots=True)
 class Fallback:
     """An OtlpWalker's answer when the Python mapping must decide: `error_offset` is None
-    when the body parsed but holds what only Python maps (a rejected record, a JSON value),
+    when the body parsed but holds what only Python maps (a JSON-valued attribute, ...),
     else the byte where the walker could not parse it (upb has the last word)."""
 
     error_offset: int | None
@@ -338,6 +340,72 @@ def _columns_to_batch(
 # --- traces -> facts -------------------------------------------------------------------------
 
 
+TRACES_NAME: Final = "traces"
+LOGS_NAME: Final = "logs"
+
+
+def record_path(signal_name: str, r: int, s: int, i: int) -> str:
+    """Where a record is in its request, as OTLP JSON spells it."""
+    if signal_name == TRACES_NAME:
+        return f"$.resourceSpans[{r}].scopeSpans[{s}].spans[{i}]"
+    return f"$.resourceLogs[{r}].scopeLogs[{s}].logRecords[{i}]"
+
+
+def _checked_span(
+    span: Any,
+) -> tuple[str, int, int, tuple[Any, Any], dict[str, str], tuple[int, int, int]]:
+    """A SERVER span's checked parts: (trace id hex, start, end, (route, method) AnyValues
+    or None, its other attributes as text, (status code, bytes in, bytes out)).
+
+    Raises:
+        _Reject: the span is not a valid fact (its reason and message).
+    """
+    trace_id = _trace_id_hex(span.trace_id, required=True)
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    if not 0 < start <= MAX_INT64 or end < start:
+        raise _Reject(
+            "invalid_time",
+            f"Expected 0 < start_time_unix_nano <= end_time_unix_nano, "
+            f"got start {start} and end {end}",
+        )
+    (route, method, status, size_in, size_out), own = _span_attributes(span)
+    status_code = 0 if status is None else _integer(status, "status_code", MAX_STATUS_CODE)
+    size_in_bytes = 0 if size_in is None else _integer(size_in, "bytes_in", MAX_INT64)
+    size_out_bytes = 0 if size_out is None else _integer(size_out, "bytes_out", MAX_INT64)
+    return trace_id, start, end, (route, method), own, (status_code, size_in_bytes, size_out_bytes)
+
+
+def _checked_log(record: Any) -> tuple[str, int]:
+    """A log record's (trace id hex, time).
+
+    Raises:
+        _Reject: the record is not a valid event (its reason and message).
+    """
+    trace_id = _trace_id_hex(record.trace_id, required=False)
+    time = record.time_unix_nano or record.observed_time_unix_nano
+    if time > MAX_INT64:
+        raise _Reject(
+            "invalid_time",
+            f"Expected time_unix_nano <= {MAX_INT64} (year 2262), got {time}",
+        )
+    return trace_id, time
+
+
+def rejection(signal_name: str, record: bytes) -> tuple[str, str] | None:
+    """(reason, message) this mapping rejects one serialized Span / LogRecord with, or None
+    when it takes it: what a fast walker that found a record invalid asks for its words."""
+    try:
+        if signal_name == TRACES_NAME:
+            _checked_span(trace_pb2.Span.FromString(record))
+        else:
+            _checked_log(logs_pb2.LogRecord.FromString(record))
+    except _Reject as exc:
+        return exc.reason, exc.message
+    except ProtobufDecodeError:
+        return None
+    return None
+
+
 def spans_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
     """An `ExportTraceServiceRequest` -> facts (SERVER spans only).
 
@@ -359,28 +427,12 @@ def spans_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
                     ignored[kind] = ignored.get(kind, 0) + 1
                     continue
                 try:
-                    trace_id = _trace_id_hex(span.trace_id, required=True)
-                    start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                    if not 0 < start <= MAX_INT64 or end < start:
-                        raise _Reject(
-                            "invalid_time",
-                            f"Expected 0 < start_time_unix_nano <= end_time_unix_nano, "
-                            f"got start {start} and end {end}",
-                        )
-                    (route, method, status, size_in, size_out), own = _span_attributes(span)
-                    status_code = (
-                        0 if status is None else _integer(status, "status_code", MAX_STATUS_CODE)
-                    )
-                    size_in_bytes = (
-                        0 if size_in is None else _integer(size_in, "bytes_in", MAX_INT64)
-                    )
-                    size_out_bytes = (
-                        0 if size_out is None else _integer(size_out, "bytes_out", MAX_INT64)
-                    )
+                    checked = _checked_span(span)
                 except _Reject as exc:
-                    where = f"$.resourceSpans[{r}].scopeSpans[{s}].spans[{i}]"
-                    rejects.add(exc.reason, where, exc.message)
+                    rejects.add(exc.reason, record_path(TRACES_NAME, r, s, i), exc.message)
                     continue
+                trace_id, start, end, (route, method), own, numbers = checked
+                status_code, size_in_bytes, size_out_bytes = numbers
                 starts.append(start)
                 services.append(service)
                 routes.append(any_value_text(route) if route is not None else span.name)
@@ -428,16 +480,9 @@ def logs_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
         for s, scope_logs in enumerate(resource_logs.scope_logs):
             for i, record in enumerate(scope_logs.log_records):
                 try:
-                    trace_id = _trace_id_hex(record.trace_id, required=False)
-                    time = record.time_unix_nano or record.observed_time_unix_nano
-                    if time > MAX_INT64:
-                        raise _Reject(
-                            "invalid_time",
-                            f"Expected time_unix_nano <= {MAX_INT64} (year 2262), got {time}",
-                        )
+                    trace_id, time = _checked_log(record)
                 except _Reject as exc:
-                    where = f"$.resourceLogs[{r}].scopeLogs[{s}].logRecords[{i}]"
-                    rejects.add(exc.reason, where, exc.message)
+                    rejects.add(exc.reason, record_path(LOGS_NAME, r, s, i), exc.message)
                     continue
                 own = {kv.key: any_value_text(kv.value) for kv in record.attributes}
                 kind = own.pop(_EVENT_NAME_KEY, "")

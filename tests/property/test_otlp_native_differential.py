@@ -465,20 +465,42 @@ def test_integer_columns_from_text_agree(key: str, text: str) -> None:
     assert_same(otlp.TRACES, request.SerializeToString())
 
 
-def test_records_rejected_by_python_are_left_to_it() -> None:
-    """A record Python rejects: C hands the body back; the answer names the record."""
+def test_rejected_records_are_counted_by_c_and_worded_by_python() -> None:
+    """Invalid records: C leaves them out and counts them by reason; the messages are the
+    Python mapping's own (each record parsed alone), with their paths."""
+    bad = [
+        _span(trace_id=bytes(16)),
+        _span(end_time_unix_nano=1),
+        _span(attributes=[_kv("http.status_code", string_value="abc")]),
+        _span(attributes=[_kv("http.request.body.size", int_value=-1)]),
+        _span(attributes=[_kv("http.response.body.size", double_value=0.5)]),
+        _span(trace_id=b"short"),
+    ]
     request = trace_service_pb2.ExportTraceServiceRequest(
         resource_spans=[
+            trace_pb2.ResourceSpans(scope_spans=[trace_pb2.ScopeSpans(spans=[_span()])]),
             trace_pb2.ResourceSpans(
-                scope_spans=[trace_pb2.ScopeSpans(spans=[_span(), _span(trace_id=bytes(16))])]
-            )
+                scope_spans=[trace_pb2.ScopeSpans(), trace_pb2.ScopeSpans(spans=[_span(), *bad])]
+            ),
         ]
     )
     body = request.SerializeToString()
-    assert native.decode_otlp_protobuf(otlp.TRACES, body, 0, 10) == otlp.Fallback(None)
-    result = assert_same(otlp.TRACES, body)
-    assert result is not None and result.rejected_reasons == {"invalid_trace_id": 1}
-    assert result.batch.num_rows == 1
+    by_c = native.decode_otlp_protobuf(otlp.TRACES, body, 0, 100)
+    assert isinstance(by_c, otlp.OtlpBatch)
+    assert by_c.batch.num_rows == 2 and by_c.rejected == 6
+    assert by_c.rejected_reasons == {
+        "invalid_trace_id": 2,
+        "invalid_time": 1,
+        "invalid_status_code": 1,
+        "invalid_bytes_in": 1,
+        "invalid_bytes_out": 1,
+    }
+    assert len(by_c.errors) == otlp.MAX_ERROR_MESSAGES
+    assert by_c.errors[0] == (
+        "Expected a 16-byte trace_id, not all zeros, got 16 bytes of zeros"
+        " - at `$.resourceSpans[1].scopeSpans[1].spans[1]`"
+    )
+    assert_same(otlp.TRACES, body)
 
 
 # --- wire forms the protobuf package never writes ----------------------------------------------
