@@ -206,9 +206,17 @@ static int check_otlp(const uint8_t *body, size_t len, int logs) {
             die("otlp too many records", st.records);
         return 0;
     }
-    int64_t ignored = 0;
+    int64_t ignored = 0, rejected = 0;
     for (int i = 0; i < GX_SPAN_KINDS; i++) ignored += st.ignored_by_kind[i];
-    if (array.length != st.rows || st.rows + ignored != st.records ||
+    for (int i = 0; i < GX_REJECT_REASONS; i++) rejected += st.rejected_by_reason[i];
+    for (int64_t i = 0; i < st.rejected && i < GX_OTLP_REJECTIONS_KEPT; i++) {
+        const gx_otlp_rejection *x = &st.rejections[i];
+        if (x->offset < 0 || x->length < 0 || (size_t)(x->offset + x->length) > len ||
+            x->reason < 0 || x->reason >= GX_REJECT_REASONS)
+            die("otlp rejection", x->offset);
+    }
+    if (array.length != st.rows || rejected != st.rejected ||
+        st.rows + ignored + rejected != st.records ||
         (logs && ignored) || array.n_children != (logs ? 7 : 10))
         die("otlp shape", st.rows);
     walk(&array, 0);
