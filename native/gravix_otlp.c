@@ -231,6 +231,43 @@ static int int_text(int64_t value, char *out) {
     return len;
 }
 
+/* The decimal one unit above (`up`) or below `text` (d[.ddd]e[+-]X, as %.*e writes it) in
+ * its last digit, in the same form, into `out` (40 bytes). */
+static void neighbour(const char *text, int up, char *out) {
+    char digits[20];
+    int n = 0;
+    const char *c = text;
+    for (; *c != 'e'; c++) {
+        if (*c != '.') digits[n++] = *c;
+    }
+    int exponent = atoi(c + 1), i = n - 1;
+    if (up) {
+        while (i >= 0 && digits[i] == '9') digits[i--] = '0';
+        if (i < 0) { /* 9.99e4 -> 1.00e5 */
+            digits[0] = '1';
+            exponent++;
+        } else {
+            digits[i]++;
+        }
+    } else {
+        while (digits[i] == '0') digits[i--] = '9'; /* the leading digit is not 0 */
+        digits[i]--;
+        if (digits[0] == '0') { /* 1.00e5 -> 9.99e4 */
+            memmove(digits, digits + 1, (size_t)n - 1);
+            digits[n - 1] = '9';
+            exponent--;
+        }
+    }
+    int len = 0;
+    out[len++] = digits[0];
+    if (n > 1) {
+        out[len++] = '.';
+        memcpy(out + len, digits + 1, (size_t)n - 1);
+        len += n - 1;
+    }
+    snprintf(out + len, 40 - (size_t)len, "e%d", exponent);
+}
+
 /* Python's repr of a float (the shortest text that reads back as the same double, in
  * fixed notation for exponents -4 < decpt <= 16, else d.ddde+XX), and proto3 JSON's
  * NaN / Infinity / -Infinity. `out` has room for 32 bytes. */
@@ -243,10 +280,18 @@ static int double_text(double x, char *out) {
     int len = 0;
     if (signbit(x)) out[len++] = '-';
     if (x == 0) return (int)(memcpy(out + len, "0.0", 3), len + 3);
-    char buf[40];
+    char buf[40], other[40];
     for (int precision = 1; precision <= 17; precision++) {
         snprintf(buf, sizeof buf, "%.*e", precision - 1, fabs(x));
         if (strtod(buf, NULL) == fabs(x)) break;
+        /* The nearest `precision` digits miss it, but the neighbour on x's other side may
+         * not: a tie printf broke to even, next to a power of two where the doubles'
+         * spacing changes (2^-24 is 5.960464477539063e-08, not ...062e-08). */
+        neighbour(buf, strtod(buf, NULL) < fabs(x), other);
+        if (strtod(other, NULL) == fabs(x)) {
+            memcpy(buf, other, sizeof buf);
+            break;
+        }
     }
     /* buf: d[.ddd]e[+-]XX */
     char digits[20];

@@ -12,6 +12,8 @@ kinds, invalid records, and the parts the mapping does not read (scopes, events,
 from __future__ import annotations
 
 import math
+import random
+import struct
 from typing import Any
 
 import pyarrow as pa
@@ -463,6 +465,37 @@ def test_integer_columns_from_text_agree(key: str, text: str) -> None:
         resource_spans=[trace_pb2.ResourceSpans(scope_spans=[trace_pb2.ScopeSpans(spans=[span])])]
     )
     assert_same(otlp.TRACES, request.SerializeToString())
+
+
+def _doubles_near_powers_of_two() -> list[float]:
+    """Every power of two and its neighbours, where the doubles' spacing changes (the
+    nearest decimal of a length can then miss while the other neighbour reads back)."""
+    values = []
+    for k in range(-1074, 1024):
+        x = 2.0**k
+        values += [x, math.nextafter(x, 0.0), math.nextafter(x, math.inf)]
+    return values
+
+
+def test_double_text_is_pythons_repr_everywhere() -> None:
+    """C's shortest round-trip text against repr() over ~6,400 doubles at every binade's
+    edge, random bit patterns and decimal-looking values, one span carrying them all."""
+    rng = random.Random(20261207)
+    values = _doubles_near_powers_of_two()
+    values += [
+        struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(3000)
+    ]
+    values += [round(rng.uniform(-1e6, 1e6), rng.randint(0, 12)) for _ in range(1000)]
+    values = [v for v in values if math.isfinite(v)]
+    span = _span(attributes=[_kv(f"k{i:05d}", double_value=v) for i, v in enumerate(values)])
+    request = trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[trace_pb2.ResourceSpans(scope_spans=[trace_pb2.ScopeSpans(spans=[span])])]
+    )
+    by_c = native.decode_otlp_protobuf(otlp.TRACES, request.SerializeToString(), 0, 10)
+    assert isinstance(by_c, otlp.OtlpBatch)
+    texts = dict(by_c.batch.column("attributes").to_pylist()[0])
+    wrong = {v: texts[f"k{i:05d}"] for i, v in enumerate(values) if texts[f"k{i:05d}"] != repr(v)}
+    assert wrong == {}
 
 
 def test_rejected_records_are_counted_by_c_and_worded_by_python() -> None:
