@@ -86,7 +86,7 @@ enum { ANY_STRING = 1, ANY_BOOL, ANY_INT, ANY_DOUBLE, ANY_ARRAY, ANY_KVLIST, ANY
 typedef struct {
     const uint8_t *at; /* where the value starts in the body, for GX_ERR_FALLBACK */
     uint8_t kind;
-    slice s;           /* string_value, bytes_value */
+    slice s;           /* string_value, bytes_value; the ArrayValue / KeyValueList message */
     uint64_t bits;     /* bool_value, int_value, double_value */
 } any_value;
 
@@ -118,6 +118,8 @@ static const uint8_t *parse_any(decoder *d, const uint8_t *p, const uint8_t *end
         case 0x32:
             CHECK(read_length(d, p, end, &len));
             if (!validate(d, tag == 0x2a ? V_ARRAY : V_KVLIST, p, p + len, depth - 1)) return NULL;
+            v->s.ptr = p;
+            v->s.len = len;
             p += len;
             v->kind = (uint8_t)(tag >> 3);
             break;
@@ -270,8 +272,10 @@ static void neighbour(const char *text, int up, char *out) {
 
 /* Python's repr of a float (the shortest text that reads back as the same double, in
  * fixed notation for exponents -4 < decpt <= 16, else d.ddde+XX), and proto3 JSON's
- * NaN / Infinity / -Infinity. `out` has room for 32 bytes. */
-static int double_text(double x, char *out) {
+ * NaN / Infinity / -Infinity. `json`: as msgspec's JSON encoder writes a finite float
+ * instead (the same digits; fixed notation for -5 < decpt <= 16, else d.ddde[-]X).
+ * `out` has room for 32 bytes. */
+static int double_text(double x, char *out, int json) {
     if (isnan(x)) return (int)(memcpy(out, "NaN", 3), 3);
     if (isinf(x)) {
         if (x > 0) return (int)(memcpy(out, "Infinity", 8), 8);
@@ -302,7 +306,7 @@ static int double_text(double x, char *out) {
     }
     while (n > 1 && digits[n - 1] == '0') n--;
     int decpt = atoi(c + 1) + 1; /* x = 0.d1d2... * 10^decpt */
-    if (decpt <= -4 || decpt > 16) {
+    if (decpt <= (json ? -5 : -4) || decpt > 16) {
         out[len++] = digits[0];
         if (n > 1) {
             out[len++] = '.';
@@ -311,9 +315,9 @@ static int double_text(double x, char *out) {
         }
         int e = decpt - 1;
         out[len++] = 'e';
-        out[len++] = e < 0 ? '-' : '+';
+        if (e < 0 || !json) out[len++] = e < 0 ? '-' : '+';
         if (e < 0) e = -e;
-        if (e < 10) out[len++] = '0';
+        if (e < 10 && !json) out[len++] = '0';
         len += int_text(e, out + len);
     } else if (decpt <= 0) {
         out[len++] = '0';
@@ -355,7 +359,13 @@ typedef struct {
      * that the caller knows the body parses and how many records it holds. */
     const uint8_t *fallback_at;
     int32_t at_resource, at_scope, at_record; /* the current record's indices */
+    struct {
+        uint8_t *data;
+        size_t len, cap;
+    } json; /* the JSON text of an array or key-value list being written */
 } otlp_walk;
+
+static int json_value(otlp_walk *w, const any_value *v, int depth);
 
 /* A record otlp.py rejects: counted by reason, the first ones kept (where, which) for
  * Python to word; nothing of it is exported. Returns the record's end. */
@@ -409,7 +419,7 @@ static int value_text(otlp_walk *w, text_chunk **text, const any_value *v, slice
         memcpy(&x, &v->bits, 8);
         if (!(buf = text_alloc(d, text, 32))) return 0;
         out->ptr = buf;
-        out->len = (uint32_t)double_text(x, (char *)buf);
+        out->len = (uint32_t)double_text(x, (char *)buf, 0);
         return 1;
     }
     case ANY_BYTES: {
@@ -436,12 +446,166 @@ static int value_text(otlp_walk *w, text_chunk **text, const any_value *v, slice
         return 1;
     }
     case ANY_ARRAY:
-    case ANY_KVLIST:
+    case ANY_KVLIST: {
+        w->json.len = 0;
+        if (!json_value(w, v, 3 * MAX_DEPTH)) return 0; /* nesting was checked */
+        if (!(buf = text_alloc(d, text, w->json.len))) return 0;
+        memcpy(buf, w->json.data, w->json.len);
+        out->ptr = buf;
+        out->len = (uint32_t)w->json.len;
+        return 1;
+    }
     case ANY_AMBIGUOUS: return fall_back(w, v->at);
     default: /* no value, or a string_value_strindex: "" */
         out->ptr = v->at;
         out->len = 0;
         return 1;
+    }
+}
+
+/* ---- JSON text of arrays and key-value lists, as otlp.py writes them (msgspec's encoder
+ * over _any_value_native: lists, dicts keeping each key's first place and last value,
+ * bytes in base64, NaN and infinities as strings, an empty value as null). */
+
+static int json_put(otlp_walk *w, const void *bytes, size_t n) {
+    if (w->json.len + n > w->json.cap) {
+        size_t cap = w->json.cap ? w->json.cap * 2 : 256;
+        while (cap < w->json.len + n) cap *= 2;
+        uint8_t *grown = realloc(w->json.data, cap);
+        if (!grown) {
+            fail(w->d, GX_ERR_NO_MEMORY, w->d->body);
+            return 0;
+        }
+        w->json.data = grown;
+        w->json.cap = cap;
+    }
+    memcpy(w->json.data + w->json.len, bytes, n);
+    w->json.len += n;
+    return 1;
+}
+#define JSON_PUT(w, literal) json_put((w), (literal), sizeof(literal) - 1)
+
+/* A JSON string as msgspec writes it: ", \ and control characters escaped (\n, \t,
+ * \b, \f, \r short, the others \u00xx), everything else (DEL, non-ASCII) as it is. */
+static int json_string(otlp_walk *w, const uint8_t *s, uint32_t n) {
+    static const char HEX[] = "0123456789abcdef";
+    if (!JSON_PUT(w, "\"")) return 0;
+    uint32_t run = 0; /* bytes copied as they are, pending */
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (!json_put(w, s + run, i - run)) return 0;
+        run = i + 1;
+        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t len = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\r': esc[1] = 'r'; break;
+        default:
+            memcpy(esc + 1, "u00", 3);
+            esc[4] = HEX[c >> 4];
+            esc[5] = HEX[c & 15];
+            len = 6;
+        }
+        if (!json_put(w, esc, len)) return 0;
+    }
+    return json_put(w, s + run, n - run) && JSON_PUT(w, "\"");
+}
+
+/* Most entries a key-value list may have for C to write it (keys are deduplicated by
+ * comparing each with those before): past it, Python writes it. */
+#define MAX_JSON_ENTRIES 64
+
+static int json_value(otlp_walk *w, const any_value *v, int depth) {
+    decoder *d = w->d;
+    char number[32];
+    if (depth < 1) return fall_back(w, v->at);
+    switch (v->kind) {
+    case ANY_STRING: return json_string(w, v->s.ptr, v->s.len);
+    case ANY_BOOL: return v->bits ? JSON_PUT(w, "true") : JSON_PUT(w, "false");
+    case ANY_INT: return json_put(w, number, (size_t)int_text((int64_t)v->bits, number));
+    case ANY_DOUBLE: {
+        double x;
+        memcpy(&x, &v->bits, 8);
+        int n = double_text(x, number, 1);
+        if (isfinite(x)) return json_put(w, number, (size_t)n);
+        return JSON_PUT(w, "\"") && json_put(w, number, (size_t)n) && JSON_PUT(w, "\"");
+    }
+    case ANY_BYTES: {
+        slice text;
+        if (!value_text(w, &w->record_text, v, &text)) return 0;
+        return JSON_PUT(w, "\"") && json_put(w, text.ptr, text.len) && JSON_PUT(w, "\"");
+    }
+    case ANY_ARRAY: { /* ArrayValue: values 1 */
+        const uint8_t *p = v->s.ptr, *end = v->s.ptr + v->s.len;
+        int first = 1;
+        if (!JSON_PUT(w, "[")) return 0;
+        while (p < end) {
+            const uint8_t *tag_at = p;
+            uint32_t tag, len;
+            if (!(p = read_tag(d, p, end, &tag))) return 0;
+            if (tag != 0x0a) {
+                if (!(p = skip_field(d, p, end, tag, tag_at, depth))) return 0;
+                continue;
+            }
+            any_value item;
+            if (!(p = read_length(d, p, end, &len)) ||
+                !parse_any(d, p, p + len, depth - 1, &item))
+                return 0;
+            p += len;
+            if ((!first && !JSON_PUT(w, ",")) || !json_value(w, &item, depth - 2)) return 0;
+            first = 0;
+        }
+        return JSON_PUT(w, "]");
+    }
+    case ANY_KVLIST: { /* KeyValueList: values 1, each a KeyValue */
+        key_value kvs[MAX_JSON_ENTRIES];
+        uint32_t n = 0;
+        const uint8_t *p = v->s.ptr, *end = v->s.ptr + v->s.len;
+        while (p < end) {
+            const uint8_t *tag_at = p;
+            uint32_t tag, len;
+            if (!(p = read_tag(d, p, end, &tag))) return 0;
+            if (tag != 0x0a) {
+                if (!(p = skip_field(d, p, end, tag, tag_at, depth))) return 0;
+                continue;
+            }
+            if (n == MAX_JSON_ENTRIES) return fall_back(w, v->at);
+            if (!(p = read_length(d, p, end, &len)) ||
+                !parse_kv(d, p, p + len, depth - 1, &kvs[n]))
+                return 0;
+            p += len;
+            n++;
+        }
+        if (!JSON_PUT(w, "{")) return 0;
+        int first = 1;
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t j, last = i;
+            for (j = 0; j < i; j++) { /* written already, at its first place */
+                if (kvs[j].key.len == kvs[i].key.len &&
+                    !memcmp(kvs[j].key.ptr, kvs[i].key.ptr, kvs[i].key.len))
+                    break;
+            }
+            if (j < i) continue;
+            for (j = i + 1; j < n; j++) { /* its value is the last one's */
+                if (kvs[j].key.len == kvs[i].key.len &&
+                    !memcmp(kvs[j].key.ptr, kvs[i].key.ptr, kvs[i].key.len))
+                    last = j;
+            }
+            if ((!first && !JSON_PUT(w, ",")) || !json_string(w, kvs[i].key.ptr, kvs[i].key.len) ||
+                !JSON_PUT(w, ":") || !json_value(w, &kvs[last].value, depth - 3))
+                return 0;
+            first = 0;
+        }
+        return JSON_PUT(w, "}");
+    }
+    case ANY_AMBIGUOUS: return fall_back(w, v->at);
+    default: return JSON_PUT(w, "null"); /* no value, a string_value_strindex */
     }
 }
 
@@ -991,6 +1155,7 @@ int gx_decode_otlp_arrow(int signal, const uint8_t *body, size_t len,
     }
     free(w.kvs);
     free(w.resource);
+    free(w.json.data);
     text_free(&w.resource_text);
     text_free(&w.record_text);
     if (!d.error && w.fallback_at) fail(&d, GX_ERR_FALLBACK, w.fallback_at);

@@ -233,12 +233,14 @@ def assert_same(signal: otlp.Signal, body: bytes) -> otlp.OtlpBatch | None:
     return by_c
 
 
-# Requests C maps itself (no fallback): scalar values, valid records, values fit for their
-# columns, ASCII severity text. Still every spelling, kind, AnyValue scalar and precedence.
+# Requests C maps itself (no fallback): valid records, values fit for their columns, ASCII
+# severity text. Still every spelling, kind, AnyValue kind (arrays and key-value lists
+# written as JSON, nested) and precedence.
 SCALAR = _any_values(depth=0)
+VALUE = ANY
 OTHER_KEYS = st.one_of(st.sampled_from(["region", "pod", "é", "service.name", "event.name"]), TEXT)
 TAME_KEY_VALUE = st.one_of(
-    st.builds(lambda k, v: common_pb2.KeyValue(key=k, value=v), OTHER_KEYS, SCALAR),
+    st.builds(lambda k, v: common_pb2.KeyValue(key=k, value=v), OTHER_KEYS, VALUE),
     st.builds(lambda k, v: common_pb2.KeyValue(key=k, value=v), OTHER_KEYS, SCALAR),
     st.builds(
         lambda k, v: _kv(k, string_value=v),
@@ -284,14 +286,14 @@ def tame_log_records(draw: Any) -> logs_pb2.LogRecord:
         event_name=draw(st.one_of(st.just(""), TEXT)),
     )
     if draw(st.booleans()):
-        record.body.CopyFrom(draw(SCALAR))
+        record.body.CopyFrom(draw(VALUE))
     return record
 
 
 def _tame(records: Any, logs: bool) -> Any:
     resource = st.builds(
         lambda kvs: resource_pb2.Resource(attributes=kvs),
-        st.lists(st.builds(lambda k, v: common_pb2.KeyValue(key=k, value=v), KEYS, SCALAR)),
+        st.lists(st.builds(lambda k, v: common_pb2.KeyValue(key=k, value=v), KEYS, VALUE)),
     )
     groups = st.lists(st.tuples(resource, st.lists(st.lists(records, max_size=4), max_size=2)))
     if logs:
@@ -465,6 +467,55 @@ def test_integer_columns_from_text_agree(key: str, text: str) -> None:
         resource_spans=[trace_pb2.ResourceSpans(scope_spans=[trace_pb2.ScopeSpans(spans=[span])])]
     )
     assert_same(otlp.TRACES, request.SerializeToString())
+
+
+def _array(*values: common_pb2.AnyValue) -> common_pb2.AnyValue:
+    return common_pb2.AnyValue(array_value=common_pb2.ArrayValue(values=values))
+
+
+def _kvlist(*pairs: tuple[str, common_pb2.AnyValue]) -> common_pb2.AnyValue:
+    kvs = [common_pb2.KeyValue(key=k, value=v) for k, v in pairs]
+    return common_pb2.AnyValue(kvlist_value=common_pb2.KeyValueList(values=kvs))
+
+
+def _av(**value: Any) -> common_pb2.AnyValue:
+    return common_pb2.AnyValue(**value)
+
+
+JSON_VALUES = {
+    "strings to escape": _array(_av(string_value='q"b\\s\n\t\x01\x1f\x7f é\u2028')),
+    "every scalar": _array(
+        _av(int_value=-(2**63)),
+        _av(bool_value=False),
+        _av(bytes_value=b"\xff\x00"),
+        _av(),
+        _av(string_value_strindex=3),
+        _av(double_value=1e-5),
+        _av(double_value=1e16),
+        _av(double_value=1e-7),
+        _av(double_value=2.0),
+        _av(double_value=math.nan),
+        _av(double_value=-math.inf),
+    ),  # fmt: skip
+    "duplicate keys: first place, last value": _kvlist(
+        ("b", _av(int_value=1)), ("a", _av(int_value=2)), ("b", _av(string_value="last"))
+    ),
+    "nested": _kvlist(("x", _array(_kvlist(("y", _array())), _array(_av(int_value=1))))),
+    "empty list and map": _array(_array(), _kvlist()),
+}
+
+
+@pytest.mark.parametrize("value", list(JSON_VALUES.values()), ids=list(JSON_VALUES))
+def test_arrays_and_maps_are_written_as_python_writes_them(value: common_pb2.AnyValue) -> None:
+    record = logs_pb2.LogRecord(attributes=[common_pb2.KeyValue(key="v", value=value)])
+    record.body.CopyFrom(value)
+    request = logs_service_pb2.ExportLogsServiceRequest(
+        resource_logs=[logs_pb2.ResourceLogs(scope_logs=[logs_pb2.ScopeLogs(log_records=[record])])]
+    )
+    by_c = native.decode_otlp_protobuf(otlp.LOGS, request.SerializeToString(), 7, 10)
+    assert isinstance(by_c, otlp.OtlpBatch)
+    assert by_c.batch.column("message").to_pylist() == [otlp.any_value_text(value)]
+    assert by_c.batch.column("attributes").to_pylist() == [[("v", otlp.any_value_text(value))]]
 
 
 def _doubles_near_powers_of_two() -> list[float]:
