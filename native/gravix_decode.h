@@ -199,7 +199,8 @@ typedef struct {
  * ExportLogsServiceRequest (GX_OTLP_LOGS, log records -> events) to one exported struct
  * array, exactly as gravixd/core/otlp.py's mapping does; records it rejects are left out
  * and reported in the status. GX_ERR_FALLBACK: the body holds something C does not map
- * itself (an array or map value, an odd encoding); nothing is exported and the caller decodes the body with the Python mapping.
+ * itself (an odd encoding: see gravix_otlp.c); nothing is exported and the caller decodes
+ * the body with the Python mapping.
  * A protobuf error means C could not parse it (the caller lets upb have the last word).
  * More than `max_records` records stops the walk early (GX_ERR_TOO_MANY_RECORDS). */
 int gx_decode_otlp_arrow(int signal, const uint8_t *body, size_t len,

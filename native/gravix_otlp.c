@@ -11,11 +11,14 @@
  * integer in range) are checked in its order, counted by reason and left out; the first
  * ones are reported by position, for Python to word as it words its own.
  *
+ * Array and key-value-list values are written as the JSON text Python writes.
+ *
  * It must never produce a row Python would not: whatever it does not map itself - an
- * array or key-value-list value (JSON text), an AnyValue or body given twice (protobuf
- * merges those), severity text outside ASCII - makes the call end in GX_ERR_FALLBACK, and
- * the caller runs the Python mapping on the whole body. The walk still goes to the end, checking and counting records only, so
- * that a body handed to Python is known to parse and to hold at most max_records records.
+ * AnyValue or body given twice (protobuf merges those), severity text outside ASCII, a
+ * key-value list of more than MAX_JSON_ENTRIES entries - makes the call end in
+ * GX_ERR_FALLBACK, and the caller runs the Python mapping on the whole body. The walk
+ * still goes to the end, checking and counting records only, so that a body handed to
+ * Python is known to parse and to hold at most max_records records.
  * And it must never accept a body upb rejects: every string field of the request, mapped
  * or not (scope names, span events, links, status), is UTF-8 checked, and
  * nesting is held one level below upb's limit (a C error sends the body to upb, which has
@@ -398,8 +401,8 @@ static int fall_back(otlp_walk *w, const uint8_t *at) {
 
 static const char BASE64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* The text gravixd/core/otlp.py's any_value_text gives `v`; 0 for arrays, key-value lists
- * and ambiguous values, whose JSON text Python writes (a fallback), or out of memory. */
+/* The text gravixd/core/otlp.py's any_value_text gives `v`; 0 for an ambiguous value
+ * (a fallback: protobuf's merge is Python's to read) or out of memory. */
 static int value_text(otlp_walk *w, text_chunk **text, const any_value *v, slice *out) {
     decoder *d = w->d;
     uint8_t *buf;

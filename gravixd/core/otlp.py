@@ -161,7 +161,7 @@ class TooManyRecords(DecodeError):
 @dataclass(frozen=True, slots=True)
 class Fallback:
     """An OtlpWalker's answer when the Python mapping must decide: `error_offset` is None
-    when the body parsed but holds what only Python maps (a JSON-valued attribute, ...),
+    when the body parsed but holds what only Python maps (an AnyValue sent twice, ...),
     else the byte where the walker could not parse it (upb has the last word)."""
 
     error_offset: int | None
