@@ -398,7 +398,6 @@ static int fall_back(otlp_walk *w, const uint8_t *at) {
 /* After a helper returned 0: NULL on a real error, else (a fallback) the record's end. */
 #define SKIP_RECORD(w, end) ((w)->d->error ? NULL : (end))
 
-
 static const char BASE64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /* The text gravixd/core/otlp.py's any_value_text gives `v`; 0 for an ambiguous value
@@ -431,17 +430,17 @@ static int value_text(otlp_walk *w, text_chunk **text, const any_value *v, slice
         if (!(buf = text_alloc(d, text, ((size_t)n + 2) / 3 * 4 + 1))) return 0;
         uint32_t len = 0, i = 0;
         for (; i + 3 <= n; i += 3) {
-            uint32_t w = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
-            buf[len++] = BASE64[w >> 18];
-            buf[len++] = BASE64[(w >> 12) & 63];
-            buf[len++] = BASE64[(w >> 6) & 63];
-            buf[len++] = BASE64[w & 63];
+            uint32_t word = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
+            buf[len++] = BASE64[word >> 18];
+            buf[len++] = BASE64[(word >> 12) & 63];
+            buf[len++] = BASE64[(word >> 6) & 63];
+            buf[len++] = BASE64[word & 63];
         }
         if (i < n) {
-            uint32_t w = (uint32_t)s[i] << 16 | (i + 1 < n ? (uint32_t)s[i + 1] << 8 : 0);
-            buf[len++] = BASE64[w >> 18];
-            buf[len++] = BASE64[(w >> 12) & 63];
-            buf[len++] = i + 1 < n ? BASE64[(w >> 6) & 63] : '=';
+            uint32_t word = (uint32_t)s[i] << 16 | (i + 1 < n ? (uint32_t)s[i + 1] << 8 : 0);
+            buf[len++] = BASE64[word >> 18];
+            buf[len++] = BASE64[(word >> 12) & 63];
+            buf[len++] = i + 1 < n ? BASE64[(word >> 6) & 63] : '=';
             buf[len++] = '=';
         }
         out->ptr = buf;
@@ -452,6 +451,10 @@ static int value_text(otlp_walk *w, text_chunk **text, const any_value *v, slice
     case ANY_KVLIST: {
         w->json.len = 0;
         if (!json_value(w, v, 3 * MAX_DEPTH)) return 0; /* nesting was checked */
+        if (w->json.len >= (size_t)MAX_OFFSET) {
+            fail(d, GX_ERR_TOO_LARGE, v->at);
+            return 0;
+        }
         if (!(buf = text_alloc(d, text, w->json.len))) return 0;
         memcpy(buf, w->json.data, w->json.len);
         out->ptr = buf;
@@ -471,6 +474,7 @@ static int value_text(otlp_walk *w, text_chunk **text, const any_value *v, slice
  * bytes in base64, NaN and infinities as strings, an empty value as null). */
 
 static int json_put(otlp_walk *w, const void *bytes, size_t n) {
+    if (!n) return 1;
     if (w->json.len + n > w->json.cap) {
         size_t cap = w->json.cap ? w->json.cap * 2 : 256;
         while (cap < w->json.len + n) cap *= 2;
