@@ -71,6 +71,8 @@ def _otlp_seeds() -> list[bytes]:
         {"string_value": "GET"}, {"int_value": 200}, {"double_value": 0.25},
         {"bool_value": True}, {"bytes_value": b"\x00\xff"}, {"string_value": "201"},
         {"array_value": common_pb2.ArrayValue(values=[common_pb2.AnyValue(int_value=1)])},
+        {"kvlist_value": common_pb2.KeyValueList(values=[common_pb2.KeyValue(
+            key="k", value=common_pb2.AnyValue(string_value='"\x01é'))] * 2)},
     ]  # fmt: skip
     keys = ["http.route", "http.method", "http.response.status_code", "http.status_code",
             "http.request.body.size", "region", "event.name", "service.name"]  # fmt: skip
