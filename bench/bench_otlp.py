@@ -258,13 +258,29 @@ def decode_cases(spans: int, seconds: float) -> list[dict[str, Any]]:
     assert _same_rows(otlp_traces(), facts_pure(), "timestamp")
     assert _same_rows(otlp_logs(), events_pure(), "timestamp")
     cases: list[tuple[str, str, Callable[[], Any], int]] = [
-        ("traces", "otlp protobuf", otlp_traces, len(traces)),
+        ("traces", "otlp protobuf python", otlp_traces, len(traces)),
         ("traces", "otlp json", otlp_traces_json, len(traces_json)),
         ("traces", "gravixd protobuf pure", facts_pure, len(fact_pb)),
-        ("logs", "otlp protobuf", otlp_logs, len(logs)),
+        ("logs", "otlp protobuf python", otlp_logs, len(logs)),
         ("logs", "otlp json", otlp_logs_json, len(logs_json)),
         ("logs", "gravixd protobuf pure", events_pure, len(event_pb)),
     ]
+    walker = _otlp_walker()
+    if walker is not None:
+
+        def otlp_traces_native() -> Any:
+            return otlp.decode_export(otlp.TRACES, pb, traces, _NOW_NS, walker=walker).batch
+
+        def otlp_logs_native() -> Any:
+            return otlp.decode_export(otlp.LOGS, pb, logs, _NOW_NS, walker=walker).batch
+
+        # The C walker maps these bodies itself (no fallback), to the Python mapping's rows.
+        assert not isinstance(walker(otlp.TRACES, traces, _NOW_NS, spans), otlp.Fallback)
+        assert not isinstance(walker(otlp.LOGS, logs, _NOW_NS, spans), otlp.Fallback)
+        assert otlp_traces_native().equals(otlp_traces())
+        assert otlp_logs_native().equals(otlp_logs())
+        cases.insert(0, ("traces", "otlp protobuf native", otlp_traces_native, len(traces)))
+        cases.insert(4, ("logs", "otlp protobuf native", otlp_logs_native, len(logs)))
     native = _native()
     if native is not None:
         cases.insert(
@@ -305,6 +321,13 @@ def _native() -> Callable[[str, bytes, int], Any] | None:
     except Exception:  # not built, or GRAVIXD_NATIVE=0
         return None
     return native.decode_protobuf
+
+
+def _otlp_walker() -> otlp.OtlpWalker | None:
+    """gravixd's C OTLP walker, when the extension is built."""
+    from gravixd import native
+
+    return native.decode_otlp_protobuf if native.AVAILABLE else None
 
 
 # --- http -------------------------------------------------------------------------------------

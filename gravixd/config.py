@@ -138,6 +138,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_in_flight_bytes: Annotated[
         Bytes, _doc("bytes of requests (and raw TCP partial lines) not yet acked")
     ] = 256 * MiB
+    # 8x the OpenTelemetry Collector's default batch (8,192): see core/otlp.py.
+    otlp_max_records_per_request: Annotated[
+        Count, _doc("spans or log records in one OTLP protobuf request (413 above)")
+    ] = 65_536
     request_timeout_seconds: Annotated[
         Seconds, _doc("deadline to receive one request, shake TLS hands, send an answer")
     ] = 30.0

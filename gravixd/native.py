@@ -7,6 +7,10 @@ record batch) whose release callback frees every buffer, and one pyarrow call im
 against the schema of gravixd/schema.py, zero-copy, with no Python per column. The C call
 releases the GIL (cffi API mode does), so a large body may decode in a worker thread.
 
+`decode_otlp_protobuf` does the same for OTLP/HTTP protobuf requests (spans -> facts, log
+records -> events), or hands the body back to gravixd.core.otlp's Python mapping, the
+reference, when it holds something C does not map itself.
+
 `decode_protobuf` is a drop-in for `gravixd.core.decode.decode_protobuf_pure`: the same input
 gives the same record batch or the same kind of `DecodeError` (property tests hold it to
 that). It must never be imported for `lib` by anything else; callers use the functions here.
@@ -30,9 +34,20 @@ from .core.framing import (
     read_varint,
     varint_too_long,
 )
+from .core.otlp import (
+    MAX_ERROR_MESSAGES,
+    SPAN_KIND_NAMES,
+    Fallback,
+    OtlpBatch,
+    OtlpWalker,
+    Signal,
+    TooManyRecords,
+    record_path,
+    rejection,
+)
 from .core.protobuf_checks import WrongWire, wrong_wire_error
 from .errors import DecodeError
-from .schema import EVENTS_SCHEMA, FACTS_SCHEMA, MAX_INT64, MAX_STATUS_CODE
+from .schema import EVENTS_SCHEMA, FACTS_SCHEMA, MAX_INT64, MAX_STATUS_CODE, SEVERITY_ALIASES
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +62,28 @@ else:
 AVAILABLE: Final[bool] = lib is not None
 
 # What each C error code means, as "got ..." text (gravix_decode.h lists the codes).
-_ERRORS: Final = {
-    1: "a truncated varint",
-    2: "a varint longer than 10 bytes",
-    3: "an invalid field tag",
-    4: "an invalid wire type",
-    5: "an invalid length prefix",
-    6: "a length past the end of its message",
-    7: "a truncated fixed-width value",
-    8: "an end-group tag outside its group",
-    9: "a group without its end-group tag",
-    10: "messages and groups nested more than 100 deep",
-    11: "invalid UTF-8 in a string field",
-    12: "more than 2 GiB of column data",
+_ERROR_TEXTS: Final = {
+    "GX_ERR_TRUNCATED_VARINT": "a truncated varint",
+    "GX_ERR_VARINT_TOO_LONG": "a varint longer than 10 bytes",
+    "GX_ERR_BAD_TAG": "an invalid field tag",
+    "GX_ERR_BAD_WIRE_TYPE": "an invalid wire type",
+    "GX_ERR_BAD_LENGTH": "an invalid length prefix",
+    "GX_ERR_LENGTH_PAST_END": "a length past the end of its message",
+    "GX_ERR_TRUNCATED_FIXED": "a truncated fixed-width value",
+    "GX_ERR_UNEXPECTED_END_GROUP": "an end-group tag outside its group",
+    "GX_ERR_UNTERMINATED_GROUP": "a group without its end-group tag",
+    "GX_ERR_TOO_DEEP": "messages and groups nested more than 100 deep",
+    "GX_ERR_INVALID_UTF8": "invalid UTF-8 in a string field",
+    "GX_ERR_TOO_LARGE": "more than 2 GiB of column data",
 }
-_NO_MEMORY: Final = 13
-_INVALID: Final = 14  # a contract violation: the status names the row and field
-_FRAME_TOO_LARGE: Final = 15
-_FRAME_VARINT: Final = 16
+# The codes by name from the header (cffi exposes its enums on `lib`); -1 when not built.
+_ERRORS: Final = {getattr(lib, name): text for name, text in _ERROR_TEXTS.items()} if lib else {}
+_NO_MEMORY: Final = lib.GX_ERR_NO_MEMORY if lib else -1
+_INVALID: Final = lib.GX_ERR_INVALID if lib else -1  # a contract violation: the status says which
+_FRAME_TOO_LARGE: Final = lib.GX_ERR_FRAME_TOO_LARGE if lib else -1
+_FRAME_VARINT: Final = lib.GX_ERR_FRAME_VARINT if lib else -1
+_FALLBACK: Final = lib.GX_ERR_FALLBACK if lib else -1  # OTLP: a form only Python maps
+_TOO_MANY_RECORDS: Final = lib.GX_ERR_TOO_MANY_RECORDS if lib else -1
 
 # stream -> (the C stream number, the imported schema, the batch message's name).
 _STREAMS: Final = {
@@ -284,6 +303,20 @@ def exported_schema(stream: str) -> pa.Schema:
     return pa.Schema._import_from_c(int(ffi.cast("uintptr_t", schema)))
 
 
+def column_table(stream: str) -> list[tuple[str, str, int]]:
+    """The C decoder's column table for `stream` (native/gravix_columns.h): (name, kind,
+    proto field number) a column, kind as in schema.Column ("fixed", "string", "map")."""
+    if lib is None:
+        raise RuntimeError(f"gravixd._native is not built: {_IMPORT_ERROR}")
+    kinds = {b"f": "fixed", b"s": "string", b"m": "map"}
+    name, fmt = ffi.new("const char **"), ffi.new("const char **")
+    kind, number = ffi.new("char *"), ffi.new("int *")
+    table: list[tuple[str, str, int]] = []
+    while lib.gx_column_info(_STREAMS[stream][0], len(table), name, fmt, kind, number):
+        table.append((ffi.string(name[0]).decode(), kinds[kind[0]], int(number[0])))
+    return table
+
+
 def live_exports() -> int:
     """Decoded batches whose C buffers are not yet freed (for leak tests)."""
     return int(lib.gx_live_exports()) if lib is not None else 0
@@ -305,3 +338,113 @@ def select_protobuf_decoder(
         )
         return decode_protobuf_pure, "pure"
     return decode_protobuf, "native"
+
+
+# --- OTLP/HTTP protobuf requests ---------------------------------------------------------------
+
+# signal name -> (the C signal number, the imported schema).
+_OTLP_SIGNALS: Final = {"traces": (0, FACTS_SCHEMA), "logs": (1, EVENTS_SCHEMA)}
+# gx_otlp_status.ignored_by_kind's slots: OTLP's span kinds 0..5, then any other number.
+_SPAN_KIND_SLOTS: Final = (*SPAN_KIND_NAMES, "unknown")
+
+
+def _register_severity_aliases() -> bool:
+    """Hands schema.py's severity names to C (one table): False if C could not take them
+    all, and then log records go to the Python mapping."""
+    if lib is None:
+        return False
+    return all(
+        lib.gx_otlp_severity_alias(name.encode(), number)
+        for name, number in SEVERITY_ALIASES.items()
+    )
+
+
+_SEVERITY_ALIASES_REGISTERED: Final = _register_severity_aliases()
+
+
+def decode_otlp_protobuf(
+    signal: Signal, body: bytes, received_unix_nano: int, max_records: int
+) -> OtlpBatch | Fallback:
+    """An `Export…ServiceRequest` protobuf body mapped in C (an `OtlpWalker`).
+
+    Returns:
+        the same OtlpBatch as gravixd.core.otlp's Python mapping gives, or a Fallback when
+        C leaves the body to it (a record Python rejects or a value only Python writes:
+        `error_offset` None; or a body C could not parse: upb has the last word, and
+        `error_offset` says where C stopped).
+
+    Raises:
+        TooManyRecords: more than `max_records` spans or log records (counted as walked).
+        MemoryError: the column buffers could not be allocated.
+    """
+    if lib is None:
+        raise RuntimeError(f"gravixd._native is not built: {_IMPORT_ERROR}")
+    number, schema = _OTLP_SIGNALS[signal.name]
+    if signal.name == "logs" and not _SEVERITY_ALIASES_REGISTERED:
+        return Fallback(None)
+    status = ffi.new("gx_otlp_status *")
+    array = ffi.new("struct ArrowArray *")
+    code = lib.gx_decode_otlp_arrow(
+        number,
+        ffi.from_buffer("uint8_t[]", body),
+        len(body),
+        received_unix_nano,
+        max_records,
+        status,
+        array,
+    )
+    if code == 0:
+        batch = pa.RecordBatch._import_from_c(int(ffi.cast("uintptr_t", array)), schema)
+        ignored = {
+            kind: int(count)
+            for kind, count in zip(_SPAN_KIND_SLOTS, status.ignored_by_kind, strict=True)
+            if count
+        }
+        result = OtlpBatch(batch, ignored_by_kind=ignored)
+        return _with_rejections(result, signal, body, status) if status.rejected else result
+    if code == _TOO_MANY_RECORDS:
+        raise TooManyRecords(signal, max_records, int(status.error_offset), retryable=False)
+    if code == _NO_MEMORY:
+        raise MemoryError(f"decoding a {len(body)}-byte OTLP protobuf body")
+    if code == _FALLBACK:
+        return Fallback(None)
+    return Fallback(int(status.error_offset))
+
+
+# gx_otlp_status.rejected_by_reason's slots (GX_REJECT_*): otlp.py's reasons.
+_REJECT_REASONS: Final = (
+    "invalid_trace_id",
+    "invalid_time",
+    "invalid_status_code",
+    "invalid_bytes_in",
+    "invalid_bytes_out",
+)
+
+
+def _with_rejections(
+    result: OtlpBatch, signal: Signal, body: bytes, status: Any
+) -> OtlpBatch | Fallback:
+    """The records C left out, counted by reason, the first ones worded by the Python
+    mapping itself (each record parsed alone): its messages, never a paraphrase. Should
+    Python take a record C rejected, the body is Python's (Fallback)."""
+    result.rejected = int(status.rejected)
+    result.rejected_reasons = {
+        reason: int(count)
+        for reason, count in zip(_REJECT_REASONS, status.rejected_by_reason, strict=True)
+        if count
+    }
+    for k in range(min(result.rejected, len(status.rejections))):
+        x = status.rejections[k]
+        verdict = rejection(signal.name, body[x.offset : x.offset + x.length])
+        if verdict is None or verdict[0] != _REJECT_REASONS[x.reason]:
+            return Fallback(None)
+        if len(result.errors) < MAX_ERROR_MESSAGES:
+            where = record_path(signal.name, x.resource, x.scope, x.record)
+            result.errors.append(f"{verdict[1]} - at `{where}`")
+    return result
+
+
+def otlp_walker_for(decoder: ProtobufDecoder) -> OtlpWalker | None:
+    """The OTLP protobuf walker that goes with the daemon's protobuf decoder: C when that is
+    the native decoder, else None (the Python mapping: `GRAVIXD_NATIVE=0`, or not built)."""
+    return decode_otlp_protobuf if decoder is decode_protobuf and AVAILABLE else None

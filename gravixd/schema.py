@@ -7,9 +7,12 @@ after the proto fields; types are ones Trino's Hive connector, DuckDB and pandas
 
 from __future__ import annotations
 
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 import pyarrow as pa
+
+from .proto.gravix.v1 import events_pb2
 
 TIMESTAMP_TYPE: Final = pa.timestamp("ns", tz="UTC")
 ATTRIBUTES_TYPE: Final = pa.map_(pa.string(), pa.string())
@@ -42,6 +45,47 @@ EVENTS_SCHEMA: Final = pa.schema(
 )
 
 STREAMS: Final[dict[str, pa.Schema]] = {"facts": FACTS_SCHEMA, "events": EVENTS_SCHEMA}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of a stream, as every builder lays it out.
+
+    Attributes:
+        field: the Arrow field (name and type) of the schema above.
+        kind: "fixed" (one value buffer), "string" (offsets and UTF-8 data) or "map"
+            (map<string,string>: entry offsets, key and value strings).
+        proto_number: the field number of the column in the stream's proto message.
+    """
+
+    field: pa.Field
+    kind: Literal["fixed", "string", "map"]
+    proto_number: int
+
+
+def _columns(schema: pa.Schema, message: Any) -> tuple[Column, ...]:
+    # Column names are the proto field names, but for the timestamp (`timestamp_unix_nano`).
+    numbers = {f.name.removesuffix("_unix_nano"): f.number for f in message.DESCRIPTOR.fields}
+    return tuple(
+        Column(
+            field,
+            "map"
+            if pa.types.is_map(field.type)
+            else "string"
+            if pa.types.is_string(field.type)
+            else "fixed",
+            numbers[field.name],
+        )
+        for field in schema
+    )
+
+
+# The column table of each stream: the Python builders iterate it, and the C decoder's
+# X-macro table (native/gravix_columns.h) is held to it by tests/unit/test_native.py.
+COLUMNS: Final[dict[str, tuple[Column, ...]]] = {
+    "facts": _columns(FACTS_SCHEMA, events_pb2.RequestFact),
+    "events": _columns(EVENTS_SCHEMA, events_pb2.ServiceEvent),
+}
 
 # A rollup batch's commit record, as a table query engines read beside the data
 # (`rollup-commits/{stream}/dt=…/hour=…/batch-NNNNN.parquet`, written by gravixd.rollup): one row

@@ -16,6 +16,9 @@
  * gx_live_exports() check that the release callbacks free everything. And it is read as a
  * delimited stream (gx_decode_stream_arrow) whole and cut in two at a random point, as TCP
  * reads arrive: the cut must not change how many rows come out or where it stops.
+ * And as an OTLP ExportTraceServiceRequest and ExportLogsServiceRequest
+ * (gx_decode_otlp_arrow, native/gravix_otlp.c), with a record limit now and then small:
+ * an error with an offset inside the body, or a batch walked and released.
  */
 #define _POSIX_C_SOURCE 199309L
 #include "gravix_decode.h"
@@ -185,6 +188,43 @@ static void check_stream(const uint8_t *data, size_t len, int facts) {
     if (gx_live_exports() != 0) die("stream batch not freed", gx_live_exports());
 }
 
+/* An OTLP request through gx_decode_otlp_arrow, both signals: an error (with an offset in
+ * the body) or an exported batch that is walked and released; records bound the rows. */
+static int check_otlp(const uint8_t *body, size_t len, int logs) {
+    struct ArrowArray array;
+    gx_otlp_status st;
+    int64_t max_records = below(4) ? 1 << 20 : (int64_t)below(8);
+    int rc = gx_decode_otlp_arrow(logs ? GX_OTLP_LOGS : GX_OTLP_TRACES, body, len, 42,
+                                  max_records, &st, &array);
+    if (rc != st.error) die("otlp return code", rc);
+    if (st.records > max_records + 1) die("otlp records past the limit", st.records);
+    if (rc != GX_OK) {
+        if (array.release) die("otlp exported on error", rc);
+        if (st.error_offset < 0 || (size_t)st.error_offset > len)
+            die("otlp error offset", st.error_offset);
+        if (rc == GX_ERR_TOO_MANY_RECORDS && st.records != max_records + 1)
+            die("otlp too many records", st.records);
+        return 0;
+    }
+    int64_t ignored = 0, rejected = 0;
+    for (int i = 0; i < GX_SPAN_KINDS; i++) ignored += st.ignored_by_kind[i];
+    for (int i = 0; i < GX_REJECT_REASONS; i++) rejected += st.rejected_by_reason[i];
+    for (int64_t i = 0; i < st.rejected && i < GX_OTLP_REJECTIONS_KEPT; i++) {
+        const gx_otlp_rejection *x = &st.rejections[i];
+        if (x->offset < 0 || x->length < 0 || (size_t)(x->offset + x->length) > len ||
+            x->reason < 0 || x->reason >= GX_REJECT_REASONS)
+            die("otlp rejection", x->offset);
+    }
+    if (array.length != st.rows || rejected != st.rejected ||
+        st.rows + ignored + rejected != st.records ||
+        (logs && ignored) || array.n_children != (logs ? 7 : 10))
+        die("otlp shape", st.rows);
+    walk(&array, 0);
+    array.release(&array);
+    if (gx_live_exports() != 0) die("otlp batch not freed", gx_live_exports());
+    return 1;
+}
+
 static uint8_t *read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -261,7 +301,10 @@ int main(int argc, char **argv) {
     size_t cap = max_len * 2 + 64;
     uint8_t *work = malloc(cap);
     double deadline = now_seconds() + seconds;
-    long rounds = 0, ok = 0;
+    long rounds = 0, ok = 0, otlp_ok = 0;
+    static const char *const aliases[] = {"debug", "info", "warn", "warning", "error", "fatal"};
+    static const int numbers[] = {1, 2, 3, 3, 4, 5};
+    for (int i = 0; i < 6; i++) gx_otlp_severity_alias(aliases[i], numbers[i]);
     while ((rounds & 63) || now_seconds() < deadline) {
         int s = (int)below((size_t)n_seeds);
         memcpy(work, seeds[s], lens[s]);
@@ -281,11 +324,12 @@ int main(int argc, char **argv) {
             gx_result_free(r);
             check_export(exact, len, facts);
             check_stream(exact, len, facts);
+            otlp_ok += check_otlp(exact, len, facts);
         }
         free(exact);
         rounds++;
     }
-    printf("rounds %ld ok %ld\n", rounds, ok);
+    printf("rounds %ld ok %ld otlp_ok %ld\n", rounds, ok, otlp_ok);
     for (int i = 0; i < n_seeds; i++) free(seeds[i]);
     free(seeds);
     free(lens);

@@ -32,6 +32,11 @@
 
 _Static_assert(GX_F_COUNT <= GX_MAX_BUFFERS && GX_E_COUNT <= GX_MAX_BUFFERS, "buffer slots");
 _Static_assert(GX_MAX_BUFFERS == 18, "keep gx_result.buffers[18] in step");
+/* The parsers' in-order fast path compares one byte: every column's field is 1..15. */
+#define ONE_BYTE_TAG(P, C, name, format, kind, width, number, wire) \
+    _Static_assert(GX_TAG_##P##_##C < 0x80, "a one-byte tag: " name);
+GX_FACT_COLUMNS(ONE_BYTE_TAG)
+GX_EVENT_COLUMNS(ONE_BYTE_TAG)
 
 /* upb's default recursion limit: the batch is depth 100, each message or group one less. */
 #define MAX_DEPTH 100
@@ -294,17 +299,14 @@ typedef struct {
     int width;
 } row_buffer;
 
-static const row_buffer FACT_ROW_BUFFERS[] = {
-    {GX_F_TIMESTAMP, 8},       {GX_F_SERVICE_OFFSETS, 4}, {GX_F_ROUTE_OFFSETS, 4},
-    {GX_F_METHOD_OFFSETS, 4},  {GX_F_STATUS_CODE, 4},     {GX_F_DURATION_MS, 8},
-    {GX_F_BYTES_IN, 8},        {GX_F_BYTES_OUT, 8},       {GX_F_TRACE_ID_OFFSETS, 4},
-    {GX_F_ATTR_OFFSETS, 4},
-};
-static const row_buffer EVENT_ROW_BUFFERS[] = {
-    {GX_E_TIMESTAMP, 8},        {GX_E_SERVICE_OFFSETS, 4}, {GX_E_KIND_OFFSETS, 4},
-    {GX_E_SEVERITY_OFFSETS, 4}, {GX_E_MESSAGE_OFFSETS, 4}, {GX_E_TRACE_ID_OFFSETS, 4},
-    {GX_E_ATTR_OFFSETS, 4},
-};
+#define ROW_BUFFER_FIXED(P, C, width) {GX_##P##_##C, width},
+#define ROW_BUFFER_STRING(P, C, width) {GX_##P##_##C##_OFFSETS, 4},
+#define ROW_BUFFER_MAP(P, C, width) {GX_##P##_##C##_OFFSETS, 4},
+#define ROW_BUFFER(P, C, name, format, kind, width, number, wire) ROW_BUFFER_##kind(P, C, width)
+static const row_buffer FACT_ROW_BUFFERS[] = {GX_FACT_COLUMNS(ROW_BUFFER)};
+static const row_buffer EVENT_ROW_BUFFERS[] = {GX_EVENT_COLUMNS(ROW_BUFFER)};
+_Static_assert(sizeof FACT_ROW_BUFFERS / sizeof *FACT_ROW_BUFFERS == GX_F_COLUMNS, "facts");
+_Static_assert(sizeof EVENT_ROW_BUFFERS / sizeof *EVENT_ROW_BUFFERS == GX_E_COLUMNS, "events");
 
 /* Offsets buffers hold rows + 1 entries, hence the one extra row everywhere. */
 static int grow_rows(decoder *d, const row_buffer *bufs, size_t n, int64_t rows) {
@@ -518,38 +520,50 @@ static const uint8_t *parse_fact(decoder *d, const uint8_t *p, const uint8_t *en
      * effects: whatever does not match here goes through the loop below, which also lets
      * later occurrences win. (Tags of fields 1-15 are one byte.) */
 #define NEXT(byte) (p < end && *p == (byte) && (++p, 1))
-    if (NEXT(0x08)) { CHECK(read_varint(d, p, end, &v)); f.timestamp = (int64_t)v; }
-    if (NEXT(0x12)) CHECK(read_string(d, p, end, &f.service));
-    if (NEXT(0x1a)) CHECK(read_string(d, p, end, &f.route));
-    if (NEXT(0x22)) CHECK(read_string(d, p, end, &f.method));
-    if (NEXT(0x28)) { CHECK(read_varint(d, p, end, &v)); f.status_code = (uint32_t)v; }
-    if (p < end && *p == 0x31 && end - p >= 9) {
+    if (NEXT(GX_TAG_F_TIMESTAMP)) {
+        CHECK(read_varint(d, p, end, &v));
+        f.timestamp = (int64_t)v;
+    }
+    if (NEXT(GX_TAG_F_SERVICE)) CHECK(read_string(d, p, end, &f.service));
+    if (NEXT(GX_TAG_F_ROUTE)) CHECK(read_string(d, p, end, &f.route));
+    if (NEXT(GX_TAG_F_METHOD)) CHECK(read_string(d, p, end, &f.method));
+    if (NEXT(GX_TAG_F_STATUS_CODE)) {
+        CHECK(read_varint(d, p, end, &v));
+        f.status_code = (uint32_t)v;
+    }
+    if (p < end && *p == GX_TAG_F_DURATION_MS && end - p >= 9) {
         memcpy(&f.duration_ms, p + 1, 8);
         p += 9;
     }
-    if (NEXT(0x38)) CHECK(read_varint(d, p, end, &f.bytes_in));
-    if (NEXT(0x40)) CHECK(read_varint(d, p, end, &f.bytes_out));
-    if (NEXT(0x4a)) CHECK(read_string(d, p, end, &f.trace_id));
-    while (NEXT(0x52)) CHECK(parse_entry(d, p, end, depth - 1));
+    if (NEXT(GX_TAG_F_BYTES_IN)) CHECK(read_varint(d, p, end, &f.bytes_in));
+    if (NEXT(GX_TAG_F_BYTES_OUT)) CHECK(read_varint(d, p, end, &f.bytes_out));
+    if (NEXT(GX_TAG_F_TRACE_ID)) CHECK(read_string(d, p, end, &f.trace_id));
+    while (NEXT(GX_TAG_F_ATTR)) CHECK(parse_entry(d, p, end, depth - 1));
     while (p < end) {
         const uint8_t *tag_at = p;
         uint32_t tag;
         CHECK(read_tag(d, p, end, &tag));
         switch (tag) {
-        case 0x08: CHECK(read_varint(d, p, end, &v)); f.timestamp = (int64_t)v; break;
-        case 0x12: CHECK(read_string(d, p, end, &f.service)); break;
-        case 0x1a: CHECK(read_string(d, p, end, &f.route)); break;
-        case 0x22: CHECK(read_string(d, p, end, &f.method)); break;
-        case 0x28: CHECK(read_varint(d, p, end, &v)); f.status_code = (uint32_t)v; break;
-        case 0x31:
+        case GX_TAG_F_TIMESTAMP:
+            CHECK(read_varint(d, p, end, &v));
+            f.timestamp = (int64_t)v;
+            break;
+        case GX_TAG_F_SERVICE: CHECK(read_string(d, p, end, &f.service)); break;
+        case GX_TAG_F_ROUTE: CHECK(read_string(d, p, end, &f.route)); break;
+        case GX_TAG_F_METHOD: CHECK(read_string(d, p, end, &f.method)); break;
+        case GX_TAG_F_STATUS_CODE:
+            CHECK(read_varint(d, p, end, &v));
+            f.status_code = (uint32_t)v;
+            break;
+        case GX_TAG_F_DURATION_MS:
             if (end - p < 8) return fail(d, GX_ERR_TRUNCATED_FIXED, p);
             memcpy(&f.duration_ms, p, 8);
             p += 8;
             break;
-        case 0x38: CHECK(read_varint(d, p, end, &f.bytes_in)); break;
-        case 0x40: CHECK(read_varint(d, p, end, &f.bytes_out)); break;
-        case 0x4a: CHECK(read_string(d, p, end, &f.trace_id)); break;
-        case 0x52: CHECK(parse_entry(d, p, end, depth - 1)); break;
+        case GX_TAG_F_BYTES_IN: CHECK(read_varint(d, p, end, &f.bytes_in)); break;
+        case GX_TAG_F_BYTES_OUT: CHECK(read_varint(d, p, end, &f.bytes_out)); break;
+        case GX_TAG_F_TRACE_ID: CHECK(read_string(d, p, end, &f.trace_id)); break;
+        case GX_TAG_F_ATTR: CHECK(parse_entry(d, p, end, depth - 1)); break;
         default:
             note_wrong_wire(d, tag, FACT_WIRE_TYPES, sizeof FACT_WIRE_TYPES);
             CHECK(skip_field(d, p, end, tag, tag_at, depth));
@@ -615,25 +629,37 @@ static const uint8_t *parse_event(decoder *d, const uint8_t *p, const uint8_t *e
     ev.service.ptr = ev.kind.ptr = ev.message.ptr = ev.trace_id.ptr = p;
     d->n_entries = 0;
     /* The in-order fast path, as in parse_fact. */
-    if (NEXT(0x08)) { CHECK(read_varint(d, p, end, &v)); ev.timestamp = (int64_t)v; }
-    if (NEXT(0x12)) CHECK(read_string(d, p, end, &ev.service));
-    if (NEXT(0x1a)) CHECK(read_string(d, p, end, &ev.kind));
-    if (NEXT(0x20)) { CHECK(read_varint(d, p, end, &v)); ev.severity = (int32_t)(uint32_t)v; }
-    if (NEXT(0x2a)) CHECK(read_string(d, p, end, &ev.message));
-    if (NEXT(0x32)) CHECK(read_string(d, p, end, &ev.trace_id));
-    while (NEXT(0x3a)) CHECK(parse_entry(d, p, end, depth - 1));
+    if (NEXT(GX_TAG_E_TIMESTAMP)) {
+        CHECK(read_varint(d, p, end, &v));
+        ev.timestamp = (int64_t)v;
+    }
+    if (NEXT(GX_TAG_E_SERVICE)) CHECK(read_string(d, p, end, &ev.service));
+    if (NEXT(GX_TAG_E_KIND)) CHECK(read_string(d, p, end, &ev.kind));
+    if (NEXT(GX_TAG_E_SEVERITY)) {
+        CHECK(read_varint(d, p, end, &v));
+        ev.severity = (int32_t)(uint32_t)v;
+    }
+    if (NEXT(GX_TAG_E_MESSAGE)) CHECK(read_string(d, p, end, &ev.message));
+    if (NEXT(GX_TAG_E_TRACE_ID)) CHECK(read_string(d, p, end, &ev.trace_id));
+    while (NEXT(GX_TAG_E_ATTR)) CHECK(parse_entry(d, p, end, depth - 1));
     while (p < end) {
         const uint8_t *tag_at = p;
         uint32_t tag;
         CHECK(read_tag(d, p, end, &tag));
         switch (tag) {
-        case 0x08: CHECK(read_varint(d, p, end, &v)); ev.timestamp = (int64_t)v; break;
-        case 0x12: CHECK(read_string(d, p, end, &ev.service)); break;
-        case 0x1a: CHECK(read_string(d, p, end, &ev.kind)); break;
-        case 0x20: CHECK(read_varint(d, p, end, &v)); ev.severity = (int32_t)(uint32_t)v; break;
-        case 0x2a: CHECK(read_string(d, p, end, &ev.message)); break;
-        case 0x32: CHECK(read_string(d, p, end, &ev.trace_id)); break;
-        case 0x3a: CHECK(parse_entry(d, p, end, depth - 1)); break;
+        case GX_TAG_E_TIMESTAMP:
+            CHECK(read_varint(d, p, end, &v));
+            ev.timestamp = (int64_t)v;
+            break;
+        case GX_TAG_E_SERVICE: CHECK(read_string(d, p, end, &ev.service)); break;
+        case GX_TAG_E_KIND: CHECK(read_string(d, p, end, &ev.kind)); break;
+        case GX_TAG_E_SEVERITY:
+            CHECK(read_varint(d, p, end, &v));
+            ev.severity = (int32_t)(uint32_t)v;
+            break;
+        case GX_TAG_E_MESSAGE: CHECK(read_string(d, p, end, &ev.message)); break;
+        case GX_TAG_E_TRACE_ID: CHECK(read_string(d, p, end, &ev.trace_id)); break;
+        case GX_TAG_E_ATTR: CHECK(parse_entry(d, p, end, depth - 1)); break;
         default:
             note_wrong_wire(d, tag, EVENT_WIRE_TYPES, sizeof EVENT_WIRE_TYPES);
             CHECK(skip_field(d, p, end, tag, tag_at, depth));
@@ -697,23 +723,30 @@ typedef struct {
     const char *columns;
 } stream_spec;
 
-static const int FACT_OFFSET_SLOTS[] = {
-    GX_F_SERVICE_OFFSETS, GX_F_ROUTE_OFFSETS,   GX_F_METHOD_OFFSETS,     GX_F_TRACE_ID_OFFSETS,
-    GX_F_ATTR_OFFSETS,    GX_F_ATTR_KEY_OFFSETS, GX_F_ATTR_VALUE_OFFSETS,
-};
-static const int EVENT_OFFSET_SLOTS[] = {
-    GX_E_SERVICE_OFFSETS,  GX_E_KIND_OFFSETS, GX_E_SEVERITY_OFFSETS,  GX_E_MESSAGE_OFFSETS,
-    GX_E_TRACE_ID_OFFSETS, GX_E_ATTR_OFFSETS, GX_E_ATTR_KEY_OFFSETS, GX_E_ATTR_VALUE_OFFSETS,
-};
+#define OFFSET_SLOTS_FIXED(P, C)
+#define OFFSET_SLOTS_STRING(P, C) GX_##P##_##C##_OFFSETS,
+#define OFFSET_SLOTS_MAP(P, C)                                                               \
+    GX_##P##_##C##_OFFSETS, GX_##P##_##C##_KEY_OFFSETS, GX_##P##_##C##_VALUE_OFFSETS,
+#define OFFSET_SLOTS(P, C, name, format, kind, width, number, wire) OFFSET_SLOTS_##kind(P, C)
+static const int FACT_OFFSET_SLOTS[] = {GX_FACT_COLUMNS(OFFSET_SLOTS)};
+static const int EVENT_OFFSET_SLOTS[] = {GX_EVENT_COLUMNS(OFFSET_SLOTS)};
+
+/* Column kinds in schema order, as the export walks them: 'f', 's', 'm'. */
+#define KIND_FIXED 'f'
+#define KIND_STRING 's'
+#define KIND_MAP 'm'
+#define COLUMN_KIND(P, C, name, format, kind, width, number, wire) KIND_##kind,
+static const char FACT_KINDS[] = {GX_FACT_COLUMNS(COLUMN_KIND) 0};
+static const char EVENT_KINDS[] = {GX_EVENT_COLUMNS(COLUMN_KIND) 0};
 
 #define COUNT(a) (sizeof a / sizeof *a)
 static const stream_spec SPECS[2] = {
     {FACT_ROW_BUFFERS, COUNT(FACT_ROW_BUFFERS), FACT_OFFSET_SLOTS, COUNT(FACT_OFFSET_SLOTS),
      GX_F_ATTR_OFFSETS, GX_F_ATTR_KEY_OFFSETS, GX_F_ATTR_VALUE_OFFSETS, GX_F_COUNT, parse_fact,
-     "fsssffffsm"},
+     FACT_KINDS},
     {EVENT_ROW_BUFFERS, COUNT(EVENT_ROW_BUFFERS), EVENT_OFFSET_SLOTS, COUNT(EVENT_OFFSET_SLOTS),
      GX_E_ATTR_OFFSETS, GX_E_ATTR_KEY_OFFSETS, GX_E_ATTR_VALUE_OFFSETS, GX_E_COUNT, parse_event,
-     "fsssssm"},
+     EVENT_KINDS},
 };
 
 static void shrink_to_fit(gx_buffer *b) {
@@ -1105,14 +1138,29 @@ typedef struct {
     struct ArrowSchema *children[MAX_FIELDS];
 } schema_block;
 
-static const char *const FACT_NAMES[] = {"timestamp",   "service",  "route",     "method",
-                                         "status_code", "duration_ms", "bytes_in", "bytes_out",
-                                         "trace_id",    "attributes"};
-static const char *const FACT_FORMATS[] = {"tsn:UTC", "u", "u", "u", "i",
-                                           "g",       "l", "l", "u", "+m"};
-static const char *const EVENT_NAMES[] = {"timestamp", "service",  "kind",      "severity",
-                                          "message",   "trace_id", "attributes"};
-static const char *const EVENT_FORMATS[] = {"tsn:UTC", "u", "u", "u", "u", "u", "+m"};
+#define COLUMN_NAME(P, C, name, format, kind, width, number, wire) name,
+#define COLUMN_FORMAT(P, C, name, format, kind, width, number, wire) format,
+#define COLUMN_NUMBER(P, C, name, format, kind, width, number, wire) number,
+static const char *const FACT_NAMES[] = {GX_FACT_COLUMNS(COLUMN_NAME)};
+static const char *const FACT_FORMATS[] = {GX_FACT_COLUMNS(COLUMN_FORMAT)};
+static const int FACT_NUMBERS[] = {GX_FACT_COLUMNS(COLUMN_NUMBER)};
+static const char *const EVENT_NAMES[] = {GX_EVENT_COLUMNS(COLUMN_NAME)};
+static const char *const EVENT_FORMATS[] = {GX_EVENT_COLUMNS(COLUMN_FORMAT)};
+static const int EVENT_NUMBERS[] = {GX_EVENT_COLUMNS(COLUMN_NUMBER)};
+/* One map column a stream: its 3 extra nodes (entries, key, value) fit in the blocks. */
+_Static_assert(GX_F_COLUMNS + 4 <= MAX_FIELDS && GX_F_COLUMNS + 4 <= MAX_NODES, "facts nodes");
+_Static_assert(GX_E_COLUMNS + 4 <= MAX_FIELDS && GX_E_COLUMNS + 4 <= MAX_NODES, "events nodes");
+
+int gx_column_info(int stream, int i, const char **name, const char **format, char *kind,
+                   int *field_number) {
+    int facts = stream != GX_STREAM_EVENTS;
+    if (i < 0 || i >= (facts ? GX_F_COLUMNS : GX_E_COLUMNS)) return 0;
+    *name = (facts ? FACT_NAMES : EVENT_NAMES)[i];
+    *format = (facts ? FACT_FORMATS : EVENT_FORMATS)[i];
+    *kind = (facts ? FACT_KINDS : EVENT_KINDS)[i];
+    *field_number = (facts ? FACT_NUMBERS : EVENT_NUMBERS)[i];
+    return 1;
+}
 
 static void release_schema(struct ArrowSchema *schema) {
     if (!schema->release) return;
@@ -1142,7 +1190,7 @@ int gx_export_schema(int stream, struct ArrowSchema *out) {
     schema_block *b = calloc(1, sizeof *b);
     if (!b) return GX_ERR_NO_MEMORY;
     int facts = stream != GX_STREAM_EVENTS;
-    int n = facts ? 10 : 7;
+    int n = facts ? GX_F_COLUMNS : GX_E_COLUMNS;
     const char *const *names = facts ? FACT_NAMES : EVENT_NAMES;
     const char *const *formats = facts ? FACT_FORMATS : EVENT_FORMATS;
     int next = 0;
@@ -1168,3 +1216,6 @@ int gx_export_schema(int stream, struct ArrowSchema *out) {
     out->private_data = b;
     return GX_OK;
 }
+
+/* ---- OTLP requests: the same readers, buffers and export (see gravix_otlp.c) ------------ */
+#include "gravix_otlp.c"

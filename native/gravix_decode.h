@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gravix_columns.h"
+
 /* cdef-begin */
 
 /* A growable malloc'd byte buffer; `len` bytes are used. */
@@ -24,33 +26,8 @@ typedef struct {
     int64_t cap;
 } gx_buffer;
 
-/* Buffer slots of a result, in Arrow order. Offsets are int32 (Arrow `string`, `map`). */
-enum {
-    /* facts (RequestFact) */
-    GX_F_TIMESTAMP = 0,
-    GX_F_SERVICE_OFFSETS, GX_F_SERVICE_DATA,
-    GX_F_ROUTE_OFFSETS, GX_F_ROUTE_DATA,
-    GX_F_METHOD_OFFSETS, GX_F_METHOD_DATA,
-    GX_F_STATUS_CODE,
-    GX_F_DURATION_MS,
-    GX_F_BYTES_IN,
-    GX_F_BYTES_OUT,
-    GX_F_TRACE_ID_OFFSETS, GX_F_TRACE_ID_DATA,
-    GX_F_ATTR_OFFSETS, GX_F_ATTR_KEY_OFFSETS, GX_F_ATTR_KEY_DATA,
-    GX_F_ATTR_VALUE_OFFSETS, GX_F_ATTR_VALUE_DATA,
-    GX_F_COUNT,
-    /* events (ServiceEvent) */
-    GX_E_TIMESTAMP = 0,
-    GX_E_SERVICE_OFFSETS, GX_E_SERVICE_DATA,
-    GX_E_KIND_OFFSETS, GX_E_KIND_DATA,
-    GX_E_SEVERITY_OFFSETS, GX_E_SEVERITY_DATA,
-    GX_E_MESSAGE_OFFSETS, GX_E_MESSAGE_DATA,
-    GX_E_TRACE_ID_OFFSETS, GX_E_TRACE_ID_DATA,
-    GX_E_ATTR_OFFSETS, GX_E_ATTR_KEY_OFFSETS, GX_E_ATTR_KEY_DATA,
-    GX_E_ATTR_VALUE_OFFSETS, GX_E_ATTR_VALUE_DATA,
-    GX_E_COUNT
-};
-
+/* Buffer slots of a result, in Arrow order (GX_F_*, GX_E_*): gravix_columns.h derives them
+ * from the column table. Offsets are int32 (Arrow `string`, `map`). */
 #define GX_MAX_BUFFERS 18
 
 /* Return codes; on error `error_offset` is the byte of `body` where the bad element starts. */
@@ -72,7 +49,10 @@ enum {
     /* Only from the gx_decode_*_arrow entry points: */
     GX_ERR_INVALID = 14,          /* well-formed, but a row breaks the contract (see status) */
     GX_ERR_FRAME_TOO_LARGE = 15,  /* stream: a length prefix above max_frame_bytes */
-    GX_ERR_FRAME_VARINT = 16      /* stream: a length prefix of 10 bytes, continuation set */
+    GX_ERR_FRAME_VARINT = 16,     /* stream: a length prefix of 10 bytes, continuation set */
+    /* Only from gx_decode_otlp_arrow: */
+    GX_ERR_FALLBACK = 17,         /* a form C does not produce: decode it with the Python mapping */
+    GX_ERR_TOO_MANY_RECORDS = 18  /* more records than max_records */
 };
 
 typedef struct {
@@ -186,6 +166,66 @@ int gx_decode_arrow(int stream, const uint8_t *body, size_t len, int64_t receive
 int gx_decode_stream_arrow(int stream, const uint8_t *data, size_t len,
                            int64_t received_unix_nano, int64_t max_frame_bytes,
                            gx_status *status, struct ArrowArray *out);
+
+/* ---- OTLP/HTTP protobuf requests (native/gravix_otlp.c) ------------------------------- */
+
+enum { GX_OTLP_TRACES = 0, GX_OTLP_LOGS = 1 };
+
+/* Span kinds counted: OTLP's 0..5 (unspecified, internal, server, client, producer,
+ * consumer), then any other number. */
+#define GX_SPAN_KINDS 7
+
+/* Why a record is rejected (gravixd/core/otlp.py's reasons, in its order of checks). */
+enum {
+    GX_REJECT_TRACE_ID = 0,       /* invalid_trace_id */
+    GX_REJECT_TIME = 1,           /* invalid_time */
+    GX_REJECT_STATUS_CODE = 2,    /* invalid_status_code */
+    GX_REJECT_BYTES_IN = 3,       /* invalid_bytes_in */
+    GX_REJECT_BYTES_OUT = 4,      /* invalid_bytes_out */
+    GX_REJECT_REASONS = 5
+};
+
+/* A rejected record: where its message is in the body, its indices in the request. */
+typedef struct {
+    int64_t offset, length;
+    int32_t resource, scope, record, reason;
+} gx_otlp_rejection;
+
+typedef struct {
+    int32_t error;                /* GX_OK, a protobuf error, GX_ERR_FALLBACK, ..._MANY_RECORDS */
+    int64_t error_offset;         /* byte of the body where the bad or unhandled element starts */
+    int64_t rows;                 /* rows exported */
+    int64_t records;              /* spans (of every kind) or log records walked */
+    int64_t ignored_by_kind[7];   /* GX_SPAN_KINDS: spans not of kind SERVER, by kind */
+    int64_t rejected;             /* records rejected (not exported), by reason: */
+    int64_t rejected_by_reason[5];    /* GX_REJECT_REASONS */
+    gx_otlp_rejection rejections[5];  /* the first ones (GX_OTLP_REJECTIONS_KEPT) */
+} gx_otlp_status;
+
+#define GX_OTLP_REJECTIONS_KEPT 5
+
+/* Map an ExportTraceServiceRequest (GX_OTLP_TRACES, SERVER spans -> facts) or an
+ * ExportLogsServiceRequest (GX_OTLP_LOGS, log records -> events) to one exported struct
+ * array, exactly as gravixd/core/otlp.py's mapping does; records it rejects are left out
+ * and reported in the status. GX_ERR_FALLBACK: the body holds something C does not map
+ * itself (an odd encoding: see gravix_otlp.c); nothing is exported and the caller decodes
+ * the body with the Python mapping.
+ * A protobuf error means C could not parse it (the caller lets upb have the last word).
+ * More than `max_records` records stops the walk early (GX_ERR_TOO_MANY_RECORDS). */
+int gx_decode_otlp_arrow(int signal, const uint8_t *body, size_t len,
+                         int64_t received_unix_nano, int64_t max_records,
+                         gx_otlp_status *status, struct ArrowArray *out);
+
+/* Registers a severity name (lowercase, without SEVERITY_) and the gravixd severity number
+ * it stands for, for log records' severity_text: gravixd/native.py registers
+ * gravixd/schema.py's SEVERITY_ALIASES at import. 0 when the table is full or the name long. */
+int gx_otlp_severity_alias(const char *name, int number);
+
+/* Row `i` of `stream`'s column table (gravix_columns.h), for tests to hold it to
+ * gravixd/schema.py: 1 and the fields set, or 0 past the last column. `kind` is 'f', 's' or
+ * 'm' (fixed width, string, map). */
+int gx_column_info(int stream, int i, const char **name, const char **format, char *kind,
+                   int *field_number);
 
 /* The schema of `stream`'s exported arrays (a struct of the columns), for checking. */
 int gx_export_schema(int stream, struct ArrowSchema *out);

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -31,14 +31,17 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 from ..errors import DecodeError
 from ..schema import (
-    EVENTS_SCHEMA,
-    FACTS_SCHEMA,
+    COLUMNS,
     MAX_INT64,
     MAX_STATUS_CODE,
     SEVERITY_NAMES,
+    STREAMS,
+    TIMESTAMP_TYPE,
     severity_number_of_name,
 )
 from . import otlp_json, otlp_json_typed
@@ -113,6 +116,60 @@ class _Rejects:
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
         if len(self.messages) < MAX_ERROR_MESSAGES:
             self.messages.append(f"{message} - at `{where}`")
+
+
+# At most this many spans or log records in one request (config
+# `otlp_max_records_per_request`): 8x the OpenTelemetry Collector's default batch (8,192)
+# and 128x the SDKs' export batch (512), so no normal exporter meets it, while a body of
+# empty records (2 bytes each on the wire, a row each) cannot turn 8 MiB into millions of
+# rows: an 8 KB gzip body did reach 1.5 GiB of peak memory before this limit.
+DEFAULT_MAX_RECORDS_PER_REQUEST: Final = 65_536
+
+
+# What one record costs while it is decoded, at most, beyond what its bytes cost (the body
+# is reserved for already): measured on bodies of empty log records, the most records a
+# byte can carry (peak RSS over 10^6 / 2*10^5 records: 69 B in C, 384 B in the Python
+# mapping, rounded up).
+C_BYTES_PER_RECORD: Final = 128
+PYTHON_BYTES_PER_RECORD: Final = 512
+
+
+class TooManyRecords(DecodeError):
+    """A request holds more records than may be decoded: over max_records (413, the sender
+    should split its batches), or over what the in-flight memory has room for now
+    (`retryable`: 503, the sender retries later)."""
+
+    def __init__(self, signal: Signal, max_records: int, offset: int, retryable: bool) -> None:
+        name = signal.request_type.DESCRIPTOR.full_name
+        noun = signal.record_noun
+        if retryable:
+            message = (
+                f"Expected room for decoding more than {max_records} {noun} within "
+                f"max_in_flight_bytes, got a `{name}` with more - at byte {offset}; retry later"
+            )
+        else:
+            message = (
+                f"Expected at most {max_records} {noun} in one `{name}` "
+                f"(otlp_max_records_per_request), got more - at byte {offset}; "
+                "send smaller batches"
+            )
+        super().__init__(message, "too_many_records")
+        self.offset = offset
+        self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """An OtlpWalker's answer when the Python mapping must decide: `error_offset` is None
+    when the body parsed but holds what only Python maps (an AnyValue sent twice, ...),
+    else the byte where the walker could not parse it (upb has the last word)."""
+
+    error_offset: int | None
+
+
+# A fast walker of protobuf request bodies (gravixd.native's C one): the same OtlpBatch as
+# the Python mapping, or a Fallback. (signal, body, received_unix_nano, max_records).
+OtlpWalker = Callable[["Signal", bytes, int, int], "OtlpBatch | Fallback"]
 
 
 class _Reject(Exception):
@@ -256,7 +313,97 @@ def _trace_id_hex(trace_id: bytes, required: bool) -> str:
     raise _Reject("invalid_trace_id", f"Expected {expected}, got {got}")
 
 
+# --- columns ---------------------------------------------------------------------------------
+
+
+def _column_lists(stream: str) -> list[list[Any]]:
+    """One empty list per column of `stream`, in schema.COLUMNS' order."""
+    return [[] for _ in COLUMNS[stream]]
+
+
+def _columns_to_batch(
+    stream: str, columns: list[list[Any]], received_unix_nano: int
+) -> pa.RecordBatch:
+    """The stream's record batch from one list of values per column (schema.COLUMNS'
+    order): timestamps in nanoseconds (0: `received_unix_nano`), maps as dicts."""
+    arrays = []
+    for column, values in zip(COLUMNS[stream], columns, strict=True):
+        if column.field.type == TIMESTAMP_TYPE:
+            arrays.append(timestamp_column(pa.array(values, pa.int64()), received_unix_nano))
+        elif column.kind == "map":
+            arrays.append(attributes_column(values))
+        else:
+            arrays.append(pa.array(values, column.field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=STREAMS[stream])
+
+
 # --- traces -> facts -------------------------------------------------------------------------
+
+
+TRACES_NAME: Final = "traces"
+LOGS_NAME: Final = "logs"
+
+
+def record_path(signal_name: str, r: int, s: int, i: int) -> str:
+    """Where a record is in its request, as OTLP JSON spells it."""
+    if signal_name == TRACES_NAME:
+        return f"$.resourceSpans[{r}].scopeSpans[{s}].spans[{i}]"
+    return f"$.resourceLogs[{r}].scopeLogs[{s}].logRecords[{i}]"
+
+
+def _checked_span(
+    span: Any,
+) -> tuple[str, int, int, tuple[Any, Any], dict[str, str], tuple[int, int, int]]:
+    """A SERVER span's checked parts: (trace id hex, start, end, (route, method) AnyValues
+    or None, its other attributes as text, (status code, bytes in, bytes out)).
+
+    Raises:
+        _Reject: the span is not a valid fact (its reason and message).
+    """
+    trace_id = _trace_id_hex(span.trace_id, required=True)
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    if not 0 < start <= MAX_INT64 or end < start:
+        raise _Reject(
+            "invalid_time",
+            f"Expected 0 < start_time_unix_nano <= end_time_unix_nano, "
+            f"got start {start} and end {end}",
+        )
+    (route, method, status, size_in, size_out), own = _span_attributes(span)
+    status_code = 0 if status is None else _integer(status, "status_code", MAX_STATUS_CODE)
+    size_in_bytes = 0 if size_in is None else _integer(size_in, "bytes_in", MAX_INT64)
+    size_out_bytes = 0 if size_out is None else _integer(size_out, "bytes_out", MAX_INT64)
+    return trace_id, start, end, (route, method), own, (status_code, size_in_bytes, size_out_bytes)
+
+
+def _checked_log(record: Any) -> tuple[str, int]:
+    """A log record's (trace id hex, time).
+
+    Raises:
+        _Reject: the record is not a valid event (its reason and message).
+    """
+    trace_id = _trace_id_hex(record.trace_id, required=False)
+    time = record.time_unix_nano or record.observed_time_unix_nano
+    if time > MAX_INT64:
+        raise _Reject(
+            "invalid_time",
+            f"Expected time_unix_nano <= {MAX_INT64} (year 2262), got {time}",
+        )
+    return trace_id, time
+
+
+def rejection(signal_name: str, record: bytes) -> tuple[str, str] | None:
+    """(reason, message) this mapping rejects one serialized Span / LogRecord with, or None
+    when it takes it: what a fast walker that found a record invalid asks for its words."""
+    try:
+        if signal_name == TRACES_NAME:
+            _checked_span(trace_pb2.Span.FromString(record))
+        else:
+            _checked_log(logs_pb2.LogRecord.FromString(record))
+    except _Reject as exc:
+        return exc.reason, exc.message
+    except ProtobufDecodeError:
+        return None
+    return None
 
 
 def spans_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
@@ -268,16 +415,9 @@ def spans_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
     del received_unix_nano
     rejects = _Rejects()
     ignored: dict[str, int] = {}
-    starts: list[int] = []
-    services: list[str] = []
-    routes: list[str] = []
-    methods: list[str] = []
-    statuses: list[int] = []
-    durations: list[float] = []
-    bytes_in: list[int] = []
-    bytes_out: list[int] = []
-    trace_ids: list[str] = []
-    attributes: list[dict[str, str]] = []
+    columns = _column_lists("facts")
+    (starts, services, routes, methods, statuses, durations) = columns[:6]
+    (bytes_in, bytes_out, trace_ids, attributes) = columns[6:]
     for r, resource_spans in enumerate(request.resource_spans):
         service, resource_attributes = _resource_attributes(resource_spans.resource)
         for s, scope_spans in enumerate(resource_spans.scope_spans):
@@ -287,28 +427,12 @@ def spans_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
                     ignored[kind] = ignored.get(kind, 0) + 1
                     continue
                 try:
-                    trace_id = _trace_id_hex(span.trace_id, required=True)
-                    start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                    if not 0 < start <= MAX_INT64 or end < start:
-                        raise _Reject(
-                            "invalid_time",
-                            f"Expected 0 < start_time_unix_nano <= end_time_unix_nano, "
-                            f"got start {start} and end {end}",
-                        )
-                    (route, method, status, size_in, size_out), own = _span_attributes(span)
-                    status_code = (
-                        0 if status is None else _integer(status, "status_code", MAX_STATUS_CODE)
-                    )
-                    size_in_bytes = (
-                        0 if size_in is None else _integer(size_in, "bytes_in", MAX_INT64)
-                    )
-                    size_out_bytes = (
-                        0 if size_out is None else _integer(size_out, "bytes_out", MAX_INT64)
-                    )
+                    checked = _checked_span(span)
                 except _Reject as exc:
-                    where = f"$.resourceSpans[{r}].scopeSpans[{s}].spans[{i}]"
-                    rejects.add(exc.reason, where, exc.message)
+                    rejects.add(exc.reason, record_path(TRACES_NAME, r, s, i), exc.message)
                     continue
+                trace_id, start, end, (route, method), own, numbers = checked
+                status_code, size_in_bytes, size_out_bytes = numbers
                 starts.append(start)
                 services.append(service)
                 routes.append(any_value_text(route) if route is not None else span.name)
@@ -319,19 +443,7 @@ def spans_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
                 bytes_out.append(size_out_bytes)
                 trace_ids.append(trace_id)
                 attributes.append(_merged(own, resource_attributes))
-    columns = [
-        timestamp_column(pa.array(starts, pa.int64()), 0),
-        pa.array(services, pa.string()),
-        pa.array(routes, pa.string()),
-        pa.array(methods, pa.string()),
-        pa.array(statuses, pa.int32()),
-        pa.array(durations, pa.float64()),
-        pa.array(bytes_in, pa.int64()),
-        pa.array(bytes_out, pa.int64()),
-        pa.array(trace_ids, pa.string()),
-        attributes_column(attributes),
-    ]
-    batch = pa.RecordBatch.from_arrays(columns, schema=FACTS_SCHEMA)
+    batch = _columns_to_batch("facts", columns, 0)
     return OtlpBatch(batch, rejects.count, rejects.reasons, rejects.messages, ignored)
 
 
@@ -361,28 +473,16 @@ def logs_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
     """An `ExportLogsServiceRequest` -> events. A record with neither time nor observed time
     gets `received_unix_nano` (gravixd's "0 means time of receipt")."""
     rejects = _Rejects()
-    times: list[int] = []
-    services: list[str] = []
-    kinds: list[str] = []
-    severities: list[str] = []
-    messages: list[str] = []
-    trace_ids: list[str] = []
-    attributes: list[dict[str, str]] = []
+    columns = _column_lists("events")
+    times, services, kinds, severities, messages, trace_ids, attributes = columns
     for r, resource_logs in enumerate(request.resource_logs):
         service, resource_attributes = _resource_attributes(resource_logs.resource)
         for s, scope_logs in enumerate(resource_logs.scope_logs):
             for i, record in enumerate(scope_logs.log_records):
                 try:
-                    trace_id = _trace_id_hex(record.trace_id, required=False)
-                    time = record.time_unix_nano or record.observed_time_unix_nano
-                    if time > MAX_INT64:
-                        raise _Reject(
-                            "invalid_time",
-                            f"Expected time_unix_nano <= {MAX_INT64} (year 2262), got {time}",
-                        )
+                    trace_id, time = _checked_log(record)
                 except _Reject as exc:
-                    where = f"$.resourceLogs[{r}].scopeLogs[{s}].logRecords[{i}]"
-                    rejects.add(exc.reason, where, exc.message)
+                    rejects.add(exc.reason, record_path(LOGS_NAME, r, s, i), exc.message)
                     continue
                 own = {kv.key: any_value_text(kv.value) for kv in record.attributes}
                 kind = own.pop(_EVENT_NAME_KEY, "")
@@ -394,16 +494,7 @@ def logs_to_batch(request: Any, received_unix_nano: int) -> OtlpBatch:
                 messages.append(any_value_text(record.body) if record.HasField("body") else "")
                 trace_ids.append(trace_id)
                 attributes.append(_merged(own, resource_attributes))
-    columns = [
-        timestamp_column(pa.array(times, pa.int64()), received_unix_nano),
-        pa.array(services, pa.string()),
-        pa.array(kinds, pa.string()),
-        pa.array(severities, pa.string()),
-        pa.array(messages, pa.string()),
-        pa.array(trace_ids, pa.string()),
-        attributes_column(attributes),
-    ]
-    batch = pa.RecordBatch.from_arrays(columns, schema=EVENTS_SCHEMA)
+    batch = _columns_to_batch("events", columns, received_unix_nano)
     return OtlpBatch(batch, rejects.count, rejects.reasons, rejects.messages)
 
 
@@ -435,16 +526,43 @@ SIGNALS: Final[dict[str, Signal]] = {"/v1/traces": TRACES, "/v1/logs": LOGS}
 
 
 def decode_export(
-    signal: Signal, media_type: str, body: bytes, received_unix_nano: int
+    signal: Signal,
+    media_type: str,
+    body: bytes,
+    received_unix_nano: int,
+    *,
+    walker: OtlpWalker | None = None,
+    max_records: int = DEFAULT_MAX_RECORDS_PER_REQUEST,
+    working_bytes: int | None = None,
 ) -> OtlpBatch:
     """Decode one OTLP/HTTP request body of `media_type` and map it to the signal's stream.
 
+    Args:
+        walker: maps protobuf bodies first (the C walker); None: the Python mapping only.
+        max_records: spans or log records a protobuf body may hold.
+        working_bytes: memory the decoding may take beyond the body (None: no bound but
+            max_records); records are counted against it as they are walked.
+
     Raises:
+        TooManyRecords: a protobuf body with more than `max_records` records, or more than
+            `working_bytes` has room for (`retryable`).
         DecodeError: the body is not an `Export…ServiceRequest` in that encoding.
         ValueError: a media type outside CONTENT_TYPES (a caller bug).
     """
     if media_type in PROTOBUF_TYPES:
-        request = _parse_protobuf(signal, body)
+        walked_offset = None
+        if walker is not None:
+            cap = _records_cap(max_records, working_bytes, C_BYTES_PER_RECORD)
+            try:
+                outcome = walker(signal, body, received_unix_nano, cap)
+            except TooManyRecords as exc:
+                raise TooManyRecords(signal, cap, exc.offset, cap < max_records) from None
+            if isinstance(outcome, OtlpBatch):
+                return outcome
+            walked_offset = outcome.error_offset
+        cap = _records_cap(max_records, working_bytes, PYTHON_BYTES_PER_RECORD)
+        check_record_count(signal, body, cap, retryable=cap < max_records)
+        request = _parse_protobuf(signal, body, walked_offset)
     elif media_type in JSON_TYPES:
         request = _parse_json(signal, body)
     else:
@@ -464,13 +582,20 @@ def json_decode_bytes(body: bytes) -> int:
     return body.count(b"{") * JSON_DECODE_BYTES_PER_OBJECT
 
 
-def _parse_protobuf(signal: Signal, body: bytes) -> Any:
+def _records_cap(max_records: int, working_bytes: int | None, bytes_per_record: int) -> int:
+    if working_bytes is None:
+        return max_records
+    return max(0, min(max_records, working_bytes // bytes_per_record))
+
+
+def _parse_protobuf(signal: Signal, body: bytes, error_offset: int | None = None) -> Any:
     try:
         return signal.request_type.FromString(body)
     except ProtobufDecodeError as exc:
         name = signal.request_type.DESCRIPTOR.full_name
+        where = f" - at byte {error_offset}" if error_offset is not None else ""
         raise DecodeError(
-            f"Expected a protobuf `{name}`, got {len(body)} bytes that do not parse ({exc})",
+            f"Expected a protobuf `{name}`, got {len(body)} bytes that do not parse ({exc}){where}",
             "invalid_protobuf",
         ) from None
 
@@ -478,6 +603,79 @@ def _parse_protobuf(signal: Signal, body: bytes) -> Any:
 # Canonical OTLP JSON decoded straight into Structs (otlp_json_typed), one per request type,
 # made on first use. Anything else proto3 JSON allows goes to the descriptor-driven reader.
 _TYPED_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+# Each record takes at least 2 bytes on the wire (a tag and a zero length).
+_MIN_RECORD_BYTES: Final = 2
+
+
+def check_record_count(
+    signal: Signal, body: bytes, max_records: int, *, retryable: bool = False
+) -> None:
+    """Before upb builds any object: count the records of a protobuf body (three levels of
+    tags, no parsing) and refuse more than `max_records`. Cheap: a body too short to hold
+    that many is not walked, and the count stops at the first record past the limit.
+    Malformed wire data ends the count quietly: upb then says what is wrong.
+
+    Raises:
+        TooManyRecords
+    """
+    if len(body) < _MIN_RECORD_BYTES * (max_records + 1):
+        return
+    records = 0
+    for _, resource_at, resource_end in _length_fields(body, 0, len(body), 1):
+        for _, scope_at, scope_end in _length_fields(body, resource_at, resource_end, 2):
+            for record_at, _, _ in _length_fields(body, scope_at, scope_end, 2):
+                records += 1
+                if records > max_records:
+                    raise TooManyRecords(signal, max_records, record_at, retryable)
+
+
+def _length_fields(body: bytes, at: int, end: int, number: int) -> Iterator[tuple[int, int, int]]:
+    """(tag offset, content start, content end) of each length-delimited field `number` of
+    the message in body[at:end]; stops quietly at malformed data."""
+    wanted = number << 3 | 2
+    groups = 0  # unknown groups open: their fields are skipped
+    while at < end:
+        tag_at = at
+        tag, at = _varint(body, at, end)
+        wire = tag & 7
+        if tag < 0 or wire in (6, 7):
+            return
+        if wire == 0:
+            _, at = _varint(body, at, end)
+        elif wire == 1:
+            at += 8
+        elif wire == 5:
+            at += 4
+        elif wire == 2:
+            length, at = _varint(body, at, end)
+            if length < 0 or at + length > end:
+                return
+            if tag == wanted and not groups:
+                yield tag_at, at, at + length
+            at += length
+        elif wire == 3:
+            groups += 1
+        elif groups:
+            groups -= 1
+        else:
+            return
+        if at < 0 or at > end:
+            return
+
+
+def _varint(body: bytes, at: int, end: int) -> tuple[int, int]:
+    """(value, next offset), or (-1, -1) when truncated or longer than 10 bytes."""
+    value = shift = 0
+    while at < end and shift < 70:
+        byte = body[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+    return -1, -1
 
 
 def _parse_json(signal: Signal, body: bytes) -> Any:

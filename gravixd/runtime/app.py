@@ -132,6 +132,7 @@ def http_settings(config: Config) -> HttpSettings:
         request_timeout_seconds=config.request_timeout_seconds,
         idle_timeout_seconds=config.idle_timeout_seconds,
         invalid_events=config.invalid_events,
+        otlp_max_records_per_request=config.otlp_max_records_per_request,
     )
 
 

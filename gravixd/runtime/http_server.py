@@ -24,6 +24,7 @@ so one client's request never holds the event loop for long.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import ssl
@@ -64,18 +65,21 @@ from ..core.http import (
     error_body,
     otlp_error_body,
 )
-from ..core.otlp import SIGNALS as OTLP_SIGNALS
 from ..core.otlp import (
+    DEFAULT_MAX_RECORDS_PER_REQUEST,
     OtlpBatch,
     Signal,
+    TooManyRecords,
     decode_export,
     encode_response,
     response_content_type,
 )
+from ..core.otlp import SIGNALS as OTLP_SIGNALS
 from ..core.otlp import json_decode_bytes as otlp_json_decode_bytes
 from ..core.unknown_fields import UnknownFields
 from ..errors import DecodeError, DurabilityError, SpoolFullError
 from ..metrics import Metrics
+from ..native import otlp_walker_for
 from .in_flight import Held, InFlightBytes
 from .listeners import ConnectionBudget, accept_loop
 from .pipeline import Pipeline
@@ -122,6 +126,7 @@ class HttpSettings:
     request_timeout_seconds: float = 30.0
     idle_timeout_seconds: float = 75.0
     invalid_events: str = "reject"  # or "skip": see core.decode.decode_valid
+    otlp_max_records_per_request: int = DEFAULT_MAX_RECORDS_PER_REQUEST
 
 
 @dataclass(slots=True)
@@ -195,6 +200,8 @@ class HttpServer:
         metrics.connections_open.labels("http").set_function(lambda: self.load.connections)
         self._children: dict[tuple[str, int], Callable[[], None]] = {}
         self._latency: dict[str, object] = {}
+        # OTLP protobuf bodies go through C when the daemon decodes its own protobuf there.
+        self._otlp_walker = otlp_walker_for(pipeline.protobuf_decoder)
         self._bytes_received = metrics.bytes_received.labels("http")
         # One: big decodes mostly hold the GIL (msgspec, pyarrow's conversions), and each more
         # thread is one more contender the event loop has to win the GIL from.
@@ -437,9 +444,25 @@ class HttpServer:
                     batch = partial.decoded
                 else:
                     otlp_result = await self._off_loop_if_big(
-                        request.body, decode_export, signal, request.media_type, request.body, now
+                        request.body,
+                        functools.partial(
+                            decode_export,
+                            walker=self._otlp_walker,
+                            max_records=self.settings.otlp_max_records_per_request,
+                            working_bytes=self._otlp_working_bytes(held),
+                        ),
+                        signal,
+                        request.media_type,
+                        request.body,
+                        now,
                     )
                     batch = otlp_result.batch
+            except TooManyRecords as exc:
+                if exc.retryable:
+                    metrics.load_shed.labels("in_flight_bytes").inc()
+                    return _error(request, 503, "overloaded", exc.message)
+                metrics.events_rejected.labels(request.stream, source, exc.reason).inc()
+                return _error(request, 413, exc.reason, exc.message)
             except DecodeError as exc:
                 metrics.events_rejected.labels(request.stream, source, exc.reason).inc()
                 return _error(request, 400, exc.reason, exc.message)
@@ -468,6 +491,14 @@ class HttpServer:
             return 202, {"accepted": batch.num_rows}, []
         finally:
             load.in_flight_requests -= 1
+
+    def _otlp_working_bytes(self, held: _Reservation) -> int | None:
+        """What an OTLP body's records may take while decoded: its reservation and the room
+        left under max_in_flight_bytes; None when it is alone (one request always goes on)."""
+        used = self.load.in_flight_bytes
+        if used <= held.bytes:
+            return None
+        return held.body + max(0, self.settings.max_in_flight_bytes - used)
 
     def _partial_answer(self, stream: str, accepted: int, partial: Partial) -> object:
         """Count the events a skipping request left out (now that the rest is durable: a

@@ -84,6 +84,7 @@ DEFAULTS = [
     ("max_connections", 1024),
     ("max_in_flight_requests", 256),
     ("max_in_flight_bytes", 256 * MiB),
+    ("otlp_max_records_per_request", 65_536),
     ("max_header_bytes", 16 * KiB),
     ("request_timeout_seconds", 30.0),
     ("idle_timeout_seconds", 75.0),

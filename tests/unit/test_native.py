@@ -34,7 +34,7 @@ from gravixd import native
 from gravixd.core.decode import decode, decode_protobuf_pure
 from gravixd.errors import DecodeError
 from gravixd.proto.gravix.v1 import events_pb2
-from gravixd.schema import EVENTS_SCHEMA, FACTS_SCHEMA, STREAMS
+from gravixd.schema import COLUMNS, EVENTS_SCHEMA, FACTS_SCHEMA, STREAMS
 
 SVC = ld(2, b"a")  # service "a": a fact/event that passes validation
 
@@ -366,6 +366,14 @@ def test_exported_arrow_schema_is_the_contracts(stream: str) -> None:
     # decode_protobuf imports the C arrays against schema.py's schema without reading the
     # C side's; this holds the two equal (names, types, nullability, the map's layout).
     assert native.exported_schema(stream).equals(STREAMS[stream])
+
+
+@pytest.mark.parametrize("stream", ["facts", "events"])
+def test_c_column_table_is_schema_pys(stream: str) -> None:
+    # One table: the X-macro rows of native/gravix_columns.h (slots, buffers, names, tags)
+    # are schema.COLUMNS' columns, kinds and proto field numbers, in order.
+    expected = [(c.field.name, c.kind, c.proto_number) for c in COLUMNS[stream]]
+    assert native.column_table(stream) == expected
 
 
 def test_empty_body_is_an_empty_batch_with_the_schema() -> None:

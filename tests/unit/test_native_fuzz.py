@@ -15,8 +15,11 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from native_wire import EGROUP, SGROUP, entry, item, ld, tag, varint
+from opentelemetry.proto.common.v1 import common_pb2
+from otlp_messages import log_record, logs_request, span, traces_request
 
 from gravixd.proto.gravix.v1 import events_pb2
 
@@ -51,6 +54,7 @@ def _seeds() -> list[bytes]:
     delimited = b"".join(varint(f.ByteSize()) + f.SerializeToString() for f in facts)
     delimited_events = b"".join(varint(e.ByteSize()) + e.SerializeToString() for e in events)
     return [
+        *_otlp_seeds(),
         delimited,
         delimited_events,
         events_pb2.RequestFactBatch(facts=facts).SerializeToString(),
@@ -58,6 +62,38 @@ def _seeds() -> list[bytes]:
         odd * 3,
         tag(2, SGROUP) * 40 + tag(2, EGROUP) * 40,
     ]
+
+
+def _otlp_seeds() -> list[bytes]:
+    """OTLP requests with every AnyValue kind, both column spellings, non-SERVER spans,
+    scopes, events and links: what gx_decode_otlp_arrow maps and what it hands back."""
+    values: list[dict[str, Any]] = [
+        {"string_value": "GET"}, {"int_value": 200}, {"double_value": 0.25},
+        {"bool_value": True}, {"bytes_value": b"\x00\xff"}, {"string_value": "201"},
+        {"array_value": common_pb2.ArrayValue(values=[common_pb2.AnyValue(int_value=1)])},
+        {"kvlist_value": common_pb2.KeyValueList(values=[common_pb2.KeyValue(
+            key="k", value=common_pb2.AnyValue(string_value='"\x01é'))] * 2)},
+    ]  # fmt: skip
+    keys = ["http.route", "http.method", "http.response.status_code", "http.status_code",
+            "http.request.body.size", "region", "event.name", "service.name"]  # fmt: skip
+    attributes = [
+        common_pb2.KeyValue(key=k, value=common_pb2.AnyValue(**v))
+        for k, v in zip(keys * 2, values * 3, strict=False)
+    ]
+    spans = [
+        span(kind=k, attributes=dict.fromkeys(["http.route", "k"], "v"))
+        for k in (2, 3, 2)  # SERVER, CLIENT, SERVER
+    ]
+    for s in spans:
+        s.attributes.extend(attributes[:6])
+        s.events.add(name="e")
+        s.links.add(trace_state="t=1")
+    traces = traces_request(spans)
+    traces.resource_spans[0].scope_spans[0].scope.name = "lib"
+    records = [log_record(body=b, severity_text=t) for b, t in [("x", "WARN"), (3, ""), (1.5, "x")]]
+    for r in records:
+        r.attributes.extend(attributes[5:])
+    return [traces.SerializeToString(), logs_request(records).SerializeToString()]
 
 
 def test_decoder_survives_fuzzing_under_asan_and_ubsan(tmp_path: Path) -> None:
@@ -90,5 +126,7 @@ def test_decoder_survives_fuzzing_under_asan_and_ubsan(tmp_path: Path) -> None:
         env=env,
     )
     assert run.returncode == 0, run.stderr[-4000:]
-    rounds, ok = (int(w) for w in run.stdout.split()[1::2])
+    counts = dict(zip(run.stdout.split()[::2], map(int, run.stdout.split()[1::2]), strict=True))
+    rounds, ok, otlp_ok = counts["rounds"], counts["ok"], counts["otlp_ok"]
     assert rounds > 1000 and 0 < ok < 2 * rounds, run.stdout
+    assert 0 < otlp_ok < 2 * rounds, run.stdout  # mutants the OTLP walker mapped itself
