@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pyarrow.ipc
 import pytest
 import trio
@@ -96,9 +97,9 @@ async def test_the_injected_clock_stamps_receipt_and_picks_the_partition(tmp_pat
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 202 Accepted")
         os.kill(os.getpid(), signal.SIGTERM)  # drain: seal and upload
-    [path] = (tmp_path / "store").rglob("*.arrow")
+    [path] = (tmp_path / "store").rglob("*.parquet")  # the default segment format
     assert "dt=2031-05-26/hour=13" in str(path)
-    table = pa.ipc.open_file(path).read_all()
+    table = pq.read_table(path)
     assert table.column("timestamp").cast(pa.int64()).to_pylist() == [PINNED_UNIX_NANO]
 
 

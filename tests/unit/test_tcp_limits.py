@@ -18,6 +18,7 @@ from gravixd.core.decode import ProtobufDecoder, decode_protobuf_pure
 from gravixd.core.framing import encode_varint
 from gravixd.metrics import Metrics
 from gravixd.runtime.in_flight import InFlightBytes
+from gravixd.runtime.pipeline import Pipeline as RealPipeline
 from gravixd.runtime.tcp_server import TcpDrain, handle_connection
 
 NOW_NS = 1_800_000_000_000_000_000
@@ -44,6 +45,10 @@ class Pipeline:
 
     def now_unix_nano(self) -> int:
         return NOW_NS
+
+    unknown_keys = RealPipeline.unknown_keys  # as Pipeline does (unknown_fields = attributes)
+    count_unknown = RealPipeline.count_unknown
+    unknown_fields = "attributes"
 
     def closed(self, reason: str) -> float:
         sample = self.metrics.registry.get_sample_value(
