@@ -45,3 +45,36 @@ async def s3_store(seaweed: object) -> AsyncIterator[object]:
         yield store
     finally:
         await store.aclose()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One private PostgreSQL for the session: the Iceberg catalog gravixd and Trino share."""
+    from postgres import PostgresServer
+
+    with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def trino_server(
+    tmp_path_factory: pytest.TempPathFactory, postgres: object, seaweed: object
+) -> Iterator[object]:
+    """One Trino 476 for the session, its `iceberg` catalog on the session's PostgreSQL
+    (Iceberg JDBC catalog "gravix", gravixd's default iceberg_catalog_name) and SeaweedFS."""
+    from postgres import PASSWORD, USER
+    from trino_server import TrinoServer, iceberg_catalog_properties
+
+    props = iceberg_catalog_properties(
+        jdbc_url=postgres.jdbc_url,  # type: ignore[attr-defined]
+        jdbc_user=USER,
+        jdbc_password=PASSWORD,
+        catalog_name="gravix",
+        warehouse=f"s3://{seaweed.bucket}/trino-warehouse",  # type: ignore[attr-defined]
+        s3_endpoint=seaweed.endpoint_url,  # type: ignore[attr-defined]
+        s3_region=seaweed.region,  # type: ignore[attr-defined]
+        s3_access_key=seaweed.access_key_id,  # type: ignore[attr-defined]
+        s3_secret_key=seaweed.secret_access_key,  # type: ignore[attr-defined]
+    )
+    with TrinoServer(tmp_path_factory.mktemp("trino"), {"iceberg": props}) as server:
+        yield server
