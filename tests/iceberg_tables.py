@@ -71,7 +71,9 @@ def facts_rows(count: int, *, start: datetime, hours: int = 1, seed: int = 0) ->
         "service": [f"svc-{rng.randrange(5)}" for _ in range(count)],
         "route": [f"/r/{rng.randrange(20)}" for _ in range(count)],
         "method": [rng.choice(("GET", "POST")) for _ in range(count)],
-        "status_code": pa.array([rng.choice((200, 200, 404, 503)) for _ in range(count)], pa.int32()),
+        "status_code": pa.array(
+            [rng.choice((200, 200, 404, 503)) for _ in range(count)], pa.int32()
+        ),
         "duration_ms": [rng.random() * 100 for _ in range(count)],
         "bytes_in": [rng.randrange(10_000) for _ in range(count)],
         "bytes_out": [rng.randrange(100_000) for _ in range(count)],

@@ -63,7 +63,9 @@ class PostgresServer:
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         # Root may not run PostgreSQL; `nobody` owns the cluster then.
-        self._as_user: pwd.struct_passwd | None = pwd.getpwnam("nobody") if os.getuid() == 0 else None
+        self._as_user: pwd.struct_passwd | None = (
+            pwd.getpwnam("nobody") if os.getuid() == 0 else None
+        )
 
     # --- URIs ---------------------------------------------------------------------------
 

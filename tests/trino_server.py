@@ -286,9 +286,7 @@ class TrinoServer:
         """A DB-API connection of the `trino` client (PyPI) to this server."""
         import trino
 
-        return trino.dbapi.connect(
-            host="127.0.0.1", port=self.port, user="gravixd-test", **kwargs
-        )
+        return trino.dbapi.connect(host="127.0.0.1", port=self.port, user="gravixd-test", **kwargs)
 
     def query(self, sql: str) -> list[list[Any]]:
         """Run one statement and return every row."""
