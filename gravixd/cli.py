@@ -116,10 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["rollup"]:
-        # rollup parses its own flags (and --help) in gravixd.rollup.
-        from . import rollup
+        # rollup parses its own flags (and --help) in gravixd.rollup.cli.
+        from .rollup.cli import main as rollup_main
 
-        return rollup.main(argv[1:])
+        return rollup_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -175,6 +175,37 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ] = 0.0
     rollup_target_file_bytes: Annotated[Bytes, _doc("target size of rollup files")] = 256 * MiB
 
+    # Iceberg tables (docs/iceberg.md). The URI may carry a password: it is a secret
+    # (masked by `gravixd config`, readable from GRAVIXD_ICEBERG_CATALOG_URI_FILE).
+    iceberg_catalog_uri: Annotated[
+        Secret,
+        Meta(pattern=r"^$|^(sqlite|postgresql(\+psycopg2)?|https?)://"),
+        _doc("Iceberg catalog: sqlite:////abs.db, postgresql://..., http(s):// REST; empty = none"),
+    ] = ""
+    iceberg_catalog_name: Annotated[
+        str, Meta(min_length=1), _doc("catalog name (SQL catalogs key their rows by it)")
+    ] = "gravix"
+    iceberg_namespace: Annotated[
+        str,
+        Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"),
+        _doc("namespace of the tables facts and events"),
+    ] = "gravix"
+    iceberg_commit: Annotated[
+        Literal["daemon", "rollup"],
+        _doc("daemon: each daemon commits what it uploads; rollup: `gravixd rollup` commits"),
+    ] = "daemon"
+    iceberg_commit_interval_seconds: Annotated[
+        Seconds, _doc("commit what is new at most this often, in one snapshot")
+    ] = 10.0
+    iceberg_catalog_token: Annotated[Secret, _doc("bearer token for a REST catalog")] = ""
+    iceberg_catalog_password: Annotated[
+        Secret, _doc("password for a postgresql:// catalog (instead of one in the URI)")
+    ] = ""
+    # 7 days: Iceberg's own default for expire_snapshots (history.expire.max-snapshot-age-ms).
+    iceberg_snapshot_retention_seconds: Annotated[
+        Seconds, _doc("rollup keeps snapshots (and the files they read) this long")
+    ] = 7 * 86400.0
+
     # Process.
     native: Annotated[bool, _doc("use the C decoder when built")] = True
     log_level: Annotated[Literal["debug", "info", "warning", "error"], _doc("log level")] = "info"
@@ -517,6 +548,19 @@ def _check_together(config: Config, sources: Mapping[str, str]) -> None:
             f"{where('s3_sse_kms_key_id')} needs {where('s3_sse')} = `aws:kms`,"
             f" got `{config.s3_sse}`"
         )
+    if config.iceberg_catalog_uri:
+        if config.segment_format == "arrow" and sources["segment_format"] != "default":
+            raise ConfigError(
+                f"{where('segment_format')} = `arrow` cannot go with"
+                f" {where('iceberg_catalog_uri')}: Iceberg tables hold Parquet files;"
+                " expected `parquet` (the default with a catalog) or no catalog"
+            )
+        if not config.store_url.startswith(("file://", "s3://")):
+            raise ConfigError(
+                f"{where('store_url')} must be file:// or s3:// with"
+                f" {where('iceberg_catalog_uri')}: the tables' files live in the store,"
+                f" got `{config.store_url}`"
+            )
     listens = {
         "http_listen": config.http_listen,
         "tcp_listen": config.tcp_listen,
@@ -561,6 +605,10 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str]) -> LoadedConfig:
             sources[raw.key] = raw.source
     config = Config(**values)
     _check_together(config, sources)
+    if config.iceberg_catalog_uri and sources["segment_format"] == "default":
+        # Iceberg tables hold Parquet files: with a catalog, segments are Parquet.
+        config = msgspec.structs.replace(config, segment_format="parquet")
+        sources["segment_format"] = "default with iceberg_catalog_uri"
     _check_auth(config, sources, read_auth_tokens(config))  # fail at start, not at a request
     return LoadedConfig(config=config, sources=sources, config_file=config_file)
 

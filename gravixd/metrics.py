@@ -202,6 +202,50 @@ class Metrics:
             registry=r,
         )
 
+        # --- Iceberg commits (docs/iceberg.md) --------------------------------------------
+        self.iceberg_commit_attempts = Counter(
+            "iceberg_commit_attempts",
+            "Attempts to commit uploaded segments to an Iceberg table.",
+            ["table"],
+            registry=r,
+        )
+        self.iceberg_commit_failures = Counter(
+            "iceberg_commit_failures",
+            "Failed commit attempts (catalog down, refused, or still conflicting), retried.",
+            ["table"],
+            registry=r,
+        )
+        self.iceberg_commit_conflicts = Counter(
+            "iceberg_commit_conflicts",
+            "Commits another writer got in first (retried at once on the fresh table).",
+            ["table"],
+            registry=r,
+        )
+        self.iceberg_files_committed = Counter(
+            "iceberg_files_committed", "Data files added to the table.", ["table"], registry=r
+        )
+        self.iceberg_rows_committed = Counter(
+            "iceberg_rows_committed", "Rows (events) added to the table.", ["table"], registry=r
+        )
+        self.iceberg_segments_already_committed = Counter(
+            "iceberg_segments_already_committed",
+            "Segments found committed before (a retry after a crash, a re-upload): not re-added.",
+            ["table"],
+            registry=r,
+        )
+        self.iceberg_last_commit_timestamp = Gauge(
+            "iceberg_last_commit_timestamp_seconds",
+            "Unix time of the last successful commit.",
+            ["table"],
+            registry=r,
+        )
+        self.iceberg_commit_duration = Histogram(
+            "iceberg_commit_duration_seconds",
+            "Duration of one successful commit (prepare, upload of splits, catalog commit).",
+            buckets=_UPLOAD_BUCKETS_SECONDS,
+            registry=r,
+        )
+
         # --- readiness -------------------------------------------------------------------
         self.ready = Gauge(
             "gravixd_ready", "1 when /readyz answers 200 (serving, not shedding).", registry=r

@@ -1,110 +1,59 @@
-"""Iceberg tables with gravixd's columns, written by pyiceberg directly, for the Trino tests
-and bench/bench_trino.py: a pyiceberg SQL catalog on the test PostgreSQL, data on the test
-SeaweedFS, partitioned by the hour of `timestamp` (microseconds: Iceberg v2).
-
-Rows are generated here (deterministic per seed), so every test knows the exact answer its
-query must give. Never used by gravixd itself.
-"""
+"""Reading the Iceberg tables gravixd maintains, for tests: every snapshot, not only the last."""
 
 from __future__ import annotations
 
-import random
-from datetime import UTC, datetime, timedelta
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from gravixd.schema import STREAMS
 
-# Iceberg v2 (what pyiceberg writes) stores timestamps in microseconds.
-ICEBERG_TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
-
-
-def iceberg_arrow_schema(stream: str) -> pa.Schema:
-    """gravixd's Arrow schema of `stream` with microsecond timestamps."""
-    schema = STREAMS[stream]
-    index = schema.get_field_index("timestamp")
-    return schema.set(index, schema.field(index).with_type(ICEBERG_TIMESTAMP_TYPE))
+def sqlite_uri(workdir: Path) -> str:
+    return f"sqlite:///{workdir.absolute()}/catalog.db"
 
 
-def sql_catalog(postgres: Any, seaweed: Any, name: str = "gravix") -> Any:
-    """pyiceberg's SQL catalog on the test PostgreSQL, data files on the test SeaweedFS."""
+def catalog(uri: str, name: str = "gravix", **properties: str) -> Any:
     from pyiceberg.catalog.sql import SqlCatalog
 
-    return SqlCatalog(
-        name,
-        uri=postgres.sqlalchemy_uri,
-        warehouse=f"s3://{seaweed.bucket}/warehouse",
-        **{
-            "s3.endpoint": seaweed.endpoint_url,
-            "s3.region": seaweed.region,
-            "s3.access-key-id": seaweed.access_key_id,
-            "s3.secret-access-key": seaweed.secret_access_key,
-            "s3.path-style-access": "true",
-        },
-    )
+    # The daemon creates the catalog's tables; a reader racing it must not try too.
+    return SqlCatalog(name, uri=uri, init_catalog_tables="false", **properties)
 
 
-def create_table(catalog: Any, identifier: str, stream: str) -> Any:
-    """A fresh table `identifier` (namespace.table) with `stream`'s columns, partitioned by
-    hour(timestamp); an existing one of that name is dropped first."""
-    from pyiceberg.transforms import HourTransform
+def table(uri: str, stream: str = "facts", namespace: str = "gravix") -> Any | None:
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+    from sqlalchemy.exc import OperationalError
 
-    namespace = identifier.rsplit(".", 1)[0]
-    catalog.create_namespace_if_not_exists(namespace)
-    if catalog.table_exists(identifier):
-        catalog.purge_table(identifier)
-    table = catalog.create_table(identifier, schema=iceberg_arrow_schema(stream))
-    with table.update_spec() as spec:
-        spec.add_field("timestamp", HourTransform(), "timestamp_hour")
-    return catalog.load_table(identifier)
+    try:
+        return catalog(uri).load_table((namespace, stream))
+    except (NoSuchTableError, NoSuchNamespaceError, OperationalError):
+        return None  # not created yet
 
 
-def facts_rows(count: int, *, start: datetime, hours: int = 1, seed: int = 0) -> pa.Table:
-    """`count` facts spread over `hours` hours from `start` (whole microseconds), services
-    svc-0..svc-4, statuses 200/404/503, durations 0..100 ms."""
-    rng = random.Random(seed)
-    span_us = hours * 3600 * 1_000_000
-    stamps = [start + timedelta(microseconds=rng.randrange(span_us)) for _ in range(count)]
-    columns: dict[str, Any] = {
-        "timestamp": pa.array(stamps, ICEBERG_TIMESTAMP_TYPE),
-        "service": [f"svc-{rng.randrange(5)}" for _ in range(count)],
-        "route": [f"/r/{rng.randrange(20)}" for _ in range(count)],
-        "method": [rng.choice(("GET", "POST")) for _ in range(count)],
-        "status_code": pa.array(
-            [rng.choice((200, 200, 404, 503)) for _ in range(count)], pa.int32()
-        ),
-        "duration_ms": [rng.random() * 100 for _ in range(count)],
-        "bytes_in": [rng.randrange(10_000) for _ in range(count)],
-        "bytes_out": [rng.randrange(100_000) for _ in range(count)],
-        "trace_id": [f"{rng.getrandbits(128):032x}" for _ in range(count)],
-        "attributes": pa.array(
-            [[("region", rng.choice(("eu", "us")))] for _ in range(count)],
-            pa.map_(pa.string(), pa.string()),
-        ),
+def scan(uri: str, stream: str = "facts", snapshot_id: int | None = None) -> pa.Table:
+    loaded = table(uri, stream)
+    if loaded is None:
+        return pa.table({"trace_id": pa.array([], pa.string())})
+    return loaded.scan(snapshot_id=snapshot_id).to_arrow()
+
+
+def trace_ids(uri: str, stream: str = "facts") -> list[str]:
+    return scan(uri, stream).column("trace_id").to_pylist()
+
+
+def duplicates(ids: list[str]) -> dict[str, int]:
+    return {k: n for k, n in Counter(ids).items() if n > 1}
+
+
+def every_snapshot_ids(uri: str, stream: str = "facts") -> dict[int, list[str]]:
+    """trace_ids of each snapshot the table keeps."""
+    loaded = table(uri, stream)
+    if loaded is None:
+        return {}
+    return {
+        s.snapshot_id: loaded.scan(snapshot_id=s.snapshot_id)
+        .to_arrow()
+        .column("trace_id")
+        .to_pylist()
+        for s in loaded.metadata.snapshots
     }
-    return pa.table(columns, schema=iceberg_arrow_schema("facts"))
-
-
-def events_rows(count: int, *, start: datetime, hours: int = 1, seed: int = 0) -> pa.Table:
-    """`count` events spread over `hours` hours from `start`."""
-    rng = random.Random(seed)
-    span_us = hours * 3600 * 1_000_000
-    stamps = [start + timedelta(microseconds=rng.randrange(span_us)) for _ in range(count)]
-    columns: dict[str, Any] = {
-        "timestamp": pa.array(stamps, ICEBERG_TIMESTAMP_TYPE),
-        "service": [f"svc-{rng.randrange(5)}" for _ in range(count)],
-        "kind": [rng.choice(("deploy", "login", "job")) for _ in range(count)],
-        "severity": [rng.choice(("INFO", "WARN", "ERROR")) for _ in range(count)],
-        "message": [f"message {i}" for i in range(count)],
-        "trace_id": [f"{rng.getrandbits(128):032x}" for _ in range(count)],
-        "attributes": pa.array(
-            [[("user", f"u{rng.randrange(50)}")] for _ in range(count)],
-            pa.map_(pa.string(), pa.string()),
-        ),
-    }
-    return pa.table(columns, schema=iceberg_arrow_schema("events"))
-
-
-def hour_floor(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)

@@ -32,11 +32,13 @@ from ..errors import ConfigError, StartupError
 from ..metrics import Metrics
 from ..stores import ObjectStore, open_store
 from . import fd_limit
+from .committer import Committer
 from .http_server import HttpServer, HttpSettings
 from .listeners import ConnectionBudget, bind
 from .malloc_tuning import pin_mmap_threshold
 from .pipeline import Pipeline
 from .sdnotify import SdNotifier
+from .segment_files import SealedSegment
 from .side_port import MAX_CONNECTIONS as SIDE_PORT_MAX_CONNECTIONS
 from .side_port import serve_side_port
 from .spool import Spool, SpoolSettings
@@ -61,6 +63,37 @@ def store_from_config(config: Config) -> ObjectStore:
         return open_store(config.store_url, **options)
     except ValueError as exc:
         raise ConfigError(f"Invalid value for `store_url`: {exc}") from None
+
+
+def iceberg_committer(
+    config: Config, store: ObjectStore, spool: Spool, metrics: Metrics
+) -> Committer | None:
+    """The Iceberg committer when this daemon commits (`iceberg_commit = "daemon"`).
+
+    Raises:
+        ConfigError: a malformed `iceberg_catalog_uri`, or pyiceberg not installed (checked
+            here, at start; an unreachable catalog is not an error: commits retry).
+    """
+    if not config.iceberg_catalog_uri:
+        return None
+    from ..iceberg.catalog import check_settings, settings_from_config
+
+    settings = settings_from_config(config)
+    check_settings(settings)
+    if config.iceberg_commit != "daemon":
+        return None  # `gravixd rollup` commits; daemons only upload
+    return Committer(
+        settings,
+        store,
+        spool.ledger,
+        spool.dir,
+        metrics,
+        interval_seconds=config.iceberg_commit_interval_seconds,
+        retention_seconds=config.iceberg_snapshot_retention_seconds,
+        retry_initial_seconds=config.upload_retry_initial_seconds,
+        retry_max_seconds=config.upload_retry_max_seconds,
+        clock_unix_seconds=time.time,
+    )
 
 
 def select_protobuf_decoder(config: Config) -> tuple[Callable[[str, bytes, int], Any], str]:
@@ -188,10 +221,12 @@ class Daemon:
                 segment_format=config.segment_format,
                 segment_compression=config.segment_compression,
                 max_spool_bytes=config.max_spool_bytes,
+                parquet_timestamp_unit="us" if config.iceberg_catalog_uri else "ns",
             ),
             self.metrics,
             clock_unix_ms=lambda: time.time_ns() // 1_000_000,
         )
+        self.committer = iceberg_committer(config, self.store, self.spool, self.metrics)
         self.uploader = Uploader(  # takes sealed segments from the spool's bounded channel
             self.store,
             self.spool.sealed_segments,
@@ -202,6 +237,7 @@ class Daemon:
             retry_initial_seconds=config.upload_retry_initial_seconds,
             retry_max_seconds=config.upload_retry_max_seconds,
             clock_unix_seconds=time.time,
+            after_upload=self._hand_to_committer if self.committer is not None else None,
         )
         self.pipeline = Pipeline(self.spool, self.metrics, ack=config.ack, protobuf_decoder=decoder)
         self.http = HttpServer(
@@ -229,6 +265,15 @@ class Daemon:
                 "reserved_fds": fd_limit.RESERVED_FDS,
             },
         )
+
+    def _hand_to_committer(self, segment: SealedSegment, key: str) -> bool:
+        """After an upload: Parquet segments go to the Iceberg committer, which deletes
+        their spool copy once committed. An Arrow segment sealed before the catalog was
+        configured is stored (Hive layout) but cannot be a table file."""
+        if self.committer is None or segment.segment_format != "parquet":
+            return False
+        self.committer.submit(segment, key)
+        return True
 
     def readiness(self) -> str | None:
         if self.state != "serving":
@@ -304,10 +349,12 @@ class Daemon:
             # The side port answers during recovery (/livez 200, /readyz 503 "starting"),
             # so a long recovery is visible instead of a hanging probe.
             await self._recover()
+            if self.committer is not None:
+                await nursery.start(self.committer.run)
             await nursery.start(self.uploader.run)
             await nursery.start(self.spool.run)
             if config.rollup_interval_seconds > 0:
-                from ..rollup import run_rollup_schedule
+                from ..rollup.run import run_rollup_schedule
 
                 nursery.start_soon(
                     functools.partial(
@@ -396,6 +443,8 @@ class Daemon:
         with trio.CancelScope(deadline=deadline, shield=True) as cancel_scope:
             await self.spool.seal_all()
             await self.uploader.wait_drained()
+            if self.committer is not None:
+                await self.committer.wait_drained()
         # Counted on disk, not from the upload queue: a segment whose seal is still being
         # retried (disk full) is in the spool too. A listing of two folders, on the loop: the
         # connections scope is cancelled here, an await would be too.

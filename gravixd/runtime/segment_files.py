@@ -218,6 +218,8 @@ def seal_sync(
     path: Path,
     segment_format: str,
     expected: list[Block] | None = None,
+    *,
+    timestamp_unit: str = "ns",
 ) -> SealReport:
     """Turn a spool file into its upload form: verified, then footer, fsync, rename.
 
@@ -246,7 +248,11 @@ def seal_sync(
         # durable, and only then the original's spool name removed; a crash in between
         # redoes it from the original, still in place.
         kept = _keep_original(spool_dir, stream, path) if scan.damaged else None
-        sealed = _rewrite(stream, segment_id, scan, final, segment_format) if scan.blocks else None
+        sealed = (
+            _rewrite(stream, segment_id, scan, final, segment_format, timestamp_unit)
+            if scan.blocks
+            else None
+        )
         if path != final or sealed is None:
             _remove(path)
         outcome = "salvaged" if scan.damaged else "sealed"
@@ -262,7 +268,7 @@ def seal_sync(
         _remove(path)
         return SealReport("empty" if tail_target is None else outcome, None, tail_target, scan)
     if segment_format == "parquet":
-        sealed = _rewrite(stream, segment_id, scan, final, segment_format)
+        sealed = _rewrite(stream, segment_id, scan, final, segment_format, timestamp_unit)
         _remove(path)
         return SealReport(outcome, sealed, tail_target, scan, kept_rows=scan.rows)
     if not scan.sealed:
@@ -324,7 +330,12 @@ def _save_tail(spool_dir: Path, stream: str, path: Path, offset: int) -> Path:
 
 
 def _rewrite(
-    stream: str, segment_id: str, scan: ScanResult, final: Path, segment_format: str
+    stream: str,
+    segment_id: str,
+    scan: ScanResult,
+    final: Path,
+    segment_format: str,
+    timestamp_unit: str = "ns",
 ) -> SealedSegment:
     """Write the intact batches of `scan` to `final` (tmp, fsync, rename, dir fsync)."""
     tmp = final.with_name(final.name + _TMP_SUFFIX)
@@ -332,7 +343,15 @@ def _rewrite(
         if segment_format == "parquet":
             # Parquet is a different layout: converting at seal is its one extra copy.
             table = pa.Table.from_batches(scan.batches(stream))
-            pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
+            # "us" (Iceberg tables): sub-microsecond digits are truncated, as documented.
+            pq.write_table(
+                table,
+                tmp,
+                compression="zstd",
+                write_page_checksum=True,
+                coerce_timestamps=None if timestamp_unit == "ns" else timestamp_unit,
+                allow_truncated_timestamps=timestamp_unit != "ns",
+            )
             with open(tmp, "rb+") as written:
                 os.fsync(written.fileno())
         else:

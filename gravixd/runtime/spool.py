@@ -14,6 +14,7 @@ appends the footer and renames it (segment_files.py); nothing is written twice.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import math
@@ -78,6 +79,8 @@ class SpoolSettings:
     segment_format: str
     segment_compression: str
     max_spool_bytes: int
+    # "us" with an Iceberg catalog: the tables' timestamps are microseconds (docs/iceberg.md).
+    parquet_timestamp_unit: str = "ns"
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +244,12 @@ class Spool:
                     continue
                 try:
                     report = files.seal_sync(
-                        self.dir, stream, segment_id, path, self.settings.segment_format
+                        self.dir,
+                        stream,
+                        segment_id,
+                        path,
+                        self.settings.segment_format,
+                        timestamp_unit=self.settings.parquet_timestamp_unit,
                     )
                 except OSError as exc:
                     size = path.stat().st_size if path.exists() else 0
@@ -526,13 +534,16 @@ class StreamSpool:
         for attempt in itertools.count():
             try:
                 return await trio.to_thread.run_sync(
-                    files.seal_sync,
-                    self.spool.dir,
-                    self.stream,
-                    item.segment_id,
-                    item.path,
-                    self.spool.settings.segment_format,
-                    item.expected,
+                    functools.partial(
+                        files.seal_sync,
+                        self.spool.dir,
+                        self.stream,
+                        item.segment_id,
+                        item.path,
+                        self.spool.settings.segment_format,
+                        item.expected,
+                        timestamp_unit=self.spool.settings.parquet_timestamp_unit,
+                    )
                 )
             except Exception as exc:  # noqa: BLE001 - any failure is a rotation error
                 delay = min(_SEAL_RETRY_MAX_SECONDS, 0.5 * 2**attempt)

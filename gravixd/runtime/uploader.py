@@ -44,8 +44,12 @@ class Uploader:
         retry_initial_seconds: float,
         retry_max_seconds: float,
         clock_unix_seconds: Callable[[], float],
+        after_upload: Callable[[SealedSegment, str], bool] | None = None,
     ) -> None:
         self.store = store
+        # Returns True when it takes the uploaded segment over (the Iceberg committer, which
+        # deletes the spool copy after its commit); otherwise it is deleted here.
+        self.after_upload = after_upload
         # Sealed segments come from the spool through `sealed`; the uploader owns them from
         # then on, and gives their bytes back to the spool's ledger once they left.
         self._sealed = sealed
@@ -146,6 +150,8 @@ class Uploader:
         self.metrics.segments_uploaded.labels(segment.stream).inc()
         self.metrics.upload_bytes.labels(segment.stream).inc(segment.size_bytes)
         self.metrics.last_upload_timestamp.set(self.clock_unix_seconds())
+        if self.after_upload is not None and self.after_upload(segment, key):
+            return
         await trio.to_thread.run_sync(segment.path.unlink, True)
         self.ledger.release(segment.size_bytes)
         log.debug(

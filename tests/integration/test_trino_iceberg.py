@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from iceberg_tables import create_table, facts_rows, sql_catalog
+from trino_tables import create_table, facts_rows, sql_catalog
 
 pytestmark = [pytest.mark.trino, pytest.mark.s3]
 
