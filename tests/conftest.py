@@ -49,11 +49,20 @@ async def s3_store(seaweed: object) -> AsyncIterator[object]:
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """One private PostgreSQL for the session: the Iceberg catalog gravixd and Trino share."""
+    """One private PostgreSQL for the session: the Iceberg catalog gravixd and Trino share.
+    Its folder is a fresh one under the system temp dir, not pytest's: as root the cluster
+    runs as `nobody`, who cannot enter pytest's private (0700) temp root."""
+    import shutil
+    import tempfile
+
     from postgres import PostgresServer
 
-    with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
-        yield server
+    base = Path(tempfile.mkdtemp(prefix="gravixd-postgres-"))
+    try:
+        with PostgresServer(base) as server:
+            yield server
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -107,13 +107,6 @@ class PostgresServer:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         if self._as_user is not None:
             os.chown(self.base_dir, self._as_user.pw_uid, self._as_user.pw_gid)
-            # `nobody` must be able to reach the folder (pytest's temp root is 0700).
-            for parent in self.base_dir.parents:
-                if parent == Path("/"):
-                    break
-                mode = parent.stat().st_mode
-                if not mode & 0o001:
-                    os.chmod(parent, mode | 0o001)
         if not (self.data_dir / "PG_VERSION").exists():
             pwfile = self.base_dir / "pwfile"
             pwfile.write_text(PASSWORD + "\n")
