@@ -87,3 +87,24 @@ def trino_server(
     )
     with TrinoServer(tmp_path_factory.mktemp("trino"), {"iceberg": props}) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def gravix_tables(postgres: object, seaweed: object, trino_server: object) -> object:
+    """`gravix.facts` and `gravix.events` in the shared catalog, as the docs name them,
+    holding known rows of the last few hours (so the docs' "last day" filters find them at
+    any hour); returns (facts, events) as pyarrow tables, the exact rows committed."""
+    from datetime import UTC, datetime, timedelta
+
+    from trino_tables import create_table, events_rows, facts_rows, hour_floor, sql_catalog
+
+    catalog = sql_catalog(postgres, seaweed)
+    start = hour_floor(datetime.now(UTC)) - timedelta(hours=2)
+    facts = create_table(catalog, "gravix.facts", "facts")
+    written_facts = facts_rows(1500, start=start, hours=2, seed=7)
+    facts.append(written_facts.slice(0, 1000))  # two commits: two snapshots
+    facts.append(written_facts.slice(1000))
+    events = create_table(catalog, "gravix.events", "events")
+    written_events = events_rows(900, start=start, hours=2, seed=8)
+    events.append(written_events)
+    return written_facts, written_events
