@@ -12,7 +12,7 @@ RUN apt-get update \
 WORKDIR /src
 # .dockerignore keeps this to the package sources (no tests, deploy files or .git).
 COPY . .
-# The iceberg extra: compose and the chart run gravixd with an Iceberg catalog.
+# With the iceberg extra (pyiceberg, SQLAlchemy, psycopg2): the image serves Iceberg tables.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[iceberg]'
 
 # --- runtime -----------------------------------------------------------------------------
@@ -28,7 +28,7 @@ RUN groupadd --system --gid 10001 gravixd \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/gravixd /var/lib/gravixd/spool
 
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels "$(ls /wheels/gravixd-*.whl)[iceberg]" \
+RUN pip install --no-cache-dir --no-index --find-links=/wheels "$(echo /wheels/gravixd-*.whl)[iceberg]" \
  && rm -rf /wheels
 
 # Container defaults (0.0.0.0 listeners, spool on the volume) as a config file, so env

@@ -5,6 +5,7 @@
     python -m bench.run tcp          # 3. raw TCP end to end: ndjson and protobuf framing
     python -m bench.run durability   # 4. ack=durable vs ack=received on the same load
     python -m bench.run instances    # 5. 1 vs 2 gravixd instances on one address (reuse_port)
+    python -m bench.run segment_format  # 6. ingest CPU of Arrow IPC vs Parquet segments
     python -m bench.run all          # all of them, then python -m bench.report
 
 Options: --seconds S (per run), --runs N (the median of N is reported, with min and max),
@@ -365,6 +366,33 @@ def scenario_durability(opts: Options) -> list[Measurement]:
     return out
 
 
+def scenario_segment_format(opts: Options) -> list[Measurement]:
+    """The ingest cost of the store format: Arrow IPC (the sealed spool file as it is) vs
+    Parquet (re-encoded at seal, zstd), and Parquet with microsecond timestamps (what the
+    Iceberg tables hold). Segments rotate every second so that sealing, which runs beside
+    the event loop, falls inside the timed run and its CPU is counted."""
+    out: list[Measurement] = []
+    formats = (
+        ("arrow", ("--segment-format", "arrow")),
+        ("parquet", ("--segment-format", "parquet")),
+    )
+    for case, fmt, events in (("json-1000", "json", 1000), ("protobuf-1000", "protobuf", 1000)):
+        if not opts.wants_case(case):
+            continue
+        body = _write_body(opts, fmt, events, False)
+        entries = []
+        for name, args in formats:
+            how = HttpLoad("wrk", body)
+            extra = (*args, "--segment-max-age-seconds", "1")
+
+            def fn(how: HttpLoad = how, extra: tuple[str, ...] = extra) -> dict[str, Any]:
+                return http_run(opts, "gravixd", how, {"extra_args": extra})
+
+            entries.append((f"gravixd-{name}", "wrk", fn, {"body": _body_info(body)}))
+        out += measure(opts, "segment_format", case, entries)
+    return out
+
+
 def instances_run(opts: Options, count: int, body: Body) -> dict[str, Any]:
     """One timed run against `count` instances sharing one HTTP port: wrk's events/s, the
     CPU seconds of all instances together, the largest instance's peak RSS."""
@@ -597,6 +625,7 @@ SCENARIOS: dict[str, Callable[[Options], list[Measurement]]] = {
     "tcp": scenario_tcp,
     "durability": scenario_durability,
     "instances": scenario_instances,
+    "segment_format": scenario_segment_format,
 }
 
 

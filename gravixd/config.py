@@ -112,9 +112,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     segment_max_bytes: Annotated[Bytes, _doc("rotate a segment at this size")] = 64 * MiB
     segment_max_events: Annotated[Count, _doc("rotate a segment at this many events")] = 1_000_000
     segment_max_age_seconds: Annotated[Seconds, _doc("rotate a segment at this age")] = 60.0
+    # Parquet: what DuckDB, Trino, Spark and Iceberg tables read. It costs ~0.7-0.8 CPU s per
+    # million events at seal, off the event loop (bench/results/segment_format.json, README);
+    # "arrow" stores the sealed spool file as it is.
     segment_format: Annotated[
         Literal["arrow", "parquet"], _doc("object format of uploaded segments")
-    ] = "arrow"
+    ] = "parquet"
     # lz4 seals at ~3x zstd's speed (7.0M vs 2.35M rows/s here) for ~1.85x the bytes:
     # segments are short-lived on the hot core; `gravixd rollup` writes zstd Parquet.
     segment_compression: Annotated[
@@ -201,9 +204,13 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     iceberg_catalog_password: Annotated[
         Secret, _doc("password for a postgresql:// catalog (instead of one in the URI)")
     ] = ""
-    # 7 days: Iceberg's own default for expire_snapshots (history.expire.max-snapshot-age-ms).
+    # 7 days: 5 days is Iceberg's own default (history.expire.max-snapshot-age-ms); a week
+    # covers a daemon down over a long weekend. At least 2 h: a segment within an hour of it
+    # is not committed (hosts' clocks may disagree), see gravixd/iceberg/commit.py.
     iceberg_snapshot_retention_seconds: Annotated[
-        Seconds, _doc("rollup keeps snapshots (and the files they read) this long")
+        float,
+        Meta(ge=7200),
+        _doc("rollup keeps snapshots (and the files they read) this long"),
     ] = 7 * 86400.0
 
     # Process.

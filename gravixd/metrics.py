@@ -155,7 +155,7 @@ class Metrics:
         self.segments_quarantined = Counter(
             "spool_segments_quarantined",
             "Segments moved to quarantine (whole or, when damaged, their original), by reason: "
-            "unreadable, damaged, not_a_file, store_rejected.",
+            "unreadable, damaged, not_a_file, store_rejected, older_than_iceberg_retention.",
             ["reason"],
             registry=r,
         )

@@ -37,8 +37,10 @@ class Daemon:
         env: dict[str, str] | None = None,
         store_url: str | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        default_segment_format: bool = False,
     ) -> None:
-        """`preexec_fn` runs in the child before gravixd (say, `resource.setrlimit`)."""
+        """`preexec_fn` runs in the child before gravixd (say, `resource.setrlimit`).
+        `default_segment_format`: no `--segment-format` (the daemon's default, Parquet)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.spool_dir = self.workdir / "spool"
@@ -46,6 +48,7 @@ class Daemon:
         self.store_url = store_url or f"file://{self.store_dir}"
         self.args = list(args)
         self.preexec_fn = preexec_fn
+        self.default_segment_format = default_segment_format
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "gravixd.log"
@@ -63,6 +66,11 @@ class Daemon:
             "--log-level": "debug",
         }
         given = {a.split("=", 1)[0] for a in self.args if a.startswith("--")}
+        if "--iceberg-catalog-uri" not in given and not self.default_segment_format:
+            # The spool tests (damage, salvage, recovery, outages) look at Arrow IPC segments,
+            # sealed in place; the default (Parquet) is held by the README, Iceberg and
+            # segment-format tests, which say so.
+            defaults["--segment-format"] = "arrow"
         cmd = [sys.executable, "-m", "gravixd", "serve"]
         for flag, value in defaults.items():
             if flag not in given:

@@ -30,6 +30,8 @@ def daemon_flags(workdir: Path, **settings: Any) -> dict[str, str]:
         "metrics_listen": "127.0.0.1:0",
         "spool_dir": str(workdir / "spool"),
         "store_url": f"file://{workdir / 'store'}",
+        # Outage and stuck-segment tests look at Arrow IPC segments (tests/daemon.py says why).
+        "segment_format": "arrow",
     }
     flags.update({key: str(value) for key, value in settings.items()})
     return flags

@@ -58,7 +58,8 @@ def check_settings(settings: CatalogSettings) -> str:
     elif scheme in KINDS:
         kind = "sql"
         if scheme == "sqlite":
-            if parts.netloc or not parts.path.startswith("/") or parts.path == "/":
+            # sqlite:////abs/path.db: an empty host, then the absolute path ("//abs/...").
+            if parts.netloc or not parts.path.startswith("//") or parts.path == "//":
                 raise ConfigError(
                     "Invalid value for `iceberg_catalog_uri`: expected"
                     " sqlite:////absolute/path.db (four slashes), got a relative or empty path"
@@ -78,7 +79,7 @@ def check_settings(settings: CatalogSettings) -> str:
     except ImportError:
         raise ConfigError(
             "`iceberg_catalog_uri` is set but pyiceberg is not installed: install the extra"
-            " with `pip install 'gravixd[iceberg]'`"
+            " (`pip install -e '.[iceberg]'` in gravixd's clone)"
         ) from None
     if kind == "sql":
         try:
@@ -89,7 +90,7 @@ def check_settings(settings: CatalogSettings) -> str:
         except ImportError as exc:
             raise ConfigError(
                 f"`iceberg_catalog_uri` needs {exc.name}, which is not installed: install the"
-                " extra with `pip install 'gravixd[iceberg]'`"
+                " extra (`pip install -e '.[iceberg]'` in gravixd's clone)"
             ) from None
     return kind
 

@@ -10,9 +10,10 @@ Snapshot expiry (`gravixd rollup`) keeps `iceberg_snapshot_retention_seconds` of
 and a committer refuses a segment older than that (see `too_old`), so expiry can never make
 a segment look new again.
 
-A conflict (another writer committed first: CommitFailedException) is retried at once on
-the fresh table, a few times with jitter; other failures go back to the caller, which
-retries later. Blocking (pyiceberg); the runtime runs it in a worker thread.
+A conflict (another writer committed first: CommitFailedException) is retried on the fresh
+table, history checked again, a few times with jitter (pyiceberg's own retry, which would
+re-add the same files without that check, is turned off); other failures go back to the
+caller, which retries later. Blocking (pyiceberg); the runtime runs it in a worker thread.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def commit_segments(
 
     result = CommitResult()
     for attempt in range(MAX_CONFLICT_RETRIES + 1):
-        table.refresh()
+        refresh_without_auto_retry(table)
         try:
             _commit_once(table, segments, result, extra_properties or {})
             return result
@@ -88,6 +89,21 @@ def commit_segments(
                 raise
             sleep(random.uniform(0, CONFLICT_BACKOFF_SECONDS * 2**attempt))
     raise AssertionError("unreachable")
+
+
+def refresh_without_auto_retry(table: Any) -> None:
+    """Reload the table, with pyiceberg's own commit retry turned off for this process.
+
+    On a conflict pyiceberg re-applies the same appends to the fresh table by itself: that
+    would add a segment another committer added meanwhile a second time. gravixd retries
+    instead (`commit_segments`), re-checking the history first. Only the in-memory copy of
+    the properties changes: catalogs commit against the metadata they load themselves.
+    """
+    from pyiceberg.table import TableProperties
+
+    table.refresh()
+    properties = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
+    table.metadata = table.metadata.model_copy(update={"properties": properties})
 
 
 def _commit_once(
@@ -131,10 +147,15 @@ def _ensure_name_mapping(transaction: Any, metadata: Any) -> None:
         transaction.set_properties(**{TableProperties.DEFAULT_NAME_MAPPING: mapping})
 
 
+# Hosts' clocks may disagree: a segment counts as too old this long before the retention.
+CLOCK_MARGIN_SECONDS = 3600.0
+
+
 def too_old(segment_id: str, now_unix_seconds: float, retention_seconds: float) -> bool:
-    """Whether a segment is older than the kept history: its commit (if any) may have been
-    expired, so committing it could add it twice. Such segments are left to an operator."""
-    return now_unix_seconds - segment_created_at(segment_id).timestamp() > retention_seconds
+    """Whether a segment is (nearly) older than the kept history: its commit, if any, may
+    have been expired, so committing it could add it twice. Left to an operator instead."""
+    age = now_unix_seconds - segment_created_at(segment_id).timestamp()
+    return age > retention_seconds - CLOCK_MARGIN_SECONDS
 
 
 def all_ids(results: Iterable[CommitResult]) -> list[str]:

@@ -42,21 +42,20 @@ class PlannedFile:
 def hours_of(path: Path) -> tuple[int, int]:
     """The first and last event hour in a Parquet segment, from its footer statistics."""
     metadata = pq.read_metadata(path)
-    column = metadata.schema.to_arrow_schema().get_field_index("timestamp")
+    arrow_schema = metadata.schema.to_arrow_schema()
+    column = arrow_schema.get_field_index("timestamp")
+    # The raw int64 statistics, in the column's unit (as_py would need pandas for ns).
+    per_micro = {"ns": 1000, "us": 1, "ms": 1 / 1000, "s": 1 / 1_000_000}[
+        arrow_schema.field(column).type.unit
+    ]
     lows, highs = [], []
     for group in range(metadata.num_row_groups):
         stats = metadata.row_group(group).column(column).statistics
         if stats is None or not stats.has_min_max:
             raise ValueError(f"{path} has no timestamp statistics")
-        lows.append(_micros(stats.min))
-        highs.append(_micros(stats.max))
+        lows.append(int(stats.min_raw // per_micro))
+        highs.append(int(stats.max_raw // per_micro))
     return min(lows) // MICROS_PER_HOUR, max(highs) // MICROS_PER_HOUR
-
-
-def _micros(value: Any) -> int:
-    if isinstance(value, datetime):
-        return int(value.timestamp()) * 1_000_000 + value.microsecond
-    return int(value)
 
 
 def hour_label(hour: int) -> str:

@@ -62,6 +62,12 @@ def table_location(store: ObjectStore, namespace: str, stream: str) -> str:
     return object_location(store, table_prefix(namespace, stream))
 
 
+def key_of(store: ObjectStore, location: str) -> str | None:
+    """The store key of an absolute location, or None when it lies outside the store."""
+    root = store_root_location(store) + "/"
+    return location[len(root) :] if location.startswith(root) else None
+
+
 def _iceberg_schema(stream: str) -> Any:
     from pyiceberg.io.pyarrow import _ConvertToIcebergWithoutIDs, visit_pyarrow
     from pyiceberg.schema import assign_fresh_schema_ids
@@ -109,6 +115,9 @@ def ensure_table(catalog: Any, namespace: str, stream: str, location: str) -> An
             properties={
                 "format-version": "2",
                 "write.parquet.compression-codec": "zstd",
+                # Old metadata JSON files go as new ones are written (Iceberg's own upkeep).
+                "write.metadata.delete-after-commit.enabled": "true",
+                "write.metadata.previous-versions-max": "100",
             },
         )
     except TableAlreadyExistsError:  # another daemon was first

@@ -229,3 +229,76 @@ def commit_record_bytes(manifest: Manifest) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return bytes(sink.getvalue().to_pybytes())
+
+
+# --- Iceberg tables: what to compact, what to name it, how old a file is -----------------
+
+SECONDS_PER_HOUR = 3600
+_COMPACTED_NAME = re.compile(r"^part-(?P<unix>\d{10})-[0-9a-f]{16}-\d{5}\.parquet$")
+_SPLIT_NAME = re.compile(r"^(?P<segment_id>[0-9A-HJKMNP-TV-Z]{26})-\d{10}\.parquet$")
+
+
+@dataclass(frozen=True, order=True)
+class TableFile:
+    """A data file of a table's current snapshot."""
+
+    hour: int  # partition: hours since the epoch
+    location: str
+    size_bytes: int
+    rows: int
+
+
+def plan_compaction(
+    files: Iterable[TableFile], *, now_unix_seconds: float, min_files: int = 2
+) -> dict[int, list[TableFile]]:
+    """Closed hours (the current one is still written to) holding `min_files` files or
+    more: each becomes one atomic replace of those files by a few large ones."""
+    current_hour = int(now_unix_seconds // SECONDS_PER_HOUR)
+    by_hour: dict[int, list[TableFile]] = {}
+    for file in files:
+        if file.hour < current_hour:
+            by_hour.setdefault(file.hour, []).append(file)
+    return {h: sorted(fs) for h, fs in sorted(by_hour.items()) if len(fs) >= min_files}
+
+
+def compacted_part_name(run_unix_seconds: int, inputs: Iterable[str], number: int) -> str:
+    """`part-{run time}-{digest of the inputs}-{n}.parquet`: the time lets orphan removal
+    tell the age of a part a crashed run left; the digest keeps names unique per input set."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(sorted(inputs)).encode()).hexdigest()[:16]
+    return f"part-{run_unix_seconds:010d}-{digest}-{number:05d}.parquet"
+
+
+def written_at_unix_seconds(name: str) -> float | None:
+    """When gravixd wrote a table file, from its name (a compacted part, or a segment's
+    split); None for a name it does not know (never removed as an orphan then)."""
+    from ..core.segment import segment_created_at
+
+    if match := _COMPACTED_NAME.match(name):
+        return float(match["unix"])
+    if match := _SPLIT_NAME.match(name):
+        try:
+            return segment_created_at(match["segment_id"]).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def orphans(
+    keys: Iterable[str],
+    referenced_keys: set[str],
+    *,
+    now_unix_seconds: float,
+    retention_seconds: float,
+) -> list[str]:
+    """Table data files no kept snapshot references, written longer ago than the retention
+    (a younger one may belong to a commit in progress)."""
+    found = []
+    for key in keys:
+        if key in referenced_keys:
+            continue
+        written = written_at_unix_seconds(key.rsplit("/", 1)[-1])
+        if written is not None and now_unix_seconds - written > retention_seconds:
+            found.append(key)
+    return found

@@ -353,7 +353,24 @@ class Daemon:
                 await nursery.start(self.committer.run)
             await nursery.start(self.uploader.run)
             await nursery.start(self.spool.run)
-            if config.rollup_interval_seconds > 0:
+            if config.rollup_interval_seconds > 0 and config.iceberg_catalog_uri:
+                # With a catalog the rollup is the tables' upkeep: the Hive compaction would
+                # delete files the tables read.
+                from ..iceberg.catalog import settings_from_config
+                from ..rollup.tables import run_tables_schedule
+
+                nursery.start_soon(
+                    functools.partial(
+                        run_tables_schedule,
+                        self.store,
+                        settings_from_config(config),
+                        config.rollup_interval_seconds,
+                        commit_new=config.iceberg_commit == "rollup",
+                        retention_seconds=config.iceberg_snapshot_retention_seconds,
+                        target_file_bytes=config.rollup_target_file_bytes,
+                    )
+                )
+            elif config.rollup_interval_seconds > 0:
                 from ..rollup.run import run_rollup_schedule
 
                 nursery.start_soon(
@@ -511,6 +528,9 @@ class Daemon:
         spool.segment_max_bytes = new.segment_max_bytes
         spool.segment_max_events = new.segment_max_events
         spool.segment_max_age_seconds = new.segment_max_age_seconds
+        if self.committer is not None:
+            self.committer.interval_seconds = new.iceberg_commit_interval_seconds
+            self.committer.retention_seconds = new.iceberg_snapshot_retention_seconds
         logging.getLogger().setLevel(new.log_level.upper())
         fixed = [k for k in _RESTART_KEYS if getattr(new, k) != getattr(self.config, k)]
         same_paths = "tls_cert_file" not in fixed and "tls_key_file" not in fixed
@@ -548,6 +568,10 @@ _RESTART_KEYS = (
     "segment_format",
     "tls_cert_file",
     "tls_key_file",
+    "iceberg_catalog_uri",
+    "iceberg_catalog_name",
+    "iceberg_namespace",
+    "iceberg_commit",
 )
 
 

@@ -188,10 +188,20 @@ class Committer:
                 "files": result.files,
                 "rows": result.rows,
                 "snapshot_id": result.snapshot_id,
+                "seconds": round(trio.current_time() - started, 4),
+                "conflicts": result.conflicts,
             },
         )
         for item in items:
-            await trio.to_thread.run_sync(item.segment.path.unlink, True)
+            try:
+                await trio.to_thread.run_sync(item.segment.path.unlink, True)
+            except OSError as exc:
+                # Committed: the copy left behind is uploaded again at the next start and
+                # found in the table's history; never worth stopping the daemon for.
+                log.error(
+                    "could not delete a committed segment's spool copy",
+                    extra={"event": "iceberg_spool_delete_failed", "error": str(exc)},
+                )
             self.ledger.release(item.segment.size_bytes)
         await trio.to_thread.run_sync(functools.partial(shutil.rmtree, work_dir, True))
         return True
@@ -207,7 +217,14 @@ class Committer:
             if not too_old(item.segment.segment_id, now, self.retention_seconds):
                 kept.append(item)
                 continue
-            target = files.quarantine(self.spool_dir, stream, item.segment.path)
+            try:
+                target = files.quarantine(self.spool_dir, stream, item.segment.path)
+            except OSError as exc:
+                log.error(
+                    "could not quarantine a segment too old to commit; kept in the spool",
+                    extra={"event": "iceberg_quarantine_failed", "error": str(exc)},
+                )
+                continue
             self.ledger.release(item.segment.size_bytes)
             self.metrics.segments_quarantined.labels("older_than_iceberg_retention").inc()
             log.error(

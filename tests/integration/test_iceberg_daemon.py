@@ -8,12 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("pyiceberg", reason="the gravixd[iceberg] extra is in the test extra")
-
-from daemon import Daemon, ndjson, wait_for  # noqa: E402
-from iceberg_tables import duplicates, scan, sqlite_uri, table, trace_ids  # noqa: E402
+from daemon import Daemon, ndjson, wait_for
+from iceberg_tables import duplicates, scan, sqlite_uri, table, trace_ids
 
 FAST = ["--segment-max-age-seconds", "0.2", "--iceberg-commit-interval-seconds", "0.2"]
 

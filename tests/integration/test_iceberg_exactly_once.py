@@ -13,18 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("pyiceberg", reason="the gravixd[iceberg] extra is in the test extra")
-
-from daemon import Daemon, ndjson, wait_for  # noqa: E402
-from iceberg_tables import (  # noqa: E402
+from daemon import Daemon, ndjson, wait_for
+from iceberg_tables import (
     duplicates,
     every_snapshot_ids,
     sqlite_uri,
     table,
     trace_ids,
 )
-from test_crash_loop import Client  # noqa: E402
+from test_crash_loop import Client
 
 FAST = [
     "--segment-max-age-seconds=0.2",
@@ -208,3 +205,75 @@ def test_several_daemons_commit_to_one_catalog_exactly_once(tmp_path: Path) -> N
     loaded = table(uri)
     assert loaded is not None
     print(f"\n3 daemons: {len(loaded.metadata.snapshots)} snapshots, {conflicts} conflicts retried")
+
+
+def test_segments_awaiting_commit_fill_the_spool_then_503_then_resume(tmp_path: Path) -> None:
+    """A catalog that stays down: uploaded segments keep their spool copy until committed,
+    counted in max_spool_bytes, so ingest sheds load (503) as for a store outage instead of
+    growing; when the catalog returns, commits drain the spool and 202s come back."""
+    catalog_dir = tmp_path / "catalog-down"
+    uri = f"sqlite:///{catalog_dir}/catalog.db"
+    daemon = Daemon(tmp_path / "d", "--iceberg-catalog-uri", uri, "--max-spool-bytes=200000", *FAST)
+    acked: list[str] = []
+    with daemon:
+        statuses = []
+        for batch in range(200):
+            ids = [f"b{batch}-{i}" for i in range(50)]
+            # Incompressible, so that Parquet segments hold their size.
+            body = ndjson(
+                {"service": "x", "route": os.urandom(100).hex(), "trace_id": t} for t in ids
+            )
+            status = daemon.post("/v1/facts", body, "application/x-ndjson")[0]
+            statuses.append(status)
+            if status == 202:
+                acked += ids
+            else:
+                break
+            time.sleep(0.02)
+        assert statuses[-1] == 503, "the spool never filled"
+        assert daemon.metric("iceberg_commit_backlog_segments") >= 1
+        catalog_dir.mkdir()
+        wait_for(
+            lambda: len(trace_ids(uri)) >= len(acked), timeout=60, what="the backlog committed"
+        )
+        wait_for(
+            lambda: daemon.post("/v1/facts", _events("after", 5), "application/x-ndjson")[0] == 202,
+            what="202 again",
+        )
+        acked += [f"after-{i}" for i in range(5)]
+        wait_for(lambda: len(trace_ids(uri)) >= len(acked), what="the last commit")
+    _assert_every_snapshot_once(uri, acked)
+
+
+def test_a_segment_older_than_the_retention_is_quarantined_not_committed(tmp_path: Path) -> None:
+    """docs/iceberg.md: whether a segment older than the kept history was committed can no
+    longer be told, so it goes to quarantine (counted, logged) instead of maybe twice into
+    the table."""
+    import pyarrow as pa
+
+    from gravixd.core.segment import new_segment_id
+    from gravixd.iceberg.datafiles import write_table_file
+    from gravixd.schema import FACTS_SCHEMA
+
+    uri = sqlite_uri(tmp_path)
+    daemon = Daemon(tmp_path / "d", "--iceberg-catalog-uri", uri, *FAST)
+    eight_days_ago_ms = int((time.time() - 8 * 86400) * 1000)
+    old_id = new_segment_id(eight_days_ago_ms, 12345)
+    sealed = daemon.spool_dir / "sealed" / "facts"
+    sealed.mkdir(parents=True)
+    rows = pa.Table.from_pylist(
+        [{"timestamp": eight_days_ago_ms * 1_000_000, "service": "old", "trace_id": "old-0"}],
+        schema=FACTS_SCHEMA,
+    )
+    write_table_file(rows, sealed / f"{old_id}.parquet")
+    with daemon:
+        wait_for(
+            lambda: daemon.metric(
+                "spool_segments_quarantined_total", reason="older_than_iceberg_retention"
+            ),
+            what="the old segment quarantined",
+        )
+        assert daemon.post("/v1/facts", _events("new", 3), "application/x-ndjson")[0] == 202
+        wait_for(lambda: len(trace_ids(uri)) == 3, what="the new events committed")
+    assert "old-0" not in trace_ids(uri)
+    assert (daemon.spool_dir / "quarantine" / "facts" / f"{old_id}.parquet").exists()

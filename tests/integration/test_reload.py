@@ -63,7 +63,8 @@ def test_sighup_applies_limits_from_the_config_file(tmp_path: Path) -> None:
     config = tmp_path / "gravixd.toml"
     config.write_text("max_body_bytes = 1048576\n")
     big = b'{"service":"reload","route":"' + b"r" * 5000 + b'"}'
-    with Daemon(tmp_path, f"--config={config}") as d:
+    # The default segment format (no flag pins it), so that the file can ask to change it.
+    with Daemon(tmp_path, f"--config={config}", default_segment_format=True) as d:
         assert status_with(d, None, big) == 202
         config.write_text('max_body_bytes = 4096\nlog_level = "warning"\n')
         reloaded = hup_and_wait(d, "reloaded")
@@ -72,7 +73,7 @@ def test_sighup_applies_limits_from_the_config_file(tmp_path: Path) -> None:
         assert status_with(d, None, EVENT) == 202
 
         # A change that needs a restart is reported, not half-applied.
-        config.write_text('max_body_bytes = 4096\nlog_level = "info"\nsegment_format = "parquet"\n')
+        config.write_text('max_body_bytes = 4096\nlog_level = "info"\nsegment_format = "arrow"\n')
         reloaded = hup_and_wait(d, "reloaded")
         assert reloaded["ignored_until_restart"] == ["segment_format"]
 

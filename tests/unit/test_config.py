@@ -63,7 +63,7 @@ DEFAULTS = [
     ("segment_max_bytes", 64 * MiB),
     ("segment_max_events", 1_000_000),
     ("segment_max_age_seconds", 60.0),
-    ("segment_format", "arrow"),
+    ("segment_format", "parquet"),
     ("segment_compression", "lz4"),
     ("max_spool_bytes", GiB),
     ("auth_tokens", []),
@@ -740,3 +740,32 @@ def test_a_pathologically_nested_config_file_is_a_config_error(tmp_path: Path) -
     path.write_text("tcp_listeners = " + "[" * 3000 + "]" * 3000 + "\n")
     message = load_error({"config": str(path)}, {})
     assert message.startswith(f"Invalid TOML in file {path}") and "nest" in message
+
+
+# --- Iceberg keys ---------------------------------------------------------------------
+
+
+def test_a_catalog_makes_segments_parquet_and_refuses_arrow() -> None:
+    uri = {"GRAVIXD_ICEBERG_CATALOG_URI": "sqlite:////var/lib/gravixd/catalog.db"}
+    assert load({}, uri).config.segment_format == "parquet"
+    with pytest.raises(ConfigError) as caught:
+        load(parse_flags("--segment-format", "arrow"), uri)
+    message = str(caught.value)
+    assert "`segment_format` (from flag --segment-format)" in message
+    assert "`iceberg_catalog_uri` (from env GRAVIXD_ICEBERG_CATALOG_URI)" in message
+
+
+def test_a_catalog_needs_a_store_with_files() -> None:
+    with pytest.raises(ConfigError, match="`store_url`.*file:// or s3://"):
+        load(
+            parse_flags("--store-url", "memory://"),
+            {"GRAVIXD_ICEBERG_CATALOG_URI": "sqlite:////tmp/c.db"},
+        )
+
+
+def test_the_catalog_uri_is_a_secret_read_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "uri"
+    secret.write_text("postgresql://gravix:s3cret@db:5432/iceberg\n")
+    loaded = load({}, {"GRAVIXD_ICEBERG_CATALOG_URI_FILE": str(secret)})
+    assert loaded.config.iceberg_catalog_uri == "postgresql://gravix:s3cret@db:5432/iceberg"
+    assert "s3cret" not in render(loaded)
