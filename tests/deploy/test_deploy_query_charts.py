@@ -261,7 +261,14 @@ def test_compose_runs_the_catalog_cube_on_the_model_and_scheduled_upkeep() -> No
     password = services["catalog"]["environment"]["POSTGRES_PASSWORD"]
     assert f":{password}@" in uri
     assert catalog["iceberg.jdbc-catalog.connection-password"] == password
-    assert "GRAVIXD_ROLLUP_INTERVAL_SECONDS" not in gravixd  # the Hive rollup stays off
+    # Daemons upload, one committer (`gravixd rollup` on a loop) commits and compacts.
+    committer = services["rollup"]
+    assert gravixd["GRAVIXD_ICEBERG_COMMIT"] == "rollup"
+    for key, value in gravixd.items():
+        if key.startswith(("GRAVIXD_STORE", "GRAVIXD_S3_", "GRAVIXD_ICEBERG_", "AWS_")):
+            assert committer["environment"][key] == value, key
+    assert "gravixd rollup" in committer["entrypoint"][-1]
+    assert "sleep 60" in committer["entrypoint"][-1]
     assert services["catalog"]["healthcheck"]
     assert services["gravixd"]["depends_on"]["catalog"]["condition"] == "service_healthy"
     for name in ("cube", "cube-refresh-worker"):
