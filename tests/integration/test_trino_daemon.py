@@ -1,12 +1,14 @@
 """The real daemon commits to Iceberg tables (S3 store on SeaweedFS, catalog on PostgreSQL)
-and a real Trino reads them: while ingest and Trino's compaction run, no count ever exceeds
-what was acknowledged and no event is read twice; once commits catch up, count(*) and the
-per-service sums equal the acknowledged events exactly; timestamps read back in
-microseconds (the nanosecond digits cut, as docs/iceberg.md says).
+and a real Trino reads them: while ingest, Trino's optimize and `gravixd rollup` run, no count
+ever exceeds what was acknowledged and no event is read twice; once commits catch up,
+count(*) and the per-service sums equal the acknowledged events exactly; timestamps read
+back in microseconds (the nanosecond digits cut, as docs/iceberg.md says).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -27,6 +29,11 @@ SERVICES = ("api", "web", "jobs")
 
 
 def daemon_args(postgres: Any, seaweed: Any, namespace: str) -> list[str]:
+    return [*store_args(postgres, seaweed, namespace), *FAST]
+
+
+def store_args(postgres: Any, seaweed: Any, namespace: str) -> list[str]:
+    """The store and catalog settings `gravixd serve` and `gravixd rollup` share."""
     options = seaweed.store_options()
     return [
         "--store-url",
@@ -44,7 +51,6 @@ def daemon_args(postgres: Any, seaweed: Any, namespace: str) -> list[str]:
         f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{postgres.port}/gravix",
         "--iceberg-namespace",
         namespace,
-        *FAST,
     ]
 
 
@@ -72,6 +78,22 @@ def test_trino_counts_are_exact_while_ingest_and_compaction_run(
     stop = threading.Event()  # the writer has stopped
     enough = threading.Event()  # the reader has seen compaction run beside ingest
     errors: list[BaseException] = []
+    rollup_runs: list[subprocess.CompletedProcess[str]] = []
+
+    def rollup() -> None:
+        """`gravixd rollup` on the same store and catalog: compaction of the closed hour."""
+        rollup_runs.append(
+            subprocess.run(
+                [sys.executable, "-m", "gravixd", "rollup", "--json"]
+                + store_args(postgres, seaweed, namespace),
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+        )
+
+    compactor = threading.Thread(target=rollup)
 
     with Daemon(tmp_path / "d", *daemon_args(postgres, seaweed, namespace)) as daemon:
 
@@ -118,6 +140,8 @@ def test_trino_counts_are_exact_while_ingest_and_compaction_run(
                 # At most once at every moment: nothing unacknowledged, nothing twice.
                 assert count == distinct, (count, distinct)
                 assert count <= acked_after, (count, acked_before, acked_after)
+                if count and not compactor.is_alive() and not rollup_runs:
+                    compactor.start()  # gravixd's compaction beside Trino's, once
                 if count and optimized < 2:
                     try:
                         trino_server.query(f"ALTER TABLE {table} EXECUTE optimize")
@@ -127,7 +151,11 @@ def test_trino_counts_are_exact_while_ingest_and_compaction_run(
                             raise
         finally:
             writer.join(120)
+            if compactor.is_alive() or rollup_runs:
+                compactor.join(300)
         assert not errors, errors
+        (run,) = rollup_runs
+        assert run.returncode == 0, run.stdout + run.stderr
         assert optimized == 2  # compaction really ran beside ingest
         total = len(acknowledged)
 
@@ -147,6 +175,13 @@ def test_trino_counts_are_exact_while_ingest_and_compaction_run(
     assert got == [[s, counts[s], sums[s]] for s in sorted(counts)]
     ids = trino_server.query(f"SELECT count(DISTINCT trace_id) FROM {table}")
     assert ids == [[total]]
+    operations = {
+        row[0]
+        for row in trino_server.query(
+            f'SELECT operation FROM iceberg.{namespace}."facts$snapshots"'
+        )
+    }
+    assert {"append", "replace"} <= operations, operations  # commits, and Trino's optimize
 
 
 def test_trino_reads_the_daemons_timestamps_in_microseconds(
