@@ -201,6 +201,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         Seconds, _doc("commit what is new at most this often, in one snapshot")
     ] = 10.0
     iceberg_catalog_token: Annotated[Secret, _doc("bearer token for a REST catalog")] = ""
+    iceberg_catalog_warehouse: Annotated[
+        str, _doc("REST catalog: the warehouse to use (Polaris, Lakekeeper name one)")
+    ] = ""
     iceberg_catalog_password: Annotated[
         Secret, _doc("password for a postgresql:// catalog (instead of one in the URI)")
     ] = ""

@@ -32,6 +32,7 @@ class CatalogSettings:
     namespace: str = "gravix"
     token: str = ""
     password: str = ""
+    warehouse: str = ""  # REST: the `warehouse` property
     # FileIO properties (pyiceberg's `s3.*` keys) for an s3:// store.
     io_properties: Mapping[str, str] = field(default_factory=dict)
 
@@ -120,6 +121,8 @@ def catalog_properties(settings: CatalogSettings) -> dict[str, str]:
         properties |= {"type": "rest", "uri": settings.uri}
         if settings.token:
             properties["token"] = settings.token
+        if settings.warehouse:
+            properties["warehouse"] = settings.warehouse
     else:
         properties |= {"type": "sql", "uri": sqlalchemy_uri(settings)}
     return properties
@@ -191,5 +194,6 @@ def settings_from_config(config: Any, environ: Mapping[str, str] | None = None) 
         namespace=config.iceberg_namespace,
         token=config.iceberg_catalog_token,
         password=config.iceberg_catalog_password,
+        warehouse=config.iceberg_catalog_warehouse,
         io_properties=io,
     )

@@ -48,6 +48,7 @@ ROLLUP_KEYS = (
     "iceberg_namespace",
     "iceberg_commit",
     "iceberg_catalog_token",
+    "iceberg_catalog_warehouse",
     "iceberg_catalog_password",
     "iceberg_snapshot_retention_seconds",
 )

@@ -110,8 +110,10 @@ class Committer:
         while True:
             while not self._pending:
                 await self._changed.wait()
-            if not self._hurry:
-                await trio.sleep_until(last_commit + self.interval_seconds)
+            # At most one commit per interval; a drain (SIGTERM) cuts the wait short.
+            with trio.move_on_at(last_commit + self.interval_seconds):
+                while not self._hurry:
+                    await self._changed.wait()
             batch, self._pending = self._pending, []
             self._in_progress = len(batch)
             failed: list[Uploaded] = []

@@ -93,3 +93,23 @@ def test_a_segment_spanning_event_hours_is_split_and_pruned(tmp_path: Path) -> N
     read = loaded.scan(row_filter=second_hour).to_arrow()
     assert sorted(read.column("trace_id").to_pylist()) == sorted(f"h1-{i}" for i in range(10))
     assert not duplicates(trace_ids(uri))
+
+
+def test_sigterm_commits_what_waits_without_waiting_for_the_interval(tmp_path: Path) -> None:
+    """A drain commits the pending segments at once: with a commit interval longer than
+    the drain deadline, the second batch is still in the table when the daemon exits."""
+    uri = sqlite_uri(tmp_path)
+    daemon = Daemon(
+        tmp_path, "--iceberg-catalog-uri", uri, "--segment-max-age-seconds=0.2",
+        "--iceberg-commit-interval-seconds=600", "--drain-timeout-seconds=20",
+    )  # fmt: skip
+    with daemon:
+        assert daemon.post("/v1/facts", ndjson(facts("a", 5)), "application/x-ndjson")[0] == 202
+        wait_for(lambda: len(trace_ids(uri)) == 5, what="the first commit")
+        assert daemon.post("/v1/facts", ndjson(facts("b", 5)), "application/x-ndjson")[0] == 202
+        wait_for(lambda: daemon.metric("upload_segments_total", stream="facts") >= 2, what="upload")
+        assert daemon.stop() == 0
+    assert sorted(trace_ids(uri)) == sorted(
+        [f"a-{i}" for i in range(5)] + [f"b-{i}" for i in range(5)]
+    )
+    assert not list((daemon.spool_dir / "sealed" / "facts").iterdir())

@@ -101,6 +101,7 @@ DEFAULTS = [
     ("iceberg_commit", "daemon"),
     ("iceberg_commit_interval_seconds", 10.0),
     ("iceberg_catalog_token", ""),
+    ("iceberg_catalog_warehouse", ""),
     ("iceberg_catalog_password", ""),
     ("iceberg_snapshot_retention_seconds", 7 * 86400.0),
     ("native", True),

@@ -52,8 +52,13 @@ def test_the_password_key_fills_a_uri_without_one() -> None:
 
 
 def test_a_rest_catalog_gets_its_token() -> None:
-    properties = catalog_properties(CatalogSettings(uri="https://cat.example/api", token="t0k"))
-    assert properties == {"type": "rest", "uri": "https://cat.example/api", "token": "t0k"}
+    settings = CatalogSettings(uri="https://cat.example/api", token="t0k", warehouse="gravix")
+    assert catalog_properties(settings) == {
+        "type": "rest",
+        "uri": "https://cat.example/api",
+        "token": "t0k",
+        "warehouse": "gravix",
+    }
 
 
 def test_s3_io_properties_follow_the_store_settings(monkeypatch: pytest.MonkeyPatch) -> None:
