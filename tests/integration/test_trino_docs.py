@@ -1,6 +1,7 @@
-"""Every Trino query in README.md and docs/ runs as written on a real Trino 476 over the
-Iceberg tables, and the pyiceberg examples of docs/query.md (pyarrow, DuckDB, polars) run as
-written over the tables the real daemon commits to a one-host catalog (SQLite, local store).
+"""Every Trino query in README.md and docs/ (and the deployment's upkeep.sql) runs as written
+on a real Trino 476 over the Iceberg tables, and the pyiceberg examples of docs/query.md
+(pyarrow, DuckDB, polars) run as written over the tables the real daemon commits to a
+one-host catalog (SQLite, local store).
 
 A Trino query is a ```sql block naming the catalog `iceberg.`; a block of several statements
 runs statement by statement.
@@ -138,3 +139,24 @@ def test_duckdb_reads_the_tables_timestamps_as_microseconds(one_host_catalog: st
 def test_doc_python_blocks_are_the_ones_tested() -> None:
     code = blocks(ROOT / "docs" / "query.md", "python", PYICEBERG_SECTION)
     assert len(code) == 3 and "to_duckdb" in code[1] and "scan_iceberg" in code[2]
+
+
+def test_the_deployments_upkeep_sql_runs_and_keeps_every_row(
+    trino_server: Any, gravix_tables: tuple[pa.Table, pa.Table]
+) -> None:
+    """chart/charts/trino/files/upkeep.sql, as the chart's CronJob and compose run it (with
+    the default retention), on the tables: every statement succeeds, no row is lost."""
+    facts, events = gravix_tables
+    sql = (ROOT / "chart/charts/trino/files/upkeep.sql").read_text().replace("RETENTION", "7d")
+    statements = [
+        s.strip()
+        for s in "\n".join(line for line in sql.splitlines() if not line.startswith("--")).split(
+            ";"
+        )
+        if s.strip()
+    ]
+    assert len(statements) == 6
+    for statement in statements:
+        trino_server.query(statement)
+    assert trino_server.query("SELECT count(*) FROM iceberg.gravix.facts") == [[facts.num_rows]]
+    assert trino_server.query("SELECT count(*) FROM iceberg.gravix.events") == [[events.num_rows]]
