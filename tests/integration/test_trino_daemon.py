@@ -7,6 +7,7 @@ back in microseconds (the nanosecond digits cut, as docs/iceberg.md says).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -212,3 +213,44 @@ def test_trino_reads_the_daemons_timestamps_in_microseconds(
     ]
     # The first event as text: six fractional digits, its nanoseconds (789) cut.
     assert rows[0][3] == "2026-11-30 00:53:20.123456 UTC"
+
+
+HOUR_NS = 3_600_000_000_000
+
+
+def test_trino_prunes_the_daemons_tables_by_event_hour(
+    tmp_path: Path, postgres: Any, seaweed: Any, trino_server: Any
+) -> None:
+    """One request with events of three hours: gravixd's partition spec (hour of
+    `timestamp`) lets Trino read one hour's file for a filter on that hour."""
+    namespace = f"t_prune_{uuid.uuid4().hex[:8]}"
+    table = f"iceberg.{namespace}.facts"
+    base = 1_796_000_400 * 1_000_000_000  # 2026-11-30T01:00:00Z, an hour boundary
+    body = [
+        {"timestamp_unix_nano": base + h * HOUR_NS + i, "service": "s", "trace_id": f"h{h}-{i}"}
+        for h in range(3)
+        for i in range(10 + h)  # 10, 11, 12 events: each hour's count is its own
+    ]
+    with Daemon(tmp_path / "d", *daemon_args(postgres, seaweed, namespace)) as daemon:
+        assert daemon.post("/v1/facts", ndjson(body), "application/x-ndjson")[0] == 202
+
+        def committed() -> bool:
+            try:
+                return trino_server.query(f"SELECT count(*) FROM {table}") == [[len(body)]]
+            except trino.exceptions.TrinoQueryError:  # the table does not exist yet
+                return False
+
+        wait_for(committed, timeout=120, what="the request committed")
+    where = (
+        "WHERE timestamp >= TIMESTAMP '2026-11-30 02:00:00 UTC' "
+        "AND timestamp < TIMESTAMP '2026-11-30 03:00:00 UTC'"
+    )
+    plan = "\n".join(r[0] for r in trino_server.query(f"EXPLAIN SELECT * FROM {table} {where}"))
+    assert "constraint on [timestamp]" in plan, plan
+    analyzed = "\n".join(
+        r[0] for r in trino_server.query(f"EXPLAIN ANALYZE SELECT trace_id FROM {table} {where}")
+    )
+    match = re.search(r"Input: (\d+) rows \([^)]*\),[^\n]*? Splits: (\d+)", analyzed)
+    assert match, analyzed
+    assert (int(match[1]), int(match[2])) == (11, 1)  # the second hour's file alone
+    assert trino_server.query(f"SELECT count(*) FROM {table} {where}") == [[11]]
