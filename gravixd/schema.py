@@ -90,9 +90,8 @@ COLUMNS: Final[dict[str, tuple[Column, ...]]] = {
 # A rollup batch's commit record, as a table query engines read beside the data
 # (`rollup-commits/{stream}/dt=…/hour=…/batch-NNNNN.parquet`, written by gravixd.rollup): one row
 # per source segment the batch consumed (role "source") and per part that holds their rows
-# (role "part"); `file` is the object's name within its dt=/hour= folder. The views that count
-# every event once (deploy/trino/gravix-tables.sql) take parts a record names and segments
-# none names.
+# (role "part"); `file` is the object's name within its dt=/hour= folder. A reader of the Hive
+# files that wants every event once takes parts a record names and segments none names.
 COMMITS_SCHEMA: Final = pa.schema(
     [
         pa.field("batch", pa.int32()),

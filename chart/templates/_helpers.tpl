@@ -116,6 +116,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
       name: {{ . }}
       key: {{ $.Values.s3.secretAccessKeyKey }}
 {{- end }}
+{{- if .Values.iceberg.existingSecret }}
+- name: GRAVIXD_ICEBERG_CATALOG_URI_FILE
+  value: /etc/gravixd-iceberg/{{ .Values.iceberg.uriKey }}
+{{- end }}
 {{- if .Values.auth.existingSecret }}
 - name: GRAVIXD_AUTH_TOKENS_FILE
   value: /etc/gravixd-auth/{{ .Values.auth.key }}
@@ -138,6 +142,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     secretName: {{ .Values.auth.existingSecret }}
     defaultMode: 0440
 {{- end }}
+{{- if .Values.iceberg.existingSecret }}
+- name: iceberg
+  secret:
+    secretName: {{ .Values.iceberg.existingSecret }}
+    defaultMode: 0440
+{{- end }}
 {{- end }}
 
 {{- define "gravixd.configMounts" -}}
@@ -149,6 +159,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.auth.existingSecret }}
 - name: auth
   mountPath: /etc/gravixd-auth
+  readOnly: true
+{{- end }}
+{{- if .Values.iceberg.existingSecret }}
+- name: iceberg
+  mountPath: /etc/gravixd-iceberg
   readOnly: true
 {{- end }}
 {{- end }}

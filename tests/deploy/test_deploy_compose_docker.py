@@ -94,21 +94,21 @@ def test_promtool_checks_the_compose_scrape_config() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_trino_catalog_points_at_the_compose_bucket() -> None:
+def test_trino_catalog_points_at_the_compose_bucket_and_catalog() -> None:
     props = dict(
         line.split("=", 1)
-        for line in (ROOT / "deploy/trino/catalog/gravix.properties").read_text().splitlines()
+        for line in (ROOT / "deploy/trino/catalog/iceberg.properties").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    assert props["connector.name"] == "hive"
-    assert props["hive.metastore"] == "file"
+    assert props["connector.name"] == "iceberg"
+    assert props["iceberg.catalog.type"] == "jdbc"
     assert props["s3.endpoint"] == "http://minio:9000"
     minio_env = _compose()["services"]["minio"]["environment"]
     assert props["s3.aws-access-key"] == minio_env["MINIO_ROOT_USER"]
     assert props["s3.aws-secret-key"] == minio_env["MINIO_ROOT_PASSWORD"]
-    tables_sql = (ROOT / "deploy/trino/gravix-tables.sql").read_text()
     store_url = _compose()["services"]["gravixd"]["environment"]["GRAVIXD_STORE_URL"]
-    assert f"external_location = '{store_url}/facts'" in tables_sql
+    bucket = store_url.split("/")[2]
+    assert props["iceberg.jdbc-catalog.default-warehouse-dir"].startswith(f"s3://{bucket}/")
 
 
 # --- Dockerfile ---------------------------------------------------------------------------

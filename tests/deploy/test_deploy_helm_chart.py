@@ -22,7 +22,11 @@ from gravixd import config as gravixd_config
 CHART = ROOT / "chart"
 # The chart's kubeVersion floor, and the newest Kubernetes the validator knows.
 KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
-SECRET_CONFIG_KEYS = {"s3_access_key_id", "s3_secret_access_key", "auth_tokens"}
+SECRET_CONFIG_KEYS = {
+    "s3_access_key_id", "s3_secret_access_key", "auth_tokens",
+    # From the iceberg.* Secret (GRAVIXD_ICEBERG_CATALOG_URI), never the ConfigMap.
+    "iceberg_catalog_uri", "iceberg_catalog_password", "iceberg_catalog_token",
+}  # fmt: skip
 
 NON_DEFAULT: dict[str, dict[str, Any]] = {
     "production": {
@@ -70,6 +74,7 @@ NON_DEFAULT: dict[str, dict[str, Any]] = {
             "segment_format": "parquet",
         },
         "s3": {"existingSecret": "gravix-s3"},
+        "iceberg": {"existingSecret": "gravix-iceberg"},
         "rollup": {"enabled": True},
         "trino": {
             "enabled": True,
@@ -78,6 +83,10 @@ NON_DEFAULT: dict[str, dict[str, Any]] = {
                 "endpoint": "http://minio.minio.svc:9000",
                 "pathStyle": True,
                 "existingSecret": "gravix-s3",
+            },
+            "icebergCatalog": {
+                "jdbcUrl": "jdbc:postgresql://catalog.gravix.svc:5432/gravix",
+                "existingSecret": "gravix-iceberg",
             },
             "worker": {"replicas": 2},
         },
@@ -142,9 +151,9 @@ BAD_VALUES.update(
             _query_with(trino={"podSecurityContext": {"runAsNonRoot": False}}),
             "runAsNonRoot",
         ),
-        "trino catalog timestamp precision": (
-            _query_with(trino={"catalogProperties": {"hive.timestamp-precision": "MILLISECONDS"}}),
-            "invalid propertyName 'hive.timestamp-precision'",
+        "trino catalog type overridden": (
+            _query_with(trino={"catalogProperties": {"iceberg.catalog.type": "hive_metastore"}}),
+            "invalid propertyName 'iceberg.catalog.type'",
         ),
         "cube writable root fs": (
             _query_with(cube={"securityContext": {"readOnlyRootFilesystem": False}}),
@@ -286,6 +295,10 @@ def _load_as_the_pod_does(docs: list[dict[str, Any]], tmp: Path) -> gravixd_conf
         tokens_path = tmp / "tokens"
         tokens_path.write_text("gravix-test-token-1\n")
         env["GRAVIXD_AUTH_TOKENS_FILE"] = str(tokens_path)
+    if "GRAVIXD_ICEBERG_CATALOG_URI_FILE" in env:  # the iceberg Secret's key
+        uri_path = tmp / "iceberg-uri"
+        uri_path.write_text("postgresql://gravix:x@catalog.gravix.svc:5432/gravix\n")
+        env["GRAVIXD_ICEBERG_CATALOG_URI_FILE"] = str(uri_path)
     return gravixd_config.load({}, env).config
 
 

@@ -1,6 +1,7 @@
 """The query side of the Helm chart (the trino and cube subcharts) reads what gravixd writes:
-the same bucket and Secret, the same catalog settings and DDL as the compose stack, the same
-Cube model; its vendored copies cannot drift from deploy/. Rendered by Helm's own library;
+the same bucket and Secrets, the same Iceberg catalog settings and upkeep SQL as the compose
+stack (one upkeep file, which compose mounts from chart/), the same Cube model; its vendored
+model copies cannot drift from deploy/. Rendered by Helm's own library;
 lint, kubernetes-validate and Pod Security for these values are in test_deploy_helm_chart.py
 (value set "query")."""
 
@@ -68,8 +69,6 @@ def with_values(**changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("copy", "source"),
     [
-        ("charts/trino/files/gravix-tables.sql", "deploy/trino/gravix-tables.sql"),
-        ("charts/trino/files/sync-partitions.sql", "deploy/trino/sync-partitions.sql"),
         *[
             (f"charts/cube/model/{p.name}", f"deploy/cube/model/{p.name}")
             for p in sorted((ROOT / "deploy/cube/model").glob("*.yml"))
@@ -93,7 +92,7 @@ def test_both_subcharts_render_their_workloads(chart: helm.Chart) -> None:
     workers = named(docs, "Deployment", "gravix-trino-worker")
     assert (coordinator["spec"]["replicas"], workers["spec"]["replicas"]) == (1, 2)
     named(docs, "Service", "gravix-trino")
-    named(docs, "CronJob", "gravix-trino-sync")
+    named(docs, "CronJob", "gravix-trino-upkeep")
     named(docs, "Deployment", "gravix-cube-api")
     named(docs, "Deployment", "gravix-cube-refresh-worker")
     named(docs, "Deployment", "gravix-cube-store")
@@ -112,50 +111,72 @@ def test_workers_and_no_workers(chart: helm.Chart) -> None:
     assert "node-scheduler.include-coordinator=true" in config
 
 
-def test_the_catalog_is_the_compose_catalog_over_the_same_bucket_and_secret(
+def test_the_catalog_is_the_compose_catalog_over_the_same_bucket_and_secrets(
     chart: helm.Chart,
 ) -> None:
     docs = render(chart, QUERY)
     rendered = properties(
-        named(docs, "ConfigMap", "gravix-trino-catalog")["data"]["gravix.properties"]
+        named(docs, "ConfigMap", "gravix-trino-catalog")["data"]["iceberg.properties"]
     )
-    compose = properties((ROOT / "deploy/trino/catalog/gravix.properties").read_text())
-    same = {"connector.name", "hive.metastore", "hive.timestamp-precision", "fs.native-s3.enabled"}
+    compose = properties((ROOT / "deploy/trino/catalog/iceberg.properties").read_text())
+    same = {
+        "connector.name",
+        "iceberg.catalog.type",
+        "iceberg.jdbc-catalog.driver-class",
+        "iceberg.jdbc-catalog.catalog-name",
+        "iceberg.jdbc-catalog.schema-version",
+        "iceberg.jdbc-catalog.connection-user",
+        "fs.native-s3.enabled",
+        "s3.path-style-access",
+    }
     assert {k: rendered[k] for k in same} == {k: compose[k] for k in same}
     assert set(compose) <= set(rendered)
-    assert rendered["hive.metastore.catalog.dir"] == "s3://gravix/trino-metastore"
+    assert rendered["iceberg.jdbc-catalog.catalog-name"] == "gravix"  # iceberg_catalog_name
+    jdbc = QUERY["trino"]["icebergCatalog"]["jdbcUrl"]
+    assert rendered["iceberg.jdbc-catalog.connection-url"] == jdbc
+    assert rendered["iceberg.jdbc-catalog.connection-password"] == "${ENV:ICEBERG_CATALOG_PASSWORD}"
+    assert rendered["iceberg.jdbc-catalog.default-warehouse-dir"] == "s3://gravix/warehouse"
     assert rendered["s3.endpoint"] == QUERY["config"]["s3_endpoint_url"]
-    assert rendered["s3.path-style-access"] == "true"
     assert rendered["s3.aws-access-key"] == "${ENV:AWS_ACCESS_KEY_ID}"
     assert rendered["s3.aws-secret-key"] == "${ENV:AWS_SECRET_ACCESS_KEY}"
 
     (daemon,) = containers(named(docs, "StatefulSet", "gravix-gravixd"))
     for name in ("gravix-trino-coordinator", "gravix-trino-worker"):
         (trino,) = containers(named(docs, "Deployment", name))
+        env = env_of(trino)
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            assert env_of(trino)[key] == env_of(daemon)[key], (name, key)  # same Secret, key
+            assert env[key] == env_of(daemon)[key], (name, key)  # same Secret, key
+        password = env["ICEBERG_CATALOG_PASSWORD"]["secretKeyRef"]
+        assert password == {"name": "gravix-iceberg", "key": "ICEBERG_CATALOG_PASSWORD"}
+    # gravixd (daemon and rollup CronJob) reads its catalog URI from the same Secret, a file.
+    daemon_env = env_of(daemon)
+    assert daemon_env["GRAVIXD_ICEBERG_CATALOG_URI_FILE"] == (
+        "/etc/gravixd-iceberg/ICEBERG_CATALOG_URI"
+    )
+    (rollup,) = containers(named(docs, "CronJob", "gravix-gravixd-rollup"))
+    assert (
+        env_of(rollup)["GRAVIXD_ICEBERG_CATALOG_URI_FILE"]
+        == (daemon_env["GRAVIXD_ICEBERG_CATALOG_URI_FILE"])
+    )
+    volumes = named(docs, "StatefulSet", "gravix-gravixd")["spec"]["template"]["spec"]["volumes"]
+    assert {
+        "name": "iceberg",
+        "secret": {"secretName": "gravix-iceberg", "defaultMode": 0o440},
+    } in (volumes)
 
 
-def test_the_tables_point_at_the_release_bucket(chart: helm.Chart) -> None:
-    url = "s3://acme-events/gravix"
-    docs = render(
-        chart,
-        with_values(config__store_url=url, trino__store={**QUERY["trino"]["store"], "url": url}),
-    )
-    sql = named(docs, "ConfigMap", "gravix-trino-sql")["data"]
-    tables = sql["gravix-tables.sql"]
-    assert f"external_location = '{url}/facts'" in tables
-    assert f"external_location = '{url}/rollup-commits/events'" in tables
-    assert "s3://gravix/events" not in tables
-    source = (ROOT / "deploy/trino/gravix-tables.sql").read_text()
-    assert tables.strip() == source.replace("s3://gravix/events", url).strip()
-    assert sql["sync-partitions.sql"].strip() == (
-        (ROOT / "deploy/trino/sync-partitions.sql").read_text().strip()
-    )
-    (sync,) = containers(named(docs, "CronJob", "gravix-trino-sync"))
-    command = " ".join(sync["command"])
-    assert "http://gravix-trino:8080" in command
-    assert "/sql/gravix-tables.sql" in command and "/sql/sync-partitions.sql" in command
+def test_the_upkeep_is_the_one_file_compose_runs(chart: helm.Chart) -> None:
+    docs = render(chart, with_values(trino__upkeep={"retention": "14d"}))
+    sql = named(docs, "ConfigMap", "gravix-trino-sql")["data"]["upkeep.sql"]
+    source = (CHART / "charts/trino/files/upkeep.sql").read_text()
+    assert sql.strip() == source.replace("RETENTION", "14d").strip()
+    for table in ("iceberg.gravix.facts", "iceberg.gravix.events"):
+        for procedure in ("optimize", "expire_snapshots", "remove_orphan_files"):
+            assert f"ALTER TABLE {table} EXECUTE {procedure}" in sql
+    (upkeep,) = containers(named(docs, "CronJob", "gravix-trino-upkeep"))
+    command = " ".join(upkeep["command"])
+    assert "--server http://gravix-trino:8080" in command
+    assert "--file /sql/upkeep.sql" in command
 
 
 def test_cube_queries_that_trino_with_the_shared_model(chart: helm.Chart) -> None:
@@ -174,7 +195,7 @@ def test_cube_queries_that_trino_with_the_shared_model(chart: helm.Chart) -> Non
         assert env["CUBEJS_DB_HOST"] == "gravix-trino"  # the Service above
         assert env["CUBEJS_DB_PORT"] == "8080"
         for key in ("CUBEJS_DB_PRESTO_CATALOG", "CUBEJS_DB_SCHEMA"):
-            assert env[key] == compose_env[key]  # gravix / events: the DDL's catalog and schema
+            assert env[key] == compose_env[key]  # iceberg / gravix: the tables' catalog, schema
         assert env["CUBEJS_CUBESTORE_HOST"] == "gravix-cube-store"
         assert env["CUBEJS_API_SECRET"]["secretKeyRef"]["name"] == "gravix-cube"
         assert env["CUBEJS_DEV_MODE"] == "false"
@@ -195,10 +216,23 @@ def test_cube_queries_that_trino_with_the_shared_model(chart: helm.Chart) -> Non
             "trino.store.existingSecret",
         ),
         (with_values(config__segment_format="arrow"), "segment_format"),
+        (with_values(iceberg={}), "iceberg.existingSecret"),
+        (
+            with_values(trino__icebergCatalog={"existingSecret": "gravix-iceberg"}),
+            "trino.icebergCatalog.jdbcUrl",
+        ),
         (with_values(trino__enabled=False), "cube.enabled: expected trino.enabled"),
         (with_values(cube__apiSecret={}), "cube.apiSecret"),
     ],
-    ids=["other bucket", "other secret", "arrow segments", "cube without trino", "no api secret"],
+    ids=[
+        "other bucket",
+        "other secret",
+        "arrow segments",
+        "no catalog",
+        "no JDBC URL",
+        "cube without trino",
+        "no api secret",
+    ],
 )
 def test_a_query_side_that_would_read_the_wrong_thing_fails_to_render(
     chart: helm.Chart, values: dict[str, Any], message: str
@@ -216,10 +250,27 @@ def test_the_query_side_is_off_by_default(chart: helm.Chart) -> None:
 # --- the compose stack's query side -----------------------------------------------------------
 
 
-def test_compose_runs_cube_on_the_model_trino_init_and_a_scheduled_rollup() -> None:
+def test_compose_runs_the_catalog_cube_on_the_model_and_scheduled_upkeep() -> None:
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     gravixd = services["gravixd"]["environment"]
-    assert float(gravixd["GRAVIXD_ROLLUP_INTERVAL_SECONDS"]) > 0  # the rollup on a schedule
+    # gravixd commits to the catalog Trino reads: same PostgreSQL, database and user.
+    uri = gravixd["GRAVIXD_ICEBERG_CATALOG_URI"]
+    catalog = properties((ROOT / "deploy/trino/catalog/iceberg.properties").read_text())
+    assert uri.startswith("postgresql://gravix:") and uri.endswith("@catalog:5432/gravix")
+    assert catalog["iceberg.jdbc-catalog.connection-url"] == "jdbc:postgresql://catalog:5432/gravix"
+    password = services["catalog"]["environment"]["POSTGRES_PASSWORD"]
+    assert f":{password}@" in uri
+    assert catalog["iceberg.jdbc-catalog.connection-password"] == password
+    # Daemons upload, one committer (`gravixd rollup` on a loop) commits and compacts.
+    committer = services["rollup"]
+    assert gravixd["GRAVIXD_ICEBERG_COMMIT"] == "rollup"
+    for key, value in gravixd.items():
+        if key.startswith(("GRAVIXD_STORE", "GRAVIXD_S3_", "GRAVIXD_ICEBERG_", "AWS_")):
+            assert committer["environment"][key] == value, key
+    assert "gravixd rollup" in committer["entrypoint"][-1]
+    assert "sleep 60" in committer["entrypoint"][-1]
+    assert services["catalog"]["healthcheck"]
+    assert services["gravixd"]["depends_on"]["catalog"]["condition"] == "service_healthy"
     for name in ("cube", "cube-refresh-worker"):
         cube = services[name]
         assert "./deploy/cube/model:/cube/conf/model:ro" in cube["volumes"]
@@ -228,19 +279,17 @@ def test_compose_runs_cube_on_the_model_trino_init_and_a_scheduled_rollup() -> N
         assert cube["environment"]["CUBEJS_CUBESTORE_HOST"] in services
         assert cube["image"].split(":")[1].startswith("v")  # pinned, not latest
     assert services["cube-refresh-worker"]["environment"]["CUBEJS_REFRESH_WORKER"] == "true"
-    init = services["trino-init"]
-    script = init["entrypoint"][-1]
-    assert "--ignore-errors --file /etc/trino/gravix-tables.sql" in script
-    assert "--file /etc/trino/sync-partitions.sql" in script and "sleep 60" in script
-    # every table location exists before Trino creates the tables over them
-    marked = services["createbucket"]["entrypoint"][-1]
-    assert "rollup-commits/events" in marked and "_gravixd" in marked
-    mounted = {v.split(":")[1] for v in init["volumes"]}
-    assert {"/etc/trino/gravix-tables.sql", "/etc/trino/sync-partitions.sql"} <= mounted
+    upkeep = services["trino-upkeep"]
+    assert "./chart/charts/trino/files/upkeep.sql:/etc/trino/upkeep.sql:ro" in upkeep["volumes"]
+    script = upkeep["entrypoint"][-1]
+    assert "s/RETENTION/7d/" in script and "--file /tmp/upkeep.sql" in script
+    assert "sleep 3600" in script
+    mounted = {v.split(":")[1] for v in services["trino"]["volumes"]}
+    assert mounted == {"/etc/trino/catalog/iceberg.properties"}
 
 
 def test_notes_say_how_to_reach_trino_and_cube(chart: helm.Chart) -> None:
     notes = chart.render(QUERY, name="gravix", namespace="obs")["gravixd/templates/NOTES.txt"]
     assert "port-forward svc/gravix-trino 8080" in notes
-    assert "gravix.events.facts_all" in notes
+    assert "iceberg.gravix.facts" in notes
     assert "port-forward svc/gravix-cube 4000" in notes

@@ -1,34 +1,27 @@
-"""The Cube model's measures and dimensions compute what they say, over real gravixd output.
+"""The Cube model's measures and dimensions compute what they say, on a real Trino over the
+Iceberg tables.
 
-Cube cannot run here. What Cube sends to Trino is each member's SQL inside an aggregate
-(`count(*)`, `sum(sql)`, `avg(sql)`, or the `number` expression with its member references
-expanded) grouped by dimension SQL. This builds that query from deploy/cube/model/*.yml in
-Trino SQL, transpiles it to DuckDB with sqlglot, runs it over the `*_all` view (itself the
-Trino view run in DuckDB, tests/query_store.py) on a store the real daemon wrote and the
-real rollup half rolled up, and compares every number with pyarrow's own computation.
+Cube cannot run here (its native module is published only on GitHub). What Cube's Trino
+driver sends is each member's SQL inside an aggregate (`count(*)`, `sum(sql)`, `avg(sql)`,
+or the `number` expression with its member references expanded), grouped by dimension SQL,
+over the cube's `sql_table`. This builds that query from deploy/cube/model/*.yml, runs it on
+the session's Trino 476 against `iceberg.gravix.facts` / `events` (rows pyiceberg committed,
+tests/conftest.py), and compares every number with pyarrow's own computation of the rows.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pytest
-import sqlglot
-import trio
 import yaml
-from query_store import ROOT, duckdb_view, events, facts, land
-from sqlglot import exp
+from query_store import ROOT
 
-from gravixd.rollup import rollup
-from gravixd.stores import open_store
+pytestmark = [pytest.mark.trino, pytest.mark.s3]
 
 MODEL = ROOT / "deploy" / "cube" / "model"
 # approx_percentile (Trino) / approx_quantile (DuckDB) are t-digest estimates: within this
@@ -71,76 +64,41 @@ def dimension_sql(c: dict[str, Any], name: str) -> str:
     return member_sql(c, str(d["sql"]))
 
 
-def run(store: Path, c: dict[str, Any], dimension_trino_sql: str) -> dict[Any, dict[str, Any]]:
-    """Every measure of cube `c`, grouped by a dimension expression, as DuckDB computes them."""
-    measures = [f"{measure_sql(c, m)} AS {m['name']}" for m in c["measures"]]
-    trino = (
-        f"SELECT {dimension_trino_sql} AS d, {', '.join(measures)} "
+def run(trino_server: Any, c: dict[str, Any], dimension_sql: str) -> dict[Any, dict[str, Any]]:
+    """Every measure of cube `c`, grouped by a dimension expression, as Trino computes them."""
+    measures = [f'{measure_sql(c, m)} AS "{m["name"]}"' for m in c["measures"]]
+    sql = (
+        f"SELECT {dimension_sql} AS d, {', '.join(measures)} "
         f"FROM {c['sql_table']} AS {c['name']} GROUP BY 1"
     )
-    stream = c["sql_table"].rsplit(".", 1)[1].removesuffix("_all")
-    view = sqlglot.parse_one(duckdb_view(store, stream), read="duckdb")
-
-    def swap(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Table) and node.name == f"{stream}_all":
-            return exp.Subquery(
-                this=view.copy(), alias=exp.TableAlias(this=node.args["alias"].this)
-            )
-        return node
-
-    query = sqlglot.parse_one(trino, read="trino").transform(swap).sql("duckdb")
-    relation = duckdb.sql(query)
-    names = relation.columns
-    return {row[0]: dict(zip(names[1:], row[1:], strict=True)) for row in relation.fetchall()}
+    conn = trino_server.connect()
+    try:
+        cur = conn.cursor()
+        cur.execute(sql)
+        rows = cur.fetchall()
+        names = [d[0] for d in cur.description]
+    finally:
+        conn.close()
+    return {row[0]: dict(zip(names[1:], row[1:], strict=True)) for row in rows}
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store the real daemon wrote, rolled up, then given late segments: the view reads
-    rollup parts and live segments both."""
-    base = tmp_path_factory.mktemp("cube")
-    store, late = base / "store", base / "late"
-    land(
-        base / "d1",
-        store,
-        {"facts": [facts("a", 900), facts("b", 800)], "events": [events("e", 700)]},
-        "--segment-max-events",
-        "500",
-    )
-    land(base / "d2", late, {"facts": [facts("late", 300)], "events": [events("late", 200)]})
-
-    async def roll() -> None:
-        s = open_store(f"file://{store}")
-        report = await rollup(
-            s, target_file_bytes=1 << 20, now=datetime.now(UTC), include_current_hour=True
-        )
-        await s.aclose()
-        assert report.ok and report.rows == 900 + 800 + 700
-
-    trio.run(roll)
-    for path in late.rglob("*.parquet"):
-        target = store / path.relative_to(late)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
-    return store
-
-
-def all_rows(store: Path, stream: str) -> pa.Table:
-    """The same rows, read by pyarrow (the rollup's parts plus the live late segments)."""
-    parts = ds.dataset(store / "rollup" / stream, format="parquet", partitioning="hive")
-    live = ds.dataset(store / stream, format="parquet", partitioning="hive")
-    return pa.concat_tables([parts.to_table(), live.to_table()])
+def tables(gravix_tables: tuple[pa.Table, pa.Table]) -> dict[str, pa.Table]:
+    facts, events = gravix_tables
+    return {"facts": facts, "events": events}
 
 
 def by(table: pa.Table, key: pa.Array, value: Any) -> pa.Table:
     return table.filter(pc.equal(key, value))
 
 
-def test_facts_measures_by_service_match_pyarrow(store: Path) -> None:
+def test_facts_measures_by_service_match_pyarrow(
+    trino_server: Any, tables: dict[str, pa.Table]
+) -> None:
     c = cube("facts")
-    got = run(store, c, dimension_sql(c, "service"))
-    table = all_rows(store, "facts")
-    assert table.num_rows == 900 + 800 + 300
+    got = run(trino_server, c, dimension_sql(c, "service"))
+    table = tables["facts"]
+    assert table.num_rows == 1500
     services = sorted(set(table.column("service").to_pylist()))
     assert sorted(got) == services
     for service in services:
@@ -161,10 +119,12 @@ def test_facts_measures_by_service_match_pyarrow(store: Path) -> None:
 
 
 @pytest.mark.parametrize("dimension", ["route", "method", "status_code", "status_class"])
-def test_facts_counts_by_each_dimension_match_pyarrow(store: Path, dimension: str) -> None:
+def test_facts_counts_by_each_dimension_match_pyarrow(
+    trino_server: Any, tables: dict[str, pa.Table], dimension: str
+) -> None:
     c = cube("facts")
-    got = {key: m["count"] for key, m in run(store, c, dimension_sql(c, dimension)).items()}
-    table = all_rows(store, "facts")
+    got = {key: m["count"] for key, m in run(trino_server, c, dimension_sql(c, dimension)).items()}
+    table = tables["facts"]
     if dimension == "status_class":
         status = table.column("status_code").to_pylist()
         keys = [f"{s // 100}xx" if s >= 100 else "none" for s in status]
@@ -178,10 +138,12 @@ def test_facts_counts_by_each_dimension_match_pyarrow(store: Path, dimension: st
         assert set(got) == {"2xx", "4xx", "5xx"}
 
 
-def test_the_time_dimension_buckets_by_hour_like_pyarrow(store: Path) -> None:
+def test_the_time_dimension_buckets_by_hour_like_pyarrow(
+    trino_server: Any, tables: dict[str, pa.Table]
+) -> None:
     c = cube("facts")
-    got = run(store, c, f"date_trunc('hour', {dimension_sql(c, 'timestamp')})")
-    table = all_rows(store, "facts")
+    got = run(trino_server, c, f"date_trunc('hour', {dimension_sql(c, 'timestamp')})")
+    table = tables["facts"]
     hours = pc.floor_temporal(table.column("timestamp"), unit="hour").to_pylist()
     expected: dict[datetime, int] = {}
     for hour in hours:
@@ -192,11 +154,13 @@ def test_the_time_dimension_buckets_by_hour_like_pyarrow(store: Path) -> None:
 
 
 @pytest.mark.parametrize("dimension", ["service", "kind", "severity"])
-def test_events_measures_match_pyarrow(store: Path, dimension: str) -> None:
+def test_events_measures_match_pyarrow(
+    trino_server: Any, tables: dict[str, pa.Table], dimension: str
+) -> None:
     c = cube("events")
-    got = run(store, c, dimension_sql(c, dimension))
-    table = all_rows(store, "events")
-    assert table.num_rows == 700 + 200
+    got = run(trino_server, c, dimension_sql(c, dimension))
+    table = tables["events"]
+    assert table.num_rows == 900
     for key in set(table.column(dimension).to_pylist()):
         rows = by(table, table.column(dimension), key)
         severity = rows.column("severity").to_pylist()
@@ -220,4 +184,5 @@ def test_the_model_covers_what_a_dashboard_needs() -> None:
     for c in (facts_cube, events_cube):
         (time,) = (d for d in c["dimensions"] if d["type"] == "time")
         assert time["name"] == "timestamp"
-        assert c["sql_table"] == f"gravix.events.{c['name']}_all"  # the exactly-once view
+        # The Iceberg table (exactly once by its snapshots), by Trino's catalog name.
+        assert c["sql_table"] == f"iceberg.gravix.{c['name']}"

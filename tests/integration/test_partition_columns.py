@@ -36,10 +36,11 @@ def section_text() -> str:
 
 @pytest.fixture(scope="module")
 def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A directory holding ./gravixd-data/store: live Arrow segments and their rollup."""
+    """A directory holding ./gravixd-data/store: live segments (Parquet, the default) and
+    their rollup."""
     cwd = tmp_path_factory.mktemp("partitions")
     store = cwd / "gravixd-data" / "store"
-    land(cwd / "daemon", store, {"facts": [facts("p", POSTED)]}, "--segment-format", "arrow")
+    land(cwd / "daemon", store, {"facts": [facts("p", POSTED)]})
 
     rolled = cwd / "rolled" / "store"  # a copy, rolled up: the live segments stay too
 

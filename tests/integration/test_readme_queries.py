@@ -42,13 +42,13 @@ def blocks(path: Path, language: str, section: str) -> list[str]:
 def newcomer_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     cwd = tmp_path_factory.mktemp("newcomer")
     store = cwd / "gravixd-data" / "store"
-    # The daemon's default segment format (Arrow IPC), as the README's pyarrow example reads.
+    # The daemon's default segment format (Parquet), as docs/query.md's pyarrow example reads.
     land(
         cwd / "daemon",
         store,
         {"facts": [facts("a", 700), facts("b", 500)]},
         "--segment-format",
-        "arrow",
+        "parquet",
     )
     rolled = cwd / "gravixd-data-rolled" / "store"
 

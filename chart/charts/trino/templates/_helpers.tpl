@@ -26,8 +26,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- regexReplaceAll "^(s3://[^/]+).*$" .Values.store.url "${1}" }}
 {{- end }}
 
-{{/* The S3 keys from the gravixd Secret, read by the catalog as ${ENV:...}. */}}
+{{/* The S3 keys from the gravixd Secret and the catalog's password, read by the catalog as
+${ENV:...}. */}}
 {{- define "trino.env" -}}
+{{- with .Values.icebergCatalog.existingSecret }}
+- name: ICEBERG_CATALOG_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.icebergCatalog.passwordKey }}
+{{- end }}
 {{- with .Values.store.existingSecret }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
