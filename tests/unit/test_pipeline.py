@@ -9,8 +9,8 @@ import signal
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pyarrow.ipc
+import pyarrow.parquet as pq
 import pytest
 import trio
 import trio.testing
