@@ -396,6 +396,12 @@ def readme_section(docs: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"| raw TCP protobuf | {_si(eps(row))} | {_num(cpu(row), 2)} | – | – | – | – |"
         )
+    otlp_rows = {row.get("path"): row for row in docs.get("otlp", {}).get("http", [])}
+    for path, label in (("/v1/traces", "OTLP spans, protobuf ×1000 †"),
+                        ("/v1/logs", "OTLP log records, protobuf ×1000 †")):  # fmt: skip
+        per_cpu = otlp_rows.get(path, {}).get("records_per_server_cpu_second")
+        if per_cpu:
+            lines.append(f"| {label} | {_si(per_cpu)} | {_num(1e6 / per_cpu, 2)} | – | – | – | – |")
     first = next(iter(docs.values()), {})
     m = first.get("machine", {})
     prelim = (
@@ -410,6 +416,11 @@ def readme_section(docs: dict[str, dict[str, Any]]) -> str:
         "Every case, the targets and the method: [docs/benchmarks.md](docs/benchmarks.md); "
         "every row: [bench/results/RESULTS.md](bench/results/RESULTS.md).",
     ]
+    if otlp_rows:
+        lines.append(
+            "† records per server CPU-second (`python -m bench.bench_otlp`: its Python load "
+            "client, not the server, is the limit of records per second on this box)."
+        )
     return "\n".join(lines)
 
 
