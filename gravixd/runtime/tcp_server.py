@@ -541,11 +541,14 @@ class _Connection:
 
 
 def excerpt(message: str, max_chars: int = _LOGGED_MESSAGE_CHARS) -> str:
-    """`message` cut to `max_chars`, saying how long it was: a value it echoes may be as
-    long as a whole line."""
+    """`message` cut to about `max_chars`, saying how long it was: a value it echoes may be
+    as long as a whole line. The middle goes, not the end: an error ends with what came and
+    where (``got `x` - at `$.severity` ``)."""
     if len(message) <= max_chars:
         return message
-    return f"{message[:max_chars]}... ({len(message)} characters, cut)"
+    tail = max_chars // 3
+    head = max_chars - tail
+    return f"{message[:head]} ... ({len(message)} characters, cut) ... {message[-tail:]}"
 
 
 def _peer_name(sock: trio.abc.Stream) -> str:
