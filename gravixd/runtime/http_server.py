@@ -413,8 +413,13 @@ class HttpServer:
             metrics.load_shed.labels(_shed_label(exc)).inc()
             return _error(request, 503, "spool_full", str(exc))
         signal = OTLP_SIGNALS.get(request.endpoint)
-        if signal is not None and held.body > self.settings.max_in_flight_bytes:
-            # Alone over the budget: no retry can succeed (a 503 would be retried forever).
+        if (
+            signal is not None
+            and request.media_type in JSON_TYPES
+            and held.body > self.settings.max_in_flight_bytes
+        ):
+            # OTLP JSON measured by its objects, alone over the budget: no retry can succeed
+            # (a 503 would be retried forever). Protobuf bodies are bounded by their records.
             message = (
                 f"Expected a body whose decoding fits max_in_flight_bytes="
                 f"{self.settings.max_in_flight_bytes}, got one that needs ~{held.body} bytes "
