@@ -714,9 +714,13 @@ def _json_valid(
     stream: str, body: bytes, received_unix_nano: int, first: DecodeError, unknown: UnknownFields
 ) -> Partial:
     try:
-        raw = _RAW_ITEMS.decode(body)  # it parsed as JSON before it failed validation
+        raw = _RAW_ITEMS.decode(body)
     except msgspec.ValidationError:
         raise first from None  # one object (or no object at all), and it is invalid
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # Validation stops at the first invalid event, so a syntax error after it (a lone
+        # surrogate escape further on) is only met here: the body is not JSON, as a whole.
+        raise DecodeError(*_syntax_error(exc, body, "Expected a JSON object or array")) from None
     items, errors = [], []
     for index, element in enumerate(raw):
         found = unknown.mark()  # a rejected event's unknown keys are not counted
