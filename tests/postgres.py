@@ -19,6 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from processes import log_tail, stop_process
+
 USER = "gravix"
 PASSWORD = "gravix-test"  # a loopback test server's password, not a secret
 DATABASE = "gravix"
@@ -206,14 +208,7 @@ class PostgresServer:
         """Stop the server by its PID (SIGINT: "fast" shutdown, which does not wait for
         Trino's pooled connections; then SIGKILL)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(_STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(_STOP_TIMEOUT_SECONDS)
+        stop_process(process, _STOP_TIMEOUT_SECONDS, signal.SIGINT)
 
     def __enter__(self) -> PostgresServer:
         self.start()
@@ -223,7 +218,4 @@ class PostgresServer:
         self.stop()
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)

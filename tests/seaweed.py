@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from processes import log_tail, stop_process
+
 ACCESS_KEY_ID = "gravixd-test"
 SECRET_ACCESS_KEY = "gravixd-test-secret"  # a loopback test server's key, not a secret
 REGION = "us-east-1"
@@ -167,14 +169,7 @@ class SeaweedServer:
     def stop(self) -> None:
         """Stop the server by its PID: terminate, then kill after a timeout."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(_STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(_STOP_TIMEOUT_SECONDS)
+        stop_process(process, _STOP_TIMEOUT_SECONDS)
 
     def restart(self) -> None:
         self.stop()
@@ -190,10 +185,7 @@ class SeaweedServer:
     # --- helpers --------------------------------------------------------------------------
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def client(self, **overrides: Any) -> Any:
         """A boto3 client for this server (quick retries: tests want errors fast)."""

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from processes import log_tail, stop_process
+
 VERSION = 476
 MIN_JAVA = 24
 CATALOG = "iceberg"  # the Trino catalog name the docs' queries use
@@ -264,14 +266,7 @@ class TrinoServer:
     def stop(self) -> None:
         """Stop the server by its PID: SIGTERM (Trino shuts down), then SIGKILL."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(_STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(_STOP_TIMEOUT_SECONDS)
+        stop_process(process, _STOP_TIMEOUT_SECONDS)
 
     def __enter__(self) -> TrinoServer:
         self.start()
@@ -299,10 +294,7 @@ class TrinoServer:
             conn.close()
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
 
 if __name__ == "__main__":
