@@ -402,8 +402,8 @@ def readme_section(docs: dict[str, dict[str, Any]]) -> str:
         per_cpu = otlp_rows.get(path, {}).get("records_per_server_cpu_second")
         if per_cpu:
             lines.append(f"| {label} | {_si(per_cpu)} | {_num(1e6 / per_cpu, 2)} | – | – | – | – |")
-    first = next(iter(docs.values()), {})
-    m = first.get("machine", {})
+    # The machine and commit of the HTTP rows (other rows may come from other runs).
+    m = (http or next(iter(docs.values()), {})).get("machine", {})
     prelim = (
         " Preliminary figures (short runs or a busy machine)."
         if any(doc.get("preliminary") for doc in docs.values())
@@ -412,7 +412,8 @@ def readme_section(docs: dict[str, dict[str, Any]]) -> str:
     lines += [
         "",
         f"One core each for server and load (`wrk -t1 -c8`), durable acks; gravixd commit "
-        f"{m.get('gravixd_commit')}, {m.get('cpu_model')}, `python -m bench.run all`.{prelim} "
+        f"{m.get('gravixd_commit')}, {m.get('cpu_model')}, `python -m bench.run http` (the raw "
+        f"TCP row: `python -m bench.run tcp`).{prelim} "
         "Every case, the targets and the method: [docs/benchmarks.md](docs/benchmarks.md); "
         "every row: [bench/results/RESULTS.md](bench/results/RESULTS.md).",
     ]
